@@ -1,0 +1,31 @@
+# wsgate: `make run` starts the gateway with embedded defaults; `make test` installs what the
+# tests need when it is missing and runs them all. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all run build release test check fmt clippy
+all: aarch64 x86_64
+
+run:
+	$(CARGO) run --release --bin wsgate
+
+build:
+	$(CARGO) build --bins
+
+release:
+	$(CARGO) build --release --bins
+
+check: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: check test-deps
+	$(CARGO) test --all-targets
+
+# Per-area targets live beside their code.
+-include tests/deps.mk
+-include cross/cross.mk

@@ -1,0 +1,2 @@
+//! wsgate: a WebSocket gateway for AWS CLB/NLB.
+pub mod proxy;
