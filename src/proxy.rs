@@ -45,9 +45,15 @@ pub enum Addresses<'a> {
     /// v1 `UNKNOWN`, v2 `UNSPEC`, or v2 `LOCAL` (whose address block is skipped).
     Unspecified,
     /// TCP/UDP over IPv4 or IPv6 (v1 `TCP4`/`TCP6`, v2 INET/INET6).
-    Inet { source: SocketAddr, destination: SocketAddr },
+    Inet {
+        source: SocketAddr,
+        destination: SocketAddr,
+    },
     /// v2 AF_UNIX: two 108-byte paths, NUL padded.
-    Unix { source: &'a [u8], destination: &'a [u8] },
+    Unix {
+        source: &'a [u8],
+        destination: &'a [u8],
+    },
 }
 
 /// A decoded header. Borrows TLV bytes and UNIX paths from the input buffer.
@@ -78,6 +84,8 @@ pub struct Tlvs<'a> {
 pub enum ProxyError {
     /// The buffer starts with neither signature: there is no PROXY header.
     NotProxy,
+    /// A v1 header without CRLF within [`V1_MAX_LEN`] bytes.
+    V1TooLong,
     // (the decoder implementation adds the remaining variants, each naming one check)
 }
 
@@ -86,6 +94,7 @@ impl ProxyError {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProxyError::NotProxy => "not_proxy",
+            ProxyError::V1TooLong => "v1_too_long",
         }
     }
 }
@@ -101,7 +110,9 @@ impl<'a> Header<'a> {
 
     /// TLVs of a v2 header.
     pub fn tlvs(&self) -> Tlvs<'a> {
-        Tlvs { rest: self.tlv_bytes }
+        Tlvs {
+            rest: self.tlv_bytes,
+        }
     }
 
     /// The AWS VPC endpoint id (TLV 0xEA, subtype 0x01), when present and valid UTF-8.

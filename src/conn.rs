@@ -1,0 +1,397 @@
+//! The connection prelude: one buffer, one byte cap and one deadline cover the PROXY header
+//! and the HTTP head. Then the request is answered, or upgraded and handed to a session task
+//! with every byte that came after the head.
+//!
+//! ```text
+//! socket bytes ─> proxy::decode ─> http::parse_head ─> route ─> page | healthz | error
+//!                                                        └────> handshake ─> session task
+//! ```
+
+use crate::config::ProxyMode;
+use crate::handshake;
+use crate::http::{self, Head, HttpError, Status};
+use crate::proxy::{self, Decoded, ProxyError};
+use crate::route::{self, Route};
+use crate::server::Gateway;
+use crate::session::{self, Peer, Stats};
+use crate::{info, warn};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use smol::{Async, Timer};
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The embedded chat page served at `/`.
+pub const PAGE: &[u8] = include_bytes!("page.html");
+
+/// What the PROXY stage learned.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProxyInfo {
+    /// `v1` or `v2` when a header was read.
+    pub version: Option<&'static str>,
+    /// AWS VPC endpoint id (NLB, TLV 0xEA subtype 0x01).
+    pub vpce: Option<String>,
+}
+
+/// Why a prelude ended without a request.
+#[derive(Debug)]
+enum PreludeError {
+    /// The PROXY header was refused.
+    Proxy(ProxyError),
+    /// A PROXY header came from a source outside `--trusted-proxies`.
+    UntrustedProxy,
+    /// `--proxy-protocol required` and the connection did not start with a header.
+    MissingProxy,
+    /// The head did not parse.
+    Http(HttpError),
+    /// Prelude longer than `--max-head-bytes`.
+    TooLarge,
+    /// `--header-timeout` passed.
+    Timeout { got: usize },
+    /// The client closed before the head was complete (`got` bytes of it received).
+    Eof { got: usize },
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+impl PreludeError {
+    fn as_str(&self) -> &'static str {
+        match self {
+            PreludeError::Proxy(e) => e.as_str(),
+            PreludeError::UntrustedProxy => "untrusted_proxy",
+            PreludeError::MissingProxy => "missing_proxy_header",
+            PreludeError::Http(e) => e.as_str(),
+            PreludeError::TooLarge => "head_too_large",
+            PreludeError::Timeout { .. } => "header_timeout",
+            PreludeError::Eof { .. } => "closed_before_request",
+            PreludeError::Io(_) => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for PreludeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PreludeError::Proxy(e) => write!(f, "invalid PROXY header: {e:?}"),
+            PreludeError::UntrustedProxy => f.write_str("PROXY header from an untrusted source"),
+            PreludeError::MissingProxy => f.write_str("no PROXY header (required)"),
+            PreludeError::Http(e) => e.fmt(f),
+            PreludeError::TooLarge => f.write_str("request head too large"),
+            PreludeError::Timeout { got } => write!(f, "head not complete in time ({got} bytes)"),
+            PreludeError::Eof { got } => write!(f, "client closed after {got} bytes"),
+            PreludeError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The prelude as far as it got: who the client is and where the head is in the buffer.
+struct Prelude {
+    /// The real client: the socket peer, or the PROXY header's source.
+    client: SocketAddr,
+    proxy: ProxyInfo,
+    /// Offset of the HTTP head (after the PROXY header).
+    head_start: usize,
+    /// Bytes read so far.
+    filled: usize,
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
+    let cfg = &gw.config;
+    let mut buf = vec![0u8; cfg.prelude.max_head_bytes];
+    let deadline = Instant::now() + cfg.prelude.header_timeout;
+    let mut pre = Prelude {
+        client: peer,
+        proxy: ProxyInfo::default(),
+        head_start: 0,
+        filled: 0,
+    };
+    let result = read_prelude(&mut stream, peer, &gw, &mut buf, &mut pre)
+        .or(async {
+            Timer::at(deadline).await;
+            Err(PreludeError::Timeout { got: 0 })
+        })
+        .await;
+    match result {
+        Ok(true) => {}
+        // A PROXY header then a close: a load balancer's TCP health check. Not an error.
+        Ok(false) => return,
+        Err(PreludeError::Timeout { .. }) => {
+            let e = PreludeError::Timeout { got: pre.filled };
+            return refuse(&mut stream, peer, &pre, e).await;
+        }
+        Err(e) => return refuse(&mut stream, peer, &pre, e).await,
+    }
+    let Ok(Head::Complete { len, request }) = http::parse_head(&buf[pre.head_start..pre.filled])
+    else {
+        unreachable!("read_prelude returns only complete heads")
+    };
+    let body_start = pre.head_start + len;
+    match route::route(request.method, request.target) {
+        Route::Page => {
+            let head = request.method == "HEAD";
+            let r = http::response(Status::Ok, "text/html; charset=utf-8", "", PAGE, head);
+            let _ = stream.write_all(&r).await;
+        }
+        Route::Health => {
+            let r = http::response(
+                Status::Ok,
+                "text/plain",
+                "",
+                b"ok\n",
+                request.method == "HEAD",
+            );
+            let _ = stream.write_all(&r).await;
+        }
+        Route::NotFound => {
+            respond_error(&mut stream, &pre, Status::NotFound, "", &"no such path").await
+        }
+        Route::MethodNotAllowed => {
+            respond_error(
+                &mut stream,
+                &pre,
+                Status::MethodNotAllowed,
+                "Allow: GET, HEAD\r\n",
+                &request.method,
+            )
+            .await
+        }
+        Route::BadRoom => {
+            respond_error(
+                &mut stream,
+                &pre,
+                Status::BadRequest,
+                "",
+                &"room names are [A-Za-z0-9_.-]{1,64}",
+            )
+            .await
+        }
+        Route::Upgrade { room } => match handshake::check(&request) {
+            Err(e) => {
+                warn!(
+                    "handshake_rejected",
+                    client = pre.client,
+                    peer = peer,
+                    status = e.status().code(),
+                    reason = e.as_str()
+                );
+                let r = http::error_response(e.status(), e.extra_headers(), &e);
+                let _ = stream.write_all(&r).await;
+            }
+            Ok(accept) => {
+                let room = room.to_owned();
+                let leftover = buf[body_start..pre.filled].to_vec();
+                drop(buf);
+                if stream
+                    .write_all(&handshake::response_101(&accept))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let gw2 = gw.clone();
+                // A fresh task keeps the prelude's buffers out of the long-lived future.
+                gw.executor
+                    .spawn(async move {
+                        run_session(stream, leftover, room, pre.client, pre.proxy, gw2).await
+                    })
+                    .detach();
+            }
+        },
+    }
+}
+
+async fn run_session(
+    stream: Async<TcpStream>,
+    leftover: Vec<u8>,
+    room: String,
+    client: SocketAddr,
+    proxy: ProxyInfo,
+    gw: Arc<Gateway>,
+) {
+    let peer = Peer {
+        conn: gw.next_conn(),
+        client,
+    };
+    let membership = gw.hub.join(&room, crate::hub::Protocol::Raw);
+    let opened = Instant::now();
+    info!(
+        "open",
+        conn = peer.conn,
+        client = peer.client,
+        room = room,
+        proxy = proxy.version.unwrap_or("none"),
+        vpce = proxy.vpce.as_deref().unwrap_or("-")
+    );
+    let mut stats = Stats::default();
+    let end = session::run(
+        stream,
+        leftover,
+        membership,
+        &gw.config.session,
+        &peer,
+        &mut stats,
+    )
+    .await;
+    let code = match end {
+        session::End::ClientClose(c) => c,
+        e => e.code().unwrap_or(1006),
+    };
+    let duration = Secs(opened.elapsed().as_secs_f64());
+    if end.is_client_fault() {
+        warn!(
+            "close",
+            conn = peer.conn,
+            client = peer.client,
+            room = room,
+            duration = duration,
+            code = code,
+            reason = end.as_str(),
+            msgs_in = stats.msgs_in,
+            frames_out = stats.frames_out
+        );
+    } else {
+        info!(
+            "close",
+            conn = peer.conn,
+            client = peer.client,
+            room = room,
+            duration = duration,
+            code = code,
+            reason = end.as_str(),
+            msgs_in = stats.msgs_in,
+            frames_out = stats.frames_out
+        );
+    }
+}
+
+/// Seconds with millisecond precision, as `1.234s`.
+struct Secs(f64);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.0)
+    }
+}
+
+/// Reads until a complete head (`Ok(true)`). `Ok(false)` is a PROXY header followed by a
+/// close, what a CLB's TCP health check sends. `pre` records progress for error logs.
+async fn read_prelude(
+    stream: &mut Async<TcpStream>,
+    peer: SocketAddr,
+    gw: &Gateway,
+    buf: &mut [u8],
+    pre: &mut Prelude,
+) -> Result<bool, PreludeError> {
+    let pcfg = &gw.config.proxy;
+    // True while the PROXY header is still to be decoded.
+    let mut proxy_pending = pcfg.mode != ProxyMode::Off;
+    if pcfg.mode == ProxyMode::Required && !pcfg.is_trusted(peer.ip()) {
+        return Err(PreludeError::UntrustedProxy);
+    }
+    loop {
+        let filled = pre.filled;
+        if proxy_pending {
+            match proxy::decode(&buf[..filled]) {
+                Ok(Decoded::Complete { consumed, header }) => {
+                    if !pcfg.is_trusted(peer.ip()) {
+                        return Err(PreludeError::UntrustedProxy);
+                    }
+                    if let Some(src) = header.source() {
+                        pre.client = src;
+                    }
+                    pre.proxy.version = Some(match header.version {
+                        proxy::Version::V1 => "v1",
+                        proxy::Version::V2 => "v2",
+                    });
+                    pre.proxy.vpce = header.aws_vpce_id().map(str::to_owned);
+                    pre.head_start = consumed;
+                    proxy_pending = false;
+                }
+                Ok(Decoded::Partial) => {}
+                Err(ProxyError::NotProxy) if pcfg.mode == ProxyMode::Optional => {
+                    proxy_pending = false;
+                }
+                Err(ProxyError::NotProxy) => return Err(PreludeError::MissingProxy),
+                Err(e) => return Err(PreludeError::Proxy(e)),
+            }
+        }
+        if !proxy_pending {
+            match http::parse_head(&buf[pre.head_start..filled]) {
+                Ok(Head::Complete { .. }) => return Ok(true),
+                Ok(Head::Partial) => {}
+                Err(e) => return Err(PreludeError::Http(e)),
+            }
+        }
+        if filled == buf.len() {
+            return Err(PreludeError::TooLarge);
+        }
+        let n = stream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(PreludeError::Io)?;
+        if n == 0 {
+            if !proxy_pending && filled == pre.head_start && pre.proxy.version.is_some() {
+                return Ok(false);
+            }
+            return Err(PreludeError::Eof { got: filled });
+        }
+        pre.filled += n;
+    }
+}
+
+/// Logs a refused prelude and answers it where HTTP is the right language.
+async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, pre: &Prelude, e: PreludeError) {
+    let client = pre.client;
+    let got = pre.filled;
+    let status = match &e {
+        PreludeError::Http(h) => Some(h.status()),
+        PreludeError::TooLarge => Some(Status::HeaderTooLarge),
+        _ => None,
+    };
+    match e {
+        PreludeError::Eof { got: 0 } | PreludeError::Io(_) => {
+            info!(
+                "prelude_closed",
+                client = client,
+                peer = peer,
+                reason = e.as_str(),
+                detail = e
+            );
+        }
+        _ => {
+            let code = status.map_or(0, Status::code);
+            warn!(
+                "prelude_rejected",
+                client = client,
+                peer = peer,
+                status = code,
+                reason = e.as_str(),
+                bytes = got,
+                detail = e
+            );
+        }
+    }
+    if let Some(s) = status {
+        let _ = stream.write_all(&http::error_response(s, "", &e)).await;
+    }
+}
+
+async fn respond_error(
+    stream: &mut Async<TcpStream>,
+    pre: &Prelude,
+    status: Status,
+    extra: &str,
+    why: &(dyn fmt::Display + Sync),
+) {
+    warn!(
+        "http_error",
+        client = pre.client,
+        status = status.code(),
+        reason = why
+    );
+    let _ = stream
+        .write_all(&http::error_response(status, extra, why))
+        .await;
+}

@@ -1,0 +1,436 @@
+//! One WebSocket connection after the handshake: one task that reads frames, writes the
+//! member's outbox, pings, and closes with a code that says why.
+//!
+//! # Design
+//! * **One task, one poll loop.** Each pass (1) writes whatever is pending, (2) refills the
+//!   local queue from the hub outbox once the local queue is fully written, (3) reads at most
+//!   one message, (4) checks the ping timer. Reading goes on while a write is blocked, so
+//!   pongs and Close frames from the client are always seen.
+//! * **All socket writes are ours.** tungstenite runs over [`Io`], whose writes append to a
+//!   small `ctrl` buffer (Pong, Ping, Close frames) instead of the socket. The loop writes
+//!   `ctrl` and the shared, pre-encoded broadcast frames with one `writev`, always at frame
+//!   boundaries, so a Pong never lands inside a data frame and every queued frame of a
+//!   connection goes out in one syscall.
+//! * **Bounded everywhere.** The hub outbox is bounded (full-policy: evict, see
+//!   [`crate::hub`]); the local queue is only refilled when empty; `ctrl` is capped at
+//!   [`CTRL_CAP`] bytes (a ping flood past it closes the connection with 1008).
+//! * **Keepalive.** A Ping every `ping_interval`; any frame from the client clears the
+//!   pong deadline; none within `pong_timeout` closes the connection.
+//! * **Close.** The Close frame goes out through `ctrl`, then the write side is shut, and the
+//!   rest of the client's bytes are read and dropped until EOF or `close_timeout`, so that the
+//!   kernel does not answer unread bytes with a RST that would destroy the Close frame.
+
+use crate::config::SessionConfig;
+use crate::frame::{Frame, Kind};
+use crate::hub::{Membership, Signal};
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use smol::{Async, Timer};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Most bytes of control frames (Pong, Ping, Close) that may wait for the socket. A Pong is
+/// at most 127 bytes and tungstenite keeps only the newest one pending, so this is only
+/// reached by a client that floods pings while not reading.
+pub const CTRL_CAP: usize = 4096;
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// Consecutive ready events before the task yields to the executor, so that one flooding
+/// client cannot starve the others on its thread.
+const BUDGET: u32 = 64;
+
+/// The stream tungstenite runs over: reads come from the socket, writes go to `ctrl`.
+#[derive(Debug)]
+pub(crate) struct Io {
+    socket: Async<TcpStream>,
+    ctrl: Vec<u8>,
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.ctrl.len() + buf.len() > CTRL_CAP {
+            return Poll::Ready(Err(io::Error::other(CtrlFull)));
+        }
+        self.ctrl.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The error [`Io`] returns when `ctrl` would pass [`CTRL_CAP`].
+#[derive(Debug)]
+struct CtrlFull;
+
+impl std::fmt::Display for CtrlFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than {CTRL_CAP} bytes of control frames waiting")
+    }
+}
+
+impl std::error::Error for CtrlFull {}
+
+/// Who a session is, for its log lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// Connection number, unique per process.
+    pub conn: u64,
+    /// The real client address (from PROXY when present).
+    pub client: SocketAddr,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client sent Close with this code (1005 when it sent none).
+    ClientClose(u16),
+    /// The connection ended without a Close frame.
+    Eof,
+    /// A read or write failed (reset, broken pipe).
+    IoError,
+    /// No frame or Pong within `pong_timeout` after a Ping: 1008.
+    PongTimeout,
+    /// A message over `max_message_bytes`: 1009.
+    TooBig,
+    /// A frame that breaks RFC 6455: 1002.
+    ProtocolError,
+    /// A text message that is not UTF-8: 1007.
+    InvalidUtf8,
+    /// Control frames piled up past [`CTRL_CAP`]: 1008.
+    ControlFlood,
+    /// The outbox overflowed: 1008.
+    SlowConsumer,
+    /// Server shutdown: 1001.
+    GoingAway,
+}
+
+impl End {
+    /// The close code we send (None when the client closed or vanished).
+    pub fn code(self) -> Option<u16> {
+        match self {
+            End::ClientClose(_) | End::Eof | End::IoError => None,
+            End::PongTimeout | End::ControlFlood | End::SlowConsumer => Some(1008),
+            End::TooBig => Some(1009),
+            End::ProtocolError => Some(1002),
+            End::InvalidUtf8 => Some(1007),
+            End::GoingAway => Some(1001),
+        }
+    }
+
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClose(_) => "client_close",
+            End::Eof => "eof",
+            End::IoError => "io_error",
+            End::PongTimeout => "pong_timeout",
+            End::TooBig => "message_too_big",
+            End::ProtocolError => "protocol_error",
+            End::InvalidUtf8 => "invalid_utf8",
+            End::ControlFlood => "control_flood",
+            End::SlowConsumer => "slow_consumer",
+            End::GoingAway => "going_away",
+        }
+    }
+
+    fn reason_text(self) -> &'static str {
+        match self {
+            End::PongTimeout => "pong timeout",
+            End::TooBig => "message too big",
+            End::ProtocolError => "protocol error",
+            End::InvalidUtf8 => "invalid utf-8",
+            End::ControlFlood => "control frame flood",
+            End::SlowConsumer => "slow consumer",
+            End::GoingAway => "server going away",
+            _ => "",
+        }
+    }
+
+    /// Whether the client caused it (logged as WARN) rather than a normal end.
+    pub fn is_client_fault(self) -> bool {
+        matches!(
+            self,
+            End::PongTimeout
+                | End::TooBig
+                | End::ProtocolError
+                | End::InvalidUtf8
+                | End::ControlFlood
+                | End::SlowConsumer
+        )
+    }
+}
+
+/// Counts for the close log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Messages received from the client.
+    pub msgs_in: u64,
+    /// Frames written to the client.
+    pub frames_out: u64,
+}
+
+/// The tungstenite settings for a session: small buffers, our limits.
+pub(crate) fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(CTRL_CAP)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes))
+}
+
+enum Event {
+    Read(Option<Result<Message, WsError>>),
+    Signal(Signal),
+    Tick,
+    WriteFailed,
+}
+
+/// Runs a session to its end and returns how it ended.
+pub(crate) async fn run(
+    socket: Async<TcpStream>,
+    leftover: Vec<u8>,
+    membership: Membership,
+    cfg: &SessionConfig,
+    peer: &Peer,
+    stats: &mut Stats,
+) -> End {
+    let io = Io {
+        socket,
+        ctrl: Vec::new(),
+    };
+    let mut ws =
+        WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config(cfg)))
+            .await;
+    let mut out: VecDeque<Frame> = VecDeque::new();
+    let mut offset = 0usize;
+    let mut next_ping = Instant::now() + cfg.ping_interval;
+    let mut pong_deadline: Option<Instant> = None;
+    let mut timer = Timer::at(next_ping);
+    let mut budget = BUDGET;
+
+    let end = loop {
+        if budget == 0 {
+            budget = BUDGET;
+            future::yield_now().await;
+        }
+        budget -= 1;
+        let event = future::poll_fn(|cx| {
+            loop {
+                if !out.is_empty() || !ws.get_ref().ctrl.is_empty() {
+                    match poll_write_out(ws.get_mut(), &mut out, &mut offset, stats, cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                        Poll::Pending => break,
+                    }
+                }
+                if out.is_empty() {
+                    match membership.member().poll_outbox(cx, &mut out) {
+                        Poll::Ready(Signal::Frames) => continue,
+                        Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
+                        Poll::Pending => {}
+                    }
+                }
+                break;
+            }
+            if let Poll::Ready(m) = ws.poll_next(cx) {
+                return Poll::Ready(Event::Read(m));
+            }
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(Event::Tick);
+            }
+            Poll::Pending
+        })
+        .await;
+
+        match event {
+            Event::Read(Some(Ok(msg))) => {
+                pong_deadline = None;
+                let (kind, payload): (Kind, &[u8]) = match &msg {
+                    Message::Text(t) => (Kind::Text, t.as_bytes()),
+                    Message::Binary(b) => (Kind::Binary, b),
+                    Message::Close(frame) => {
+                        // tungstenite queued the reply; the next read flushes it and ends.
+                        let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                        // tungstenite queued the reply; one more read moves it into `ctrl`
+                        // and ends the stream (a server side terminates after replying).
+                        let _ = future::poll_once(ws.next()).await;
+                        break End::ClientClose(code);
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                };
+                stats.msgs_in += 1;
+                if cfg.log_messages {
+                    crate::info!(
+                        "message",
+                        conn = peer.conn,
+                        client = peer.client,
+                        room = membership.room().name(),
+                        bytes = payload.len(),
+                        text = Printable(kind, payload)
+                    );
+                }
+                membership.publish(kind, payload);
+            }
+            Event::Read(Some(Err(e))) => break classify(&e),
+            Event::Read(None) => break End::Eof,
+            Event::Signal(Signal::Evicted) => break End::SlowConsumer,
+            Event::Signal(Signal::GoingAway) => break End::GoingAway,
+            Event::Signal(Signal::Frames) => {}
+            Event::WriteFailed => break End::IoError,
+            Event::Tick => {
+                let now = Instant::now();
+                if pong_deadline.is_some_and(|d| now >= d) {
+                    break End::PongTimeout;
+                }
+                if now >= next_ping {
+                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        break End::ControlFlood;
+                    }
+                    pong_deadline = Some(now + cfg.pong_timeout);
+                    next_ping = now + cfg.ping_interval;
+                }
+                timer.set_at(pong_deadline.map_or(next_ping, |d| d.min(next_ping)));
+            }
+        }
+    };
+
+    drop(membership);
+    if let Some(code) = end.code() {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: end.reason_text().into(),
+        };
+        let _ = ws.send(Message::Close(Some(frame))).await;
+    }
+    if end != End::IoError {
+        let partial = out.front().filter(|_| offset > 0).map(|f| &f[offset..]);
+        linger(ws.get_mut(), partial, cfg.close_timeout).await;
+    }
+    end
+}
+
+/// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
+/// the write side, then reads and drops the client's bytes until EOF or the deadline.
+async fn linger(io: &mut Io, partial: Option<&[u8]>, close_timeout: Duration) {
+    let work = async {
+        if let Some(rest) = partial {
+            io.socket.write_all(rest).await?;
+        }
+        io.socket.write_all(&io.ctrl).await?;
+        io.ctrl.clear();
+        io.socket.get_ref().shutdown(Shutdown::Write)?;
+        let mut sink = [0u8; 512];
+        while io.socket.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    };
+    let _ = work
+        .or(async {
+            Timer::after(close_timeout).await;
+            Ok(())
+        })
+        .await;
+}
+
+/// Writes `ctrl` and the queued frames with `writev` until done or the socket blocks.
+fn poll_write_out(
+    io: &mut Io,
+    out: &mut VecDeque<Frame>,
+    offset: &mut usize,
+    stats: &mut Stats,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let ctrl_len = io.ctrl.len();
+        if ctrl_len == 0 && out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        if ctrl_len > 0 {
+            iov[0] = IoSlice::new(&io.ctrl);
+            n = 1;
+        }
+        for (i, f) in out.iter().enumerate().take(MAX_IOV - n) {
+            let start = if i == 0 { *offset } else { 0 };
+            iov[n] = IoSlice::new(&f[start..]);
+            n += 1;
+        }
+        let mut written = match Pin::new(&mut io.socket).poll_write_vectored(cx, &iov[..n]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(w)) => w,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if ctrl_len > 0 {
+            let c = written.min(ctrl_len);
+            io.ctrl.drain(..c);
+            written -= c;
+        }
+        while written > 0 {
+            let front_left = out[0].len() - *offset;
+            if written >= front_left {
+                written -= front_left;
+                *offset = 0;
+                out.pop_front();
+                stats.frames_out += 1;
+            } else {
+                *offset += written;
+                written = 0;
+            }
+        }
+    }
+}
+
+fn classify(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::TooBig,
+        WsError::Capacity(_) => End::ProtocolError,
+        WsError::Utf8(_) => End::InvalidUtf8,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Eof,
+        WsError::Protocol(_) => End::ProtocolError,
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<CtrlFull>()) => End::ControlFlood,
+        WsError::WriteBufferFull(_) => End::ControlFlood,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Eof,
+        _ => End::IoError,
+    }
+}
+
+/// A message for the log: text as is (escaped by the logger), binary as its length.
+struct Printable<'a>(Kind, &'a [u8]);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Kind::Text => f.write_str(std::str::from_utf8(self.1).unwrap_or("")),
+            Kind::Binary => write!(f, "<{} binary bytes>", self.1.len()),
+        }
+    }
+}
