@@ -259,11 +259,17 @@ impl Member {
         }
     }
 
-    /// Waits for frames or a signal. On `Frames`, the queued frames are appended to `into`
-    /// (by swapping storage when `into` is empty, so no allocation happens).
-    pub fn poll_outbox(&self, cx: &mut Context<'_>, into: &mut VecDeque<Frame>) -> Poll<Signal> {
+    /// Waits for frames or a signal. With `into`, queued frames are appended to it (by
+    /// swapping storage when it is empty, so no allocation happens) and `Frames` is returned.
+    /// Without it (the session is still writing earlier frames) only the end signals are
+    /// looked at, so that an eviction is seen even while the socket is blocked.
+    pub fn poll_outbox(
+        &self,
+        cx: &mut Context<'_>,
+        into: Option<&mut VecDeque<Frame>>,
+    ) -> Poll<Signal> {
         let mut o = lock(&self.outbox);
-        if !o.queue.is_empty() {
+        if let Some(into) = into.filter(|_| !o.queue.is_empty()) {
             if into.is_empty() {
                 std::mem::swap(&mut o.queue, into);
             } else {
@@ -271,7 +277,8 @@ impl Member {
             }
             return Poll::Ready(Signal::Frames);
         }
-        if let Some(end) = o.end {
+        // Frames queued before a shutdown still go out before its Close.
+        if let Some(end) = o.end.filter(|_| o.queue.is_empty()) {
             return Poll::Ready(end);
         }
         match &mut o.waker {
@@ -347,7 +354,7 @@ mod tests {
         let waker = Waker::from(Arc::new(Count(Default::default())));
         let mut cx = Context::from_waker(&waker);
         let mut q = VecDeque::new();
-        let p = m.member().poll_outbox(&mut cx, &mut q);
+        let p = m.member().poll_outbox(&mut cx, Some(&mut q));
         (p, q.iter().map(|f| f.to_vec()).collect())
     }
 
@@ -377,7 +384,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut qs: Vec<VecDeque<Frame>> = (0..3).map(|_| VecDeque::new()).collect();
         for (m, q) in ms.iter().zip(&mut qs) {
-            let _ = m.member().poll_outbox(&mut cx, q);
+            let _ = m.member().poll_outbox(&mut cx, Some(q));
         }
         assert!(Arc::ptr_eq(&qs[0][0], &qs[1][0]) && Arc::ptr_eq(&qs[1][0], &qs[2][0]));
     }
@@ -406,7 +413,10 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut q = VecDeque::new();
-        assert_eq!(slow.member().poll_outbox(&mut cx, &mut q), Poll::Pending);
+        assert_eq!(
+            slow.member().poll_outbox(&mut cx, Some(&mut q)),
+            Poll::Pending
+        );
         for i in 0..3u8 {
             let d = fast.publish(Kind::Text, &[b'0' + i]);
             assert_eq!(d.evicted, usize::from(i == 2), "publish {i}");

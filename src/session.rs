@@ -245,18 +245,20 @@ pub(crate) async fn run(
         let event = future::poll_fn(|cx| {
             loop {
                 if !out.is_empty() || !ws.get_ref().ctrl.is_empty() {
-                    match poll_write_out(ws.get_mut(), &mut out, &mut offset, stats, cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
-                        Poll::Pending => break,
+                    // Pending leaves frames in `out`; the outbox is still polled below.
+                    if let Poll::Ready(Err(_)) =
+                        poll_write_out(ws.get_mut(), &mut out, &mut offset, stats, cx)
+                    {
+                        return Poll::Ready(Event::WriteFailed);
                     }
                 }
-                if out.is_empty() {
-                    match membership.member().poll_outbox(cx, &mut out) {
-                        Poll::Ready(Signal::Frames) => continue,
-                        Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
-                        Poll::Pending => {}
-                    }
+                // Refill only once everything taken before is written: the local queue
+                // never grows past one outbox's worth.
+                let into = if out.is_empty() { Some(&mut out) } else { None };
+                match membership.member().poll_outbox(cx, into) {
+                    Poll::Ready(Signal::Frames) => continue,
+                    Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
+                    Poll::Pending => {}
                 }
                 break;
             }
@@ -314,7 +316,8 @@ pub(crate) async fn run(
                     if ws.send(Message::Ping(Default::default())).await.is_err() {
                         break End::ControlFlood;
                     }
-                    pong_deadline = Some(now + cfg.pong_timeout);
+                    // The deadline runs from the first unanswered ping.
+                    pong_deadline.get_or_insert(now + cfg.pong_timeout);
                     next_ping = now + cfg.ping_interval;
                 }
                 timer.set_at(pong_deadline.map_or(next_ping, |d| d.min(next_ping)));

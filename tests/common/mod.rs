@@ -305,3 +305,26 @@ pub fn tlv_vpce(id: &str) -> Vec<u8> {
     t.extend_from_slice(id.as_bytes());
     t
 }
+
+/// Splits unmasked server frames into `(opcode, payload)`; stops at a truncated frame.
+pub fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let op = b[0] & 0x0F;
+        let (len, hl) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n @ 0..=125 => (n as usize, 2),
+            _ => break,
+        };
+        if b.len() < hl + len {
+            break;
+        }
+        out.push((op, b[hl..hl + len].to_vec()));
+        b = &b[hl + len..];
+    }
+    out
+}
