@@ -560,3 +560,588 @@ fn v2_addresses(fam_proto: u8, block: &[u8]) -> (Addresses<'_>, &[u8]) {
         _ => (Addresses::Unspecified, &[][..]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v1 line from its space-separated fields, CRLF added.
+    fn v1(fields: &[&str]) -> Vec<u8> {
+        let mut line = fields.join(" ").into_bytes();
+        line.extend_from_slice(b"\r\n");
+        line
+    }
+
+    /// The fixed 16 bytes of a v2 header.
+    fn v2_fixed(ver_cmd: u8, fam_proto: u8, len: u16) -> Vec<u8> {
+        let mut b = V2_SIGNATURE.to_vec();
+        b.push(ver_cmd);
+        b.push(fam_proto);
+        b.extend_from_slice(&len.to_be_bytes());
+        b
+    }
+
+    fn complete(buf: &[u8]) -> (usize, Header<'_>) {
+        match decode(buf) {
+            Ok(Decoded::Complete { consumed, header }) => (consumed, header),
+            other => panic!("expected a complete header, got {other:?} for {buf:?}"),
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Every strict prefix is Partial, the whole is Complete, and trailing bytes stay unread.
+    fn assert_every_split(header: &[u8]) {
+        for cut in 0..header.len() {
+            assert_eq!(
+                decode(&header[..cut]),
+                Ok(Decoded::Partial),
+                "cut at {cut} of {header:?}"
+            );
+        }
+        let mut with_app = header.to_vec();
+        with_app.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let (consumed, _) = complete(&with_app);
+        assert_eq!(consumed, header.len());
+        assert_eq!(complete(header).0, header.len());
+    }
+
+    #[test]
+    fn v1_tcp4() {
+        let mut buf = v1(&[
+            "PROXY",
+            "TCP4",
+            "192.168.0.1",
+            "192.168.0.11",
+            "56324",
+            "443",
+        ]);
+        let line_len = buf.len();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let (consumed, header) = complete(&buf);
+        assert_eq!(consumed, line_len);
+        assert_eq!(header.version, Version::V1);
+        assert_eq!(header.command, Command::Proxy);
+        assert_eq!(
+            header.addresses,
+            Addresses::Inet {
+                source: sa("192.168.0.1:56324"),
+                destination: sa("192.168.0.11:443"),
+            }
+        );
+        assert_eq!(header.source(), Some(sa("192.168.0.1:56324")));
+        assert!(header.tlv_bytes.is_empty());
+        assert_eq!(header.tlvs().count(), 0);
+    }
+
+    #[test]
+    fn v1_tcp6() {
+        let buf = v1(&[
+            "PROXY",
+            "TCP6",
+            "2001:db8::1",
+            "::ffff:192.0.2.7",
+            "0",
+            "65535",
+        ]);
+        let (consumed, header) = complete(&buf);
+        assert_eq!(consumed, buf.len());
+        assert_eq!(
+            header.addresses,
+            Addresses::Inet {
+                source: sa("[2001:db8::1]:0"),
+                destination: sa("[::ffff:192.0.2.7]:65535"),
+            }
+        );
+    }
+
+    #[test]
+    fn v1_unknown() {
+        for fields in [
+            &["PROXY", "UNKNOWN"][..],
+            &["PROXY", "UNKNOWN", "anything", "at", "all"],
+            &["PROXY", "UNKNOWN", ""],
+        ] {
+            let buf = v1(fields);
+            let (consumed, header) = complete(&buf);
+            assert_eq!(consumed, buf.len());
+            assert_eq!(header.addresses, Addresses::Unspecified);
+            assert_eq!(header.source(), None);
+        }
+    }
+
+    #[test]
+    fn v1_max_length_is_107() {
+        let ffff = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let worst = v1(&["PROXY", "UNKNOWN", ffff, ffff, "65535", "65535"]);
+        assert_eq!(worst.len(), V1_MAX_LEN);
+        assert_eq!(complete(&worst).0, V1_MAX_LEN);
+        assert_every_split(&worst);
+
+        let one_more = v1(&["PROXY", "UNKNOWN", ffff, ffff, "65535", "65535 "]);
+        assert_eq!(one_more.len(), V1_MAX_LEN + 1);
+        assert_eq!(decode(&one_more), Err(ProxyError::V1TooLong));
+        // Without the CRLF yet: 106 bytes can only end past 107, so refuse already.
+        assert_eq!(
+            decode(&one_more[..V1_MAX_LEN - 1]),
+            Err(ProxyError::V1TooLong)
+        );
+        assert_eq!(decode(&one_more[..V1_MAX_LEN - 2]), Ok(Decoded::Partial));
+    }
+
+    #[test]
+    fn v1_fields_that_cannot_fit_are_too_long() {
+        let v4_tail_45 = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        let v4_tail_44 = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.25";
+        // 102 bytes: even " 0 0\r\n" would end at 108.
+        let buf = format!("PROXY TCP6 {v4_tail_45} {v4_tail_45}");
+        assert_eq!(decode(buf.as_bytes()), Err(ProxyError::V1TooLong));
+        // 101 bytes: " 0 0\r\n" ends at 107.
+        let mut prefix = format!("PROXY TCP6 {v4_tail_45} {v4_tail_44}").into_bytes();
+        assert_eq!(decode(&prefix), Ok(Decoded::Partial));
+        prefix.push(b' ');
+        assert_eq!(decode(&prefix), Ok(Decoded::Partial));
+        prefix.push(b'1');
+        assert_eq!(decode(&prefix), Ok(Decoded::Partial));
+        prefix.push(b'0');
+        assert_eq!(decode(&prefix), Err(ProxyError::V1TooLong));
+    }
+
+    #[test]
+    fn v1_every_split_point() {
+        assert_every_split(&v1(&[
+            "PROXY",
+            "TCP4",
+            "255.255.255.255",
+            "0.0.0.0",
+            "65535",
+            "0",
+        ]));
+        assert_every_split(&v1(&[
+            "PROXY",
+            "TCP6",
+            "fe80::1:2",
+            "1:2:3:4:5:6:7:8",
+            "80",
+            "8080",
+        ]));
+        assert_every_split(&v1(&[
+            "PROXY",
+            "TCP6",
+            "::ffff:10.0.0.1",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1",
+            "2",
+        ]));
+        assert_every_split(&v1(&["PROXY", "UNKNOWN"]));
+    }
+
+    #[test]
+    fn v1_bad_family() {
+        for fields in [
+            &["PROXY", "TCP5", "1.2.3.4", "5.6.7.8", "1", "2"][..],
+            &["PROXY", "tcp4", "1.2.3.4", "5.6.7.8", "1", "2"],
+            &["PROXY", "", "TCP4", "1.2.3.4", "5.6.7.8", "1", "2"],
+            &["PROXY", "UNKNOWNX"],
+        ] {
+            assert_eq!(
+                decode(&v1(fields)),
+                Err(ProxyError::V1BadFamily),
+                "{fields:?}"
+            );
+        }
+        // Refused as soon as the keyword cannot match.
+        assert_eq!(decode(b"PROXY TX"), Err(ProxyError::V1BadFamily));
+        assert_eq!(decode(b"PROXY TCP"), Ok(Decoded::Partial));
+    }
+
+    #[test]
+    fn v1_bad_address() {
+        for fields in [
+            &["PROXY", "TCP4", "01.2.3.4", "5.6.7.8", "1", "2"][..],
+            &["PROXY", "TCP4", "1.2.3", "5.6.7.8", "1", "2"],
+            &["PROXY", "TCP4", "256.2.3.4", "5.6.7.8", "1", "2"],
+            &["PROXY", "TCP4", "::1", "5.6.7.8", "1", "2"],
+            &["PROXY", "TCP6", "1.2.3.4", "::1", "1", "2"],
+            &["PROXY", "TCP6", "::1", "fe80::1%eth0", "1", "2"],
+            &["PROXY", "TCP4", "", "1.2.3.4", "5.6.7.8", "1", "2"],
+            &["PROXY", "TCP4", "1.2.3.4"],
+            &["PROXY", "TCP4"],
+        ] {
+            assert_eq!(
+                decode(&v1(fields)),
+                Err(ProxyError::V1BadAddress),
+                "{fields:?}"
+            );
+        }
+        assert_eq!(
+            decode(b"PROXY TCP4 1.2.3.4 256"),
+            Err(ProxyError::V1BadAddress)
+        );
+        assert_eq!(decode(b"PROXY TCP4 1.2.3.4 25"), Ok(Decoded::Partial));
+        assert_eq!(
+            decode(b"PROXY TCP6 1:2:3:4:5:6:7:8:"),
+            Err(ProxyError::V1BadAddress)
+        );
+        assert_eq!(decode(b"PROXY TCP6 1:2:3:4:5:6:7:"), Ok(Decoded::Partial));
+    }
+
+    #[test]
+    fn v1_bad_port() {
+        for fields in [
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "65536", "2"][..],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "01", "2"],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "+1", "2"],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "-1", "2"],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "1", "0x50"],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "1", ""],
+            &["PROXY", "TCP4", "1.2.3.4", "5.6.7.8", "1"],
+        ] {
+            assert_eq!(
+                decode(&v1(fields)),
+                Err(ProxyError::V1BadPort),
+                "{fields:?}"
+            );
+        }
+        assert_eq!(
+            decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 0"),
+            Ok(Decoded::Partial)
+        );
+        assert_eq!(
+            decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 00"),
+            Err(ProxyError::V1BadPort)
+        );
+    }
+
+    #[test]
+    fn v1_bad_line_end() {
+        let cases: [&[u8]; 5] = [
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",
+            b"PROXY UNKNOWN\r\r\n",
+            b"PROXY UNKNOWN whatever\r ",
+        ];
+        for buf in cases {
+            assert_eq!(decode(buf), Err(ProxyError::V1BadLineEnd), "{buf:?}");
+        }
+        // A lone LF is part of the port token, hence a bad port.
+        assert_eq!(
+            decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"),
+            Err(ProxyError::V1BadPort)
+        );
+    }
+
+    #[test]
+    fn signature_prefixes_are_partial() {
+        assert_eq!(decode(b""), Ok(Decoded::Partial));
+        assert_eq!(decode(b"PRO"), Ok(Decoded::Partial));
+        assert_eq!(decode(b"PROXY"), Ok(Decoded::Partial));
+        assert_eq!(decode(&V2_SIGNATURE[..5]), Ok(Decoded::Partial));
+        assert_eq!(decode(&V2_SIGNATURE), Ok(Decoded::Partial));
+        assert_eq!(decode(b"\r"), Ok(Decoded::Partial));
+    }
+
+    #[test]
+    fn not_proxy() {
+        let cases: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"G",
+            b"PROXYX TCP4",
+            b"PROXY\r\n",
+            b"\r\n\r\n\0\r\nQUIT!",
+            b"\x16\x03\x01\x02\x00",
+        ];
+        for buf in cases {
+            assert_eq!(decode(buf), Err(ProxyError::NotProxy), "{buf:?}");
+        }
+    }
+
+    /// PROXY TCP4 192.0.2.1:56324 -> 198.51.100.2:443, then `tlvs`.
+    fn v2_tcp4(tlvs: &[u8]) -> Vec<u8> {
+        let mut b = v2_fixed(0x21, V2_TCP4, (12 + tlvs.len()) as u16);
+        b.extend_from_slice(&[192, 0, 2, 1]); // source address
+        b.extend_from_slice(&[198, 51, 100, 2]); // destination address
+        b.extend_from_slice(&56324u16.to_be_bytes()); // source port
+        b.extend_from_slice(&443u16.to_be_bytes()); // destination port
+        b.extend_from_slice(tlvs);
+        b
+    }
+
+    #[test]
+    fn v2_tcp4_header() {
+        let mut buf = v2_tcp4(&[]);
+        let header_len = buf.len();
+        buf.extend_from_slice(b"GET");
+        let (consumed, header) = complete(&buf);
+        assert_eq!(consumed, header_len);
+        assert_eq!(consumed, 28);
+        assert_eq!(header.version, Version::V2);
+        assert_eq!(header.command, Command::Proxy);
+        assert_eq!(
+            header.addresses,
+            Addresses::Inet {
+                source: sa("192.0.2.1:56324"),
+                destination: sa("198.51.100.2:443"),
+            }
+        );
+        assert_eq!(header.source(), Some(sa("192.0.2.1:56324")));
+        assert!(header.tlv_bytes.is_empty());
+    }
+
+    #[test]
+    fn v2_tcp6_and_udp6() {
+        for fam_proto in [V2_TCP6, V2_UDP6] {
+            let mut buf = v2_fixed(0x21, fam_proto, 36);
+            buf.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+            buf.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+            buf.extend_from_slice(&[0x1F, 0x90]); // source port 8080
+            buf.extend_from_slice(&[0x00, 0x50]); // destination port 80
+            let (consumed, header) = complete(&buf);
+            assert_eq!(consumed, 16 + 36);
+            assert_eq!(
+                header.addresses,
+                Addresses::Inet {
+                    source: sa("[2001:db8::1]:8080"),
+                    destination: sa("[2001:db8::2]:80"),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn v2_unix() {
+        let mut buf = v2_fixed(0x21, V2_UNIX_STREAM, 216 + 4);
+        let mut path = [0u8; 108];
+        path[..9].copy_from_slice(b"/tmp/a.so");
+        buf.extend_from_slice(&path); // source path, NUL padded
+        path[..9].copy_from_slice(b"/tmp/b.so");
+        buf.extend_from_slice(&path); // destination path
+        buf.extend_from_slice(&[0x04, 0x00, 0x01, 0x00]); // PP2_TYPE_NOOP, 1 byte
+        let (consumed, header) = complete(&buf);
+        assert_eq!(consumed, 16 + 220);
+        let Addresses::Unix {
+            source,
+            destination,
+        } = header.addresses
+        else {
+            panic!("not unix: {header:?}");
+        };
+        assert_eq!(source.len(), 108);
+        assert!(source.starts_with(b"/tmp/a.so\0"));
+        assert!(destination.starts_with(b"/tmp/b.so\0"));
+        assert_eq!(header.source(), None);
+        let tlvs: Vec<_> = header.tlvs().collect();
+        assert_eq!(
+            tlvs,
+            [Tlv {
+                kind: 0x04,
+                value: &[0][..]
+            }]
+        );
+    }
+
+    #[test]
+    fn v2_unspec_skips_the_block() {
+        let mut buf = v2_fixed(0x21, V2_UNSPEC, 5);
+        buf.extend_from_slice(b"\x01\x00\x02h2"); // looks like a TLV, but UNSPEC skips it all
+        let (consumed, header) = complete(&buf);
+        assert_eq!(consumed, 21);
+        assert_eq!(header.command, Command::Proxy);
+        assert_eq!(header.addresses, Addresses::Unspecified);
+        assert!(header.tlv_bytes.is_empty());
+    }
+
+    #[test]
+    fn v2_local_skips_len_bytes_whatever_the_family() {
+        for fam_proto in [V2_UNSPEC, V2_TCP4, V2_UNIX_DGRAM, 0x44, 0xFF] {
+            let mut buf = v2_fixed(0x20, fam_proto, 3);
+            buf.extend_from_slice(&[0xAA, 0xBB, 0xCC]); // ignored block
+            buf.extend_from_slice(b"app");
+            let (consumed, header) = complete(&buf);
+            assert_eq!(consumed, 19);
+            assert_eq!(header.command, Command::Local);
+            assert_eq!(header.addresses, Addresses::Unspecified);
+            assert!(header.tlv_bytes.is_empty());
+            assert_eq!(header.source(), None);
+        }
+    }
+
+    #[test]
+    fn v2_tlvs_and_aws_vpce_id() {
+        let mut tlvs = Vec::new();
+        tlvs.extend_from_slice(&[0x01, 0x00, 0x02]); // PP2_TYPE_ALPN, length 2
+        tlvs.extend_from_slice(b"h2");
+        tlvs.extend_from_slice(&[0xEA, 0x00, 0x17]); // PP2_TYPE_AWS, length 23
+        tlvs.push(0x01); // PP2_SUBTYPE_AWS_VPCE_ID
+        tlvs.extend_from_slice(b"vpce-0123456789abcdef0");
+        tlvs.extend_from_slice(&[0x04, 0x00, 0x00]); // PP2_TYPE_NOOP, empty
+        let buf = v2_tcp4(&tlvs);
+        let (_, header) = complete(&buf);
+        assert_eq!(header.tlv_bytes, &tlvs[..]);
+        let kinds: Vec<u8> = header.tlvs().map(|t| t.kind).collect();
+        assert_eq!(kinds, [0x01, 0xEA, 0x04]);
+        assert_eq!(header.tlvs().next().unwrap().value, b"h2");
+        assert_eq!(header.aws_vpce_id(), Some("vpce-0123456789abcdef0"));
+        assert_every_split(&buf);
+    }
+
+    #[test]
+    fn tlvs_stop_at_a_malformed_one() {
+        let mut tlvs = Vec::new();
+        tlvs.extend_from_slice(&[0xEA, 0x00, 0x02, 0x02, b'x']); // AWS, other subtype
+        tlvs.extend_from_slice(&[0x05, 0x00, 0x09, b'a']); // claims 9 bytes, has 1
+        let buf = v2_tcp4(&tlvs);
+        let (_, header) = complete(&buf);
+        let all: Vec<_> = header.tlvs().collect();
+        assert_eq!(
+            all,
+            [Tlv {
+                kind: 0xEA,
+                value: &[0x02, b'x'][..]
+            }]
+        );
+        assert_eq!(header.aws_vpce_id(), None);
+        // Two stray bytes: not even a TLV header.
+        let stray = v2_tcp4(&[0xEA, 0x00]);
+        let (_, header) = complete(&stray);
+        assert_eq!(header.tlvs().count(), 0);
+        // A VPC endpoint id that is not UTF-8.
+        let not_utf8 = v2_tcp4(&[0xEA, 0x00, 0x02, 0x01, 0xFF]);
+        let (_, header) = complete(&not_utf8);
+        assert_eq!(header.aws_vpce_id(), None);
+    }
+
+    #[test]
+    fn v2_every_split_point() {
+        assert_every_split(&v2_tcp4(&[]));
+        let mut local = v2_fixed(0x20, V2_UNSPEC, 2);
+        local.extend_from_slice(&[0, 0]);
+        assert_every_split(&local);
+        assert_every_split(&v2_fixed(0x21, V2_UNSPEC, 0));
+    }
+
+    #[test]
+    fn v2_bad_version() {
+        for ver_cmd in [0x11, 0x31, 0x01, 0xF1] {
+            let buf = v2_tcp4(&[]);
+            let mut buf = buf.clone();
+            buf[12] = ver_cmd;
+            assert_eq!(decode(&buf), Err(ProxyError::V2BadVersion(ver_cmd >> 4)));
+            // Refused as soon as the byte is in.
+            assert_eq!(
+                decode(&buf[..13]),
+                Err(ProxyError::V2BadVersion(ver_cmd >> 4))
+            );
+        }
+    }
+
+    #[test]
+    fn v2_bad_command() {
+        let mut buf = v2_tcp4(&[]);
+        buf[12] = 0x22;
+        assert_eq!(decode(&buf), Err(ProxyError::V2BadCommand(2)));
+        assert_eq!(decode(&buf[..13]), Err(ProxyError::V2BadCommand(2)));
+    }
+
+    #[test]
+    fn v2_bad_family() {
+        for fam_proto in [0x01, 0x10, 0x13, 0x20, 0x30, 0x33, 0x41, 0xFF] {
+            let mut buf = v2_tcp4(&[]);
+            buf[13] = fam_proto;
+            assert_eq!(decode(&buf), Err(ProxyError::V2BadFamily(fam_proto)));
+            assert_eq!(decode(&buf[..14]), Err(ProxyError::V2BadFamily(fam_proto)));
+        }
+    }
+
+    #[test]
+    fn v2_length_too_short() {
+        let mut buf = v2_fixed(0x21, V2_TCP4, 11);
+        buf.extend_from_slice(&[0; 11]);
+        assert_eq!(
+            decode(&buf),
+            Err(ProxyError::V2LengthTooShort { len: 11, need: 12 })
+        );
+        assert_eq!(
+            decode(&v2_fixed(0x21, V2_TCP6, 12)),
+            Err(ProxyError::V2LengthTooShort { len: 12, need: 36 })
+        );
+        assert_eq!(
+            decode(&v2_fixed(0x21, V2_UNIX_STREAM, 215)),
+            Err(ProxyError::V2LengthTooShort {
+                len: 215,
+                need: 216
+            })
+        );
+    }
+
+    #[test]
+    fn v2_garbage_after_the_signature() {
+        let mut buf = V2_SIGNATURE.to_vec();
+        buf.extend_from_slice(b"\xde\xad\xbe\xef garbage");
+        assert_eq!(decode(&buf), Err(ProxyError::V2BadVersion(0xd)));
+        // A huge announced length is Partial until all of it is in.
+        let buf = v2_fixed(0x21, V2_TCP4, u16::MAX);
+        assert_eq!(decode(&buf), Ok(Decoded::Partial));
+    }
+
+    #[test]
+    fn labels_are_stable_snake_case_and_distinct() {
+        let all = [
+            ProxyError::NotProxy,
+            ProxyError::V1TooLong,
+            ProxyError::V1BadFamily,
+            ProxyError::V1BadAddress,
+            ProxyError::V1BadPort,
+            ProxyError::V1BadLineEnd,
+            ProxyError::V2BadVersion(0),
+            ProxyError::V2BadCommand(0),
+            ProxyError::V2BadFamily(0),
+            ProxyError::V2LengthTooShort { len: 0, need: 0 },
+        ];
+        let labels: Vec<&str> = all.iter().map(ProxyError::as_str).collect();
+        for label in &labels {
+            assert!(label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+        let mut unique = labels.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), labels.len());
+        assert_eq!(labels[0], "not_proxy");
+    }
+
+    #[test]
+    fn every_prefix_of_valid_ipv6_text_can_complete() {
+        let samples = [
+            "::",
+            "::1",
+            "1::",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "1::2:3:4:5:6:7",
+            "::ffff:255.255.255.255",
+            "1:2:3:4:5:6:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "0001:00a0:0b00:c000::0:1",
+            "a:b::c:1.0.0.0",
+        ];
+        for text in samples {
+            for cut in 0..=text.len() {
+                let prefix = &text.as_bytes()[..cut];
+                assert!(
+                    V1Field::Ipv6.shortest_completion(prefix).is_some(),
+                    "{:?} of {text}",
+                    std::str::from_utf8(prefix)
+                );
+            }
+        }
+        assert_eq!(V1Field::Ipv6.shortest_completion(b"1:2:3:4:5:6:7:8:"), None);
+        assert_eq!(V1Field::Ipv6.shortest_completion(b"12345"), None);
+        assert_eq!(V1Field::Ipv4.shortest_completion(b"1.2."), Some(3));
+        assert_eq!(V1Field::Ipv4.shortest_completion(b"01"), None);
+    }
+}
