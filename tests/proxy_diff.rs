@@ -1,7 +1,8 @@
-//! Differential test: `wsgate::proxy::decode` against the `ppp` crate 2.3 over tens of
-//! thousands of generated valid v1/v2 headers, their strict prefixes, and mutations of them
-//! (bytes changed, inserted, deleted, fields swapped, truncated, extended). A fixed-seed
-//! xorshift PRNG keeps every run the same.
+//! Differential test: `wsgate::proxy::decode` against the `ppp` crate 2.3 over hundreds of
+//! thousands of inputs: generated valid v1/v2 headers, their strict prefixes, and mutations
+//! of them (bytes changed, inserted, deleted, fields swapped, truncated, extended). A
+//! fixed-seed xorshift PRNG keeps every run the same. A counting allocator also shows that
+//! `decode` never touches the heap.
 //!
 //! The two must agree on accept/reject, addresses and bytes consumed. `ppp` has no "read
 //! more" answer for v1 and checks v2 only from 16 bytes on, so where `ppp` cannot decide
@@ -28,6 +29,8 @@
 //! address block, we return `Addresses::Unspecified` (the spec says to use the real
 //! endpoints); for LOCAL only acceptance, bytes consumed and the empty TLV area are compared.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -46,6 +49,35 @@ const MUTANTS_PER_HEADER: usize = 6;
 const RANDOM_BUFFERS: usize = 1_000;
 /// The fixed seeds; each one runs the whole generation.
 const SEEDS: [u64; 2] = [0x9E37_79B9_7F4A_7C15, 0x2545_F491_4F6C_DD1D];
+
+/// Counts this thread's heap allocations, to show `decode` makes none.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// `decode`, asserting it did not touch the heap.
+fn decode_no_alloc(input: &[u8]) -> Result<Decoded<'_>, ProxyError> {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = decode(input);
+    let after = ALLOCATIONS.with(Cell::get);
+    assert_eq!(before, after, "decode allocated on {input:?}");
+    result
+}
 
 /// xorshift64*: small, fast, deterministic.
 struct Rng(u64);
@@ -190,7 +222,7 @@ fn starts_like(buf: &[u8], signature: &[u8]) -> bool {
 /// class, asserted against the spec).
 fn check(input: &[u8], stats: &mut Stats) {
     stats.1 += 1;
-    let ours = decode(input);
+    let ours = decode_no_alloc(input);
     if let Ok(Decoded::Complete { consumed, header }) = ours {
         assert!(consumed > 0 && consumed <= input.len(), "{input:?}");
         // The header alone decodes the same: trailing bytes never matter.
@@ -823,6 +855,11 @@ fn gen_random(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn decode_agrees_with_ppp() {
+    // The allocation meter works: a Vec moves it.
+    let before = ALLOCATIONS.with(Cell::get);
+    drop(std::hint::black_box(vec![0u8; 8]));
+    assert!(ALLOCATIONS.with(Cell::get) > before);
+
     let mut stats = Stats::default();
     for seed in SEEDS {
         let mut rng = Rng(seed);
