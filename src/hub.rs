@@ -19,7 +19,7 @@
 
 use crate::frame::{self, Frame, Kind};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -70,6 +70,8 @@ pub struct Hub {
     rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
     outbox_frames: usize,
     next_member: AtomicU64,
+    /// Set by [`Hub::going_away`]: members joining later are told at once.
+    closing: AtomicBool,
 }
 
 /// One room: its members, shared-locked by publishers.
@@ -111,6 +113,7 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             outbox_frames: outbox_frames.max(1),
             next_member: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -138,6 +141,9 @@ impl Hub {
             .clone();
         write(&room.members).push(member.clone());
         drop(rooms);
+        if self.closing.load(Ordering::SeqCst) {
+            member.signal(Signal::GoingAway);
+        }
         Membership {
             hub: self.clone(),
             room,
@@ -183,6 +189,7 @@ impl Hub {
 
     /// Tells every member the server is going away (they close with 1001).
     pub fn going_away(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         for room in rooms {
             for m in read(&room.members).iter() {

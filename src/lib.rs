@@ -22,9 +22,12 @@
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction; never sees a socket.
 //! * [`frame`]: server frames encoded once per publish.
 //! * [`log`]: one structured line per event.
+//! * [`metrics`]: counters and gauges in the Prometheus text format.
+//! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod admin;
 pub mod config;
 mod conn;
 pub mod frame;
@@ -32,6 +35,7 @@ pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;

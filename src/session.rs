@@ -21,8 +21,9 @@
 //!   kernel does not answer unread bytes with a RST that would destroy the Close frame.
 
 use crate::config::SessionConfig;
-use crate::frame::{Frame, Kind};
+use crate::frame::{self, Frame, Kind};
 use crate::hub::{Membership, Signal};
+use crate::server::Gateway;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -35,6 +36,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -127,6 +129,8 @@ pub enum End {
     ControlFlood,
     /// The outbox overflowed: 1008.
     SlowConsumer,
+    /// More than `--max-messages-per-second`: 1008.
+    RateLimited,
     /// Server shutdown: 1001.
     GoingAway,
 }
@@ -136,7 +140,9 @@ impl End {
     pub fn code(self) -> Option<u16> {
         match self {
             End::ClientClose(_) | End::Eof | End::IoError => None,
-            End::PongTimeout | End::ControlFlood | End::SlowConsumer => Some(1008),
+            End::PongTimeout | End::ControlFlood | End::SlowConsumer | End::RateLimited => {
+                Some(1008)
+            }
             End::TooBig => Some(1009),
             End::ProtocolError => Some(1002),
             End::InvalidUtf8 => Some(1007),
@@ -156,6 +162,7 @@ impl End {
             End::InvalidUtf8 => "invalid_utf8",
             End::ControlFlood => "control_flood",
             End::SlowConsumer => "slow_consumer",
+            End::RateLimited => "rate_limited",
             End::GoingAway => "going_away",
         }
     }
@@ -168,6 +175,7 @@ impl End {
             End::InvalidUtf8 => "invalid utf-8",
             End::ControlFlood => "control frame flood",
             End::SlowConsumer => "slow consumer",
+            End::RateLimited => "rate limit",
             End::GoingAway => "server going away",
             _ => "",
         }
@@ -183,6 +191,7 @@ impl End {
                 | End::InvalidUtf8
                 | End::ControlFlood
                 | End::SlowConsumer
+                | End::RateLimited
         )
     }
 }
@@ -218,10 +227,13 @@ pub(crate) async fn run(
     socket: Async<TcpStream>,
     leftover: Vec<u8>,
     membership: Membership,
-    cfg: &SessionConfig,
+    gw: &Gateway,
     peer: &Peer,
     stats: &mut Stats,
 ) -> End {
+    let cfg = &gw.config.session;
+    let metrics = &gw.metrics;
+    let mut bucket = TokenBucket::new(gw.config.limits.max_messages_per_second);
     let io = Io {
         socket,
         ctrl: Vec::new(),
@@ -289,6 +301,11 @@ pub(crate) async fn run(
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
                 stats.msgs_in += 1;
+                metrics.messages_in.fetch_add(1, Relaxed);
+                metrics.bytes_in.fetch_add(payload.len() as u64, Relaxed);
+                if !bucket.take(Instant::now()) {
+                    break End::RateLimited;
+                }
                 if cfg.log_messages {
                     crate::info!(
                         "message",
@@ -299,7 +316,15 @@ pub(crate) async fn run(
                         text = Printable(kind, payload)
                     );
                 }
-                membership.publish(kind, payload);
+                let d = membership.publish(kind, payload);
+                let frame_len = (frame::header_len(payload.len()) + payload.len()) as u64;
+                metrics.messages_out.fetch_add(d.delivered as u64, Relaxed);
+                metrics
+                    .bytes_out
+                    .fetch_add(d.delivered as u64 * frame_len, Relaxed);
+                if d.evicted > 0 {
+                    metrics.evictions.fetch_add(d.evicted as u64, Relaxed);
+                }
             }
             Event::Read(Some(Err(e))) => break classify(&e),
             Event::Read(None) => break End::Eof,
@@ -310,12 +335,14 @@ pub(crate) async fn run(
             Event::Tick => {
                 let now = Instant::now();
                 if pong_deadline.is_some_and(|d| now >= d) {
+                    metrics.pong_timeouts.fetch_add(1, Relaxed);
                     break End::PongTimeout;
                 }
                 if now >= next_ping {
                     if ws.send(Message::Ping(Default::default())).await.is_err() {
                         break End::ControlFlood;
                     }
+                    metrics.pings.fetch_add(1, Relaxed);
                     // The deadline runs from the first unanswered ping.
                     pong_deadline.get_or_insert(now + cfg.pong_timeout);
                     next_ping = now + cfg.ping_interval;
@@ -426,6 +453,47 @@ fn classify(e: &WsError) -> End {
     }
 }
 
+/// A per-connection token bucket holding one second's worth of messages, refilled
+/// continuously. A rate of 0 means no limit.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: u32,
+    /// Tokens in thousandths, so that refills need no floating point.
+    milli: u64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        TokenBucket {
+            rate,
+            milli: u64::from(rate) * 1000,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let cap = u64::from(self.rate) * 1000;
+        let elapsed_us = now.saturating_duration_since(self.last).as_micros() as u64;
+        // rate tokens per second = rate * 1000 milli-tokens per 1e6 us.
+        let refill = elapsed_us.saturating_mul(u64::from(self.rate)) / 1000;
+        if refill > 0 {
+            self.milli = (self.milli + refill).min(cap);
+            self.last = now;
+        }
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A message for the log: text as is (escaped by the logger), binary as its length.
 struct Printable<'a>(Kind, &'a [u8]);
 
@@ -435,5 +503,28 @@ impl std::fmt::Display for Printable<'_> {
             Kind::Text => f.write_str(std::str::from_utf8(self.1).unwrap_or("")),
             Kind::Binary => write!(f, "<{} binary bytes>", self.1.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_a_second_of_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10);
+        b.last = t0;
+        assert!((0..10).all(|_| b.take(t0)));
+        assert!(!b.take(t0));
+        // 100 ms later one token is back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        // Long idle refills to the cap, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..20).filter(|_| b.take(t2)).count(), 10);
+        let mut off = TokenBucket::new(0);
+        assert!((0..10_000).all(|_| off.take(t0)));
     }
 }
