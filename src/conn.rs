@@ -11,6 +11,8 @@ use crate::admin;
 use crate::config::ProxyMode;
 use crate::handshake;
 use crate::http::{self, Head, HttpError, Status};
+use crate::hub::Protocol;
+use crate::log::Level;
 use crate::metrics::Family;
 use crate::proxy::{self, Decoded, ProxyError};
 use crate::route::{self, Route};
@@ -130,7 +132,8 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
         unreachable!("read_prelude returns only complete heads")
     };
     let body_start = pre.head_start + len;
-    match route::route(request.method, request.target) {
+    let route = route::route(request.method, request.target);
+    match route {
         Route::Page => {
             let head = request.method == "HEAD";
             let r = http::response(Status::Ok, "text/html; charset=utf-8", "", PAGE, head);
@@ -158,7 +161,31 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
             let why = "room names are [A-Za-z0-9_.-]{1,64}";
             respond_error(&gw, &mut stream, &pre, e, &why).await
         }
-        Route::Upgrade { room } => {
+        Route::EngineIoError { code, message } => {
+            gw.metrics.count(Family::HandshakeReject, "engine_io_error");
+            warn!(
+                "handshake_rejected",
+                client = pre.client,
+                status = 400,
+                reason = "engine_io_error",
+                detail = message
+            );
+            let body = format!("{{\"code\":{code},\"message\":\"{message}\"}}");
+            let r = http::response(
+                Status::BadRequest,
+                "application/json",
+                "",
+                body.as_bytes(),
+                false,
+            );
+            let _ = stream.write_all(&r).await;
+        }
+        Route::Upgrade { .. } | Route::SocketIo { .. } => {
+            let (room, protocol) = match route {
+                Route::SocketIo { room } => (room, Protocol::SocketIo),
+                Route::Upgrade { room } => (room, Protocol::Raw),
+                _ => unreachable!("matched above"),
+            };
             let accept = match handshake::check(&request) {
                 Ok(accept) => accept,
                 Err(e) => {
@@ -221,7 +248,8 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
             // A fresh task keeps the prelude's buffers out of the long-lived future.
             gw.executor
                 .spawn(async move {
-                    run_session(stream, leftover, room, pre.client, pre.proxy, gw2, permit).await
+                    let who = (pre.client, pre.proxy);
+                    run_session(stream, leftover, room, protocol, who, gw2, permit).await
                 })
                 .detach();
         }
@@ -244,8 +272,8 @@ async fn run_session(
     stream: Async<TcpStream>,
     leftover: Vec<u8>,
     room: String,
-    client: SocketAddr,
-    proxy: ProxyInfo,
+    protocol: Protocol,
+    (client, proxy): (SocketAddr, ProxyInfo),
     gw: Arc<Gateway>,
     permit: SessionPermit,
 ) {
@@ -253,18 +281,21 @@ async fn run_session(
         conn: gw.next_conn(),
         client,
     };
-    let membership = gw.hub.join(&room, crate::hub::Protocol::Raw);
     let opened = Instant::now();
     info!(
         "open",
         conn = peer.conn,
         client = peer.client,
         room = room,
+        protocol = match protocol {
+            Protocol::Raw => "ws",
+            Protocol::SocketIo => "socket.io",
+        },
         proxy = proxy.version.unwrap_or("none"),
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
     let mut stats = Stats::default();
-    let end = session::run(stream, leftover, membership, &gw, &peer, &mut stats).await;
+    let end = session::run(stream, leftover, &room, protocol, &gw, &peer, &mut stats).await;
     drop(permit);
     gw.metrics.count(Family::Closed, end.as_str());
     let code = match end {
@@ -272,31 +303,23 @@ async fn run_session(
         e => e.code().unwrap_or(1006),
     };
     let duration = Secs(opened.elapsed().as_secs_f64());
-    if end.is_client_fault() {
-        warn!(
-            "close",
-            conn = peer.conn,
-            client = peer.client,
-            room = room,
-            duration = duration,
-            code = code,
-            reason = end.as_str(),
-            msgs_in = stats.msgs_in,
-            frames_out = stats.frames_out
-        );
+    let level = if end.is_client_fault() {
+        Level::Warn
     } else {
-        info!(
-            "close",
-            conn = peer.conn,
-            client = peer.client,
-            room = room,
-            duration = duration,
-            code = code,
-            reason = end.as_str(),
-            msgs_in = stats.msgs_in,
-            frames_out = stats.frames_out
-        );
-    }
+        Level::Info
+    };
+    crate::log_at!(
+        level,
+        "close",
+        conn = peer.conn,
+        client = peer.client,
+        room = room,
+        duration = duration,
+        code = code,
+        reason = end.as_str(),
+        msgs_in = stats.msgs_in,
+        frames_out = stats.frames_out
+    );
 }
 
 /// Seconds with millisecond precision, as `1.234s`.

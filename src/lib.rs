@@ -21,6 +21,7 @@
 //! * [`session`]: one WebSocket connection: reads, writes, pings, close codes.
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction; never sees a socket.
 //! * [`frame`]: server frames encoded once per publish.
+//! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets, pure.
 //! * [`log`]: one structured line per event.
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
@@ -40,3 +41,4 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod sio;

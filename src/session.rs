@@ -22,8 +22,9 @@
 
 use crate::config::SessionConfig;
 use crate::frame::{self, Frame, Kind};
-use crate::hub::{Membership, Signal};
+use crate::hub::{Delivery, Membership, Payload, Protocol, Signal};
 use crate::server::Gateway;
+use crate::sio::{self, Packet, SioError};
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -133,6 +134,12 @@ pub enum End {
     RateLimited,
     /// Server shutdown: 1001.
     GoingAway,
+    /// The Socket.IO client sent Engine.IO close (`1`): 1000.
+    SioClose,
+    /// A malformed Engine.IO / Socket.IO packet: 1008.
+    SioBadPacket(SioError),
+    /// Socket.IO binary events and attachments are not supported: 1003.
+    SioBinary,
 }
 
 impl End {
@@ -147,6 +154,9 @@ impl End {
             End::ProtocolError => Some(1002),
             End::InvalidUtf8 => Some(1007),
             End::GoingAway => Some(1001),
+            End::SioClose => Some(1000),
+            End::SioBadPacket(_) => Some(1008),
+            End::SioBinary => Some(1003),
         }
     }
 
@@ -164,6 +174,9 @@ impl End {
             End::SlowConsumer => "slow_consumer",
             End::RateLimited => "rate_limited",
             End::GoingAway => "going_away",
+            End::SioClose => "sio_close",
+            End::SioBadPacket(e) => e.as_str(),
+            End::SioBinary => "sio_binary_unsupported",
         }
     }
 
@@ -177,6 +190,8 @@ impl End {
             End::SlowConsumer => "slow consumer",
             End::RateLimited => "rate limit",
             End::GoingAway => "server going away",
+            End::SioBadPacket(_) => "bad socket.io packet",
+            End::SioBinary => "binary events not supported",
             _ => "",
         }
     }
@@ -192,6 +207,8 @@ impl End {
                 | End::ControlFlood
                 | End::SlowConsumer
                 | End::RateLimited
+                | End::SioBadPacket(_)
+                | End::SioBinary
         )
     }
 }
@@ -222,11 +239,14 @@ enum Event {
     WriteFailed,
 }
 
-/// Runs a session to its end and returns how it ended.
+/// Runs a session to its end and returns how it ended. Plain sessions join `room` at once;
+/// Socket.IO sessions get the Engine.IO open packet and join when they connect to `/`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     socket: Async<TcpStream>,
     leftover: Vec<u8>,
-    membership: Membership,
+    room: &str,
+    protocol: Protocol,
     gw: &Gateway,
     peer: &Peer,
     stats: &mut Stats,
@@ -241,6 +261,24 @@ pub(crate) async fn run(
     let mut ws =
         WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config(cfg)))
             .await;
+    let mut membership = None;
+    let sid = match protocol {
+        Protocol::Raw => {
+            membership = Some(gw.hub.join(room, protocol));
+            String::new()
+        }
+        Protocol::SocketIo => {
+            let sid = sio::new_sid();
+            let open = sio::open_packet(
+                &sid,
+                cfg.ping_interval.as_millis(),
+                cfg.pong_timeout.as_millis(),
+                cfg.max_message_bytes,
+            );
+            let _ = ws.send(Message::text(open)).await;
+            sid
+        }
+    };
     let mut out: VecDeque<Frame> = VecDeque::new();
     let mut offset = 0usize;
     let mut next_ping = Instant::now() + cfg.ping_interval;
@@ -264,10 +302,11 @@ pub(crate) async fn run(
                         return Poll::Ready(Event::WriteFailed);
                     }
                 }
+                let Some(m) = &membership else { break };
                 // Refill only once everything taken before is written: the local queue
                 // never grows past one outbox's worth.
                 let into = if out.is_empty() { Some(&mut out) } else { None };
-                match membership.member().poll_outbox(cx, into) {
+                match m.member().poll_outbox(cx, into) {
                     Poll::Ready(Signal::Frames) => continue,
                     Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
                     Poll::Pending => {}
@@ -291,7 +330,6 @@ pub(crate) async fn run(
                     Message::Text(t) => (Kind::Text, t.as_bytes()),
                     Message::Binary(b) => (Kind::Binary, b),
                     Message::Close(frame) => {
-                        // tungstenite queued the reply; the next read flushes it and ends.
                         let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
                         // tungstenite queued the reply; one more read moves it into `ctrl`
                         // and ends the stream (a server side terminates after replying).
@@ -311,12 +349,26 @@ pub(crate) async fn run(
                         "message",
                         conn = peer.conn,
                         client = peer.client,
-                        room = membership.room().name(),
+                        room = room,
                         bytes = payload.len(),
                         text = Printable(kind, payload)
                     );
                 }
-                let d = membership.publish(kind, payload);
+                let d = match (protocol, kind) {
+                    (Protocol::Raw, _) => {
+                        let m = membership.as_ref().expect("plain sessions are members");
+                        m.publish(kind, payload)
+                    }
+                    (Protocol::SocketIo, Kind::Binary) => break End::SioBinary,
+                    (Protocol::SocketIo, Kind::Text) => {
+                        let text = std::str::from_utf8(payload).unwrap_or_default();
+                        match socket_io_packet(&mut ws, text, &sid, room, &mut membership, gw).await
+                        {
+                            Ok(d) => d,
+                            Err(end) => break end,
+                        }
+                    }
+                };
                 let frame_len = (frame::header_len(payload.len()) + payload.len()) as u64;
                 metrics.messages_out.fetch_add(d.delivered as u64, Relaxed);
                 metrics
@@ -339,7 +391,12 @@ pub(crate) async fn run(
                     break End::PongTimeout;
                 }
                 if now >= next_ping {
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    // Socket.IO clients expect Engine.IO's text ping; others a WebSocket Ping.
+                    let ping = match protocol {
+                        Protocol::Raw => Message::Ping(Default::default()),
+                        Protocol::SocketIo => Message::text("2"),
+                    };
+                    if ws.send(ping).await.is_err() {
                         break End::ControlFlood;
                     }
                     metrics.pings.fetch_add(1, Relaxed);
@@ -365,6 +422,75 @@ pub(crate) async fn run(
         linger(ws.get_mut(), partial, cfg.close_timeout).await;
     }
     end
+}
+
+/// Handles one Socket.IO text packet. Replies (connect answers, acks, pongs) go out through
+/// tungstenite, so they land in `ctrl` at a frame boundary.
+async fn socket_io_packet(
+    ws: &mut WebSocketStream<Io>,
+    text: &str,
+    sid: &str,
+    room: &str,
+    membership: &mut Option<Membership>,
+    gw: &Gateway,
+) -> Result<Delivery, End> {
+    let reply = |s: String| Message::text(s);
+    match sio::parse(text) {
+        Ok(Packet::Pong | Packet::Noop | Packet::Ack) => {}
+        Ok(Packet::Ping) => {
+            let _ = ws.send(reply("3".into())).await;
+        }
+        Ok(Packet::Close) => return Err(End::SioClose),
+        Ok(Packet::Binary) => return Err(End::SioBinary),
+        Ok(Packet::Connect { ns: "/" }) => {
+            let _ = ws.send(reply(sio::connect_ok(sid))).await;
+            if membership.is_none() {
+                let m = gw.hub.join(room, Protocol::SocketIo);
+                // socket.broadcast.emit('hi'): everyone in the room but the newcomer.
+                let d = m.publish_payload(
+                    Payload::SocketIo {
+                        args: "[\"hi\"]",
+                        chat: None,
+                    },
+                    true,
+                );
+                *membership = Some(m);
+                return Ok(d);
+            }
+        }
+        Ok(Packet::Connect { ns }) => {
+            let _ = ws.send(reply(sio::connect_error(ns))).await;
+        }
+        Ok(Packet::Disconnect { ns: "/" }) => *membership = None,
+        Ok(Packet::Disconnect { .. }) => {}
+        Ok(Packet::Event {
+            ns,
+            ack,
+            args,
+            name,
+        }) => {
+            let Some(m) = membership.as_ref().filter(|_| ns == "/") else {
+                // An event for a namespace the client has not joined.
+                return Err(End::SioBadPacket(SioError::BadNamespace));
+            };
+            let chat = (name == "chat message")
+                .then(|| sio::chat_text(args))
+                .flatten();
+            let d = m.publish_payload(
+                Payload::SocketIo {
+                    args,
+                    chat: chat.as_deref(),
+                },
+                false,
+            );
+            if let Some(id) = ack {
+                let _ = ws.send(reply(sio::ack(id))).await;
+            }
+            return Ok(d);
+        }
+        Err(e) => return Err(End::SioBadPacket(e)),
+    }
+    Ok(Delivery::default())
 }
 
 /// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
@@ -402,15 +528,21 @@ fn poll_write_out(
         if ctrl_len == 0 && out.is_empty() {
             return Poll::Ready(Ok(()));
         }
+        // Order: the rest of a partly written frame, then control frames, then the queue, so
+        // a control frame never lands inside a data frame.
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
-        if ctrl_len > 0 {
-            iov[0] = IoSlice::new(&io.ctrl);
+        let partial = *offset > 0;
+        if partial {
+            iov[0] = IoSlice::new(&out[0][*offset..]);
             n = 1;
         }
-        for (i, f) in out.iter().enumerate().take(MAX_IOV - n) {
-            let start = if i == 0 { *offset } else { 0 };
-            iov[n] = IoSlice::new(&f[start..]);
+        if ctrl_len > 0 {
+            iov[n] = IoSlice::new(&io.ctrl);
+            n += 1;
+        }
+        for f in out.iter().skip(usize::from(partial)).take(MAX_IOV - n) {
+            iov[n] = IoSlice::new(f);
             n += 1;
         }
         let mut written = match Pin::new(&mut io.socket).poll_write_vectored(cx, &iov[..n]) {
@@ -419,10 +551,24 @@ fn poll_write_out(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         };
+        if partial {
+            let left = out[0].len() - *offset;
+            if written < left {
+                *offset += written;
+                continue;
+            }
+            written -= left;
+            *offset = 0;
+            out.pop_front();
+            stats.frames_out += 1;
+        }
         if ctrl_len > 0 {
             let c = written.min(ctrl_len);
             io.ctrl.drain(..c);
             written -= c;
+            if c < ctrl_len {
+                continue;
+            }
         }
         while written > 0 {
             let front_left = out[0].len() - *offset;

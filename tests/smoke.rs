@@ -26,7 +26,10 @@ fn proxy_v2_handshake_chat_and_health() {
         assert_eq!(next_msg(&mut a).await, Message::binary(vec![1u8, 2, 3]));
     });
     let open = gw.wait_log(|l| l.contains(" open ") && l.contains("client=198.51.100.1:1111"));
-    assert!(open.contains("proxy=v2") && open.contains("vpce=vpce-smoke"), "{open}");
+    assert!(
+        open.contains("proxy=v2") && open.contains("vpce=vpce-smoke"),
+        "{open}"
+    );
     let mut health = proxy_v2_local(0);
     health.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     let resp = raw(gw.addr, &health);
