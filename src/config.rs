@@ -26,6 +26,9 @@ pub struct Config {
     /// Where `/metrics` and `/healthz` are served for operators. Default: off. A typical
     /// value is `127.0.0.1:9090` (scraped by a local agent, never exposed to the LB).
     pub admin_listen: Option<SocketAddr>,
+    /// A directory whose files are served for GET requests that are not gateway routes
+    /// (`/` is its `index.html`), replacing the embedded page. Default: off.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 /// Limits. Each refusal is counted in metrics, answered with a status or close code, and
@@ -129,6 +132,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
             admin_listen: None,
+            static_dir: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::proxy::{self, Decoded, ProxyError};
 use crate::route::{self, Route};
 use crate::server::{Gateway, Refusal, SessionPermit};
 use crate::session::{self, Peer, Stats};
+use crate::static_files;
 use crate::{info, warn};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
@@ -133,6 +134,11 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
     };
     let body_start = pre.head_start + len;
     let route = route::route(request.method, request.target);
+    if let (Some(dir), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
+        let r = static_files::serve(dir, request.method, request.target).await;
+        let _ = stream.write_all(&r).await;
+        return;
+    }
     match route {
         Route::Page => {
             let head = request.method == "HEAD";

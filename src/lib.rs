@@ -22,6 +22,7 @@
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction; never sees a socket.
 //! * [`frame`]: server frames encoded once per publish.
 //! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets, pure.
+//! * [`static_files`]: `--static DIR`.
 //! * [`log`]: one structured line per event.
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
@@ -42,3 +43,4 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod sio;
+pub mod static_files;

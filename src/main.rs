@@ -101,6 +101,11 @@ struct Args {
     /// address for /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090 (default off)
     #[argh(option)]
     admin_listen: Option<SocketAddr>,
+
+    /// serve files from this directory (GET/HEAD; / is its index.html) instead of the
+    /// embedded page (default off)
+    #[argh(option)]
+    r#static: Option<std::path::PathBuf>,
 }
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
@@ -158,6 +163,7 @@ impl Args {
         c.shutdown.drain_delay = self.drain_delay;
         c.shutdown.shutdown_timeout = self.shutdown_timeout;
         c.admin_listen = self.admin_listen;
+        c.static_dir = self.r#static;
         if c.session.ping_interval.is_zero() || c.session.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be above zero".into());
         }
