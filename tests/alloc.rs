@@ -2,9 +2,9 @@
 //! process under a counting global allocator, and its clients run in a child process (this
 //! same binary with `--client`), so every counted allocation is the server's.
 //!
-//! Two rooms, one with [`SMALL`] members and one with [`MEMBERS`]. For each: connect (PROXY v2
-//! + upgrade + session set-up) -> warm-up publishes (queues and buffers reach their working
-//! size) -> measured publishes. Asserted:
+//! Two rooms, one with [`SMALL`] members and one with [`MEMBERS`]. For each: connect (PROXY
+//! v2, upgrade and session set-up), then warm-up publishes (queues and buffers reach their
+//! working size), then measured publishes. Asserted:
 //! * at most [`MAX_PER_PUBLISH`] allocations per publish in each room (plus slack);
 //! * allocations per delivery, measured as the difference between the two rooms divided by
 //!   the extra deliveries, at most [`MAX_PER_DELIVERY`] (zero but for the executor's
