@@ -13,6 +13,7 @@
 //! # Modules
 //! * [`config`]: plain data with documented defaults; duration, size and CIDR parsing.
 //! * [`server`]: accept loop and shared state.
+//! * [`executor`]: worker threads on `async-task` with a run queue that does not allocate.
 //! * `conn`: the prelude (PROXY header + HTTP head) and dispatch.
 //! * [`proxy`]: PROXY v1/v2 decoding, pure.
 //! * [`http`]: request-head parsing and plain responses, pure.
@@ -32,6 +33,7 @@
 pub mod admin;
 pub mod config;
 mod conn;
+pub mod executor;
 pub mod frame;
 pub mod handshake;
 pub mod http;

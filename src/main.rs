@@ -3,13 +3,14 @@
 use argh::FromArgs;
 use async_signal::{Signal, Signals};
 use futures_lite::{FutureExt, StreamExt};
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wsgate::config::{self, Config, ProxyMode};
+use wsgate::executor::Executor;
 use wsgate::log::Format as LogFormat;
 use wsgate::server::{self, Gateway};
 use wsgate::{error, info};
@@ -208,7 +209,7 @@ fn main() -> ExitCode {
         }
     };
     let addr = listener.get_ref().local_addr().unwrap_or(config.listen);
-    let executor = Arc::new(Executor::new());
+    let executor = Executor::new();
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let threads = config.threads;
     for i in 1..threads {
@@ -216,7 +217,7 @@ fn main() -> ExitCode {
         let stopped = stopped.clone();
         std::thread::Builder::new()
             .name(format!("wsgate-{i}"))
-            .spawn(move || smol::block_on(ex.run(stopped.recv())))
+            .spawn(move || ex.run(stopped.recv()))
             .expect("spawn executor thread");
     }
     let admin_addr = admin.as_ref().and_then(|a| a.get_ref().local_addr().ok());
@@ -234,7 +235,7 @@ fn main() -> ExitCode {
             .spawn(wsgate::admin::run(admin, gw.clone()))
             .detach();
     }
-    let code = smol::block_on(executor.run(lifecycle(listener, gw, signals)));
+    let code = executor.run(lifecycle(listener, gw, signals));
     drop(stop);
     code
 }

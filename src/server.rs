@@ -1,11 +1,12 @@
 //! The accept loop, the state every connection shares, and the permits that count sessions.
 
 use crate::config::Config;
+use crate::executor::Executor;
 use crate::hub::Hub;
 use crate::metrics::{Family, Metrics};
 use crate::{conn, error, info};
 use futures_lite::FutureExt;
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, TcpListener};
@@ -24,7 +25,7 @@ pub struct Gateway {
     /// Rooms and members.
     pub hub: Arc<Hub>,
     /// Where connection and session tasks run.
-    pub executor: Arc<Executor<'static>>,
+    pub executor: Executor,
     /// Counters and gauges.
     pub metrics: Metrics,
     draining: AtomicBool,
@@ -61,7 +62,7 @@ pub struct SessionPermit {
 
 impl Gateway {
     /// Shared state for one listener.
-    pub fn new(config: Config, executor: Arc<Executor<'static>>) -> Arc<Gateway> {
+    pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
         Arc::new(Gateway {
             hub: Hub::new(config.session.outbox_frames),
             config,

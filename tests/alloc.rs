@@ -6,22 +6,22 @@
 //! v2, upgrade and session set-up), then warm-up publishes (queues and buffers reach their
 //! working size), then measured publishes. Asserted:
 //! * at most [`MAX_PER_PUBLISH`] allocations per publish in each room (plus slack);
-//! * allocations per delivery, measured as the difference between the two rooms divided by
-//!   the extra deliveries, at most [`MAX_PER_DELIVERY`] (zero but for the executor's
-//!   run-queue blocks, one per ~31 task wake-ups when wake-ups do not coalesce).
+//! * zero allocations per delivery: the big room's 80,000 extra deliveries may cost no more
+//!   than [`NOISE`] allocations more than the small room's (timer and reactor bookkeeping
+//!   that does not depend on the number of members).
 //!
 //! The set-up cost per connection is printed.
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{AsyncWriteExt, StreamExt};
-use smol::{Async, Executor};
+use smol::Async;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wsgate::config::{Config, ProxyMode};
+use wsgate::executor::Executor;
 use wsgate::server::{self, Gateway};
 
 struct Counting;
@@ -48,16 +48,15 @@ static A: Counting = Counting;
 const MEMBERS: usize = 50;
 /// Subscribers besides the publisher, in the small room.
 const SMALL: usize = 10;
-/// Bound on allocations per delivery.
-const MAX_PER_DELIVERY: f64 = 0.005;
-const WARM_UP: usize = 300;
+/// Allocations that may differ between two identical runs (reactor and timer bookkeeping).
+const NOISE: u64 = 40;
+const WARM_UP: usize = 2000;
+/// Measured rounds per room; the least is reported.
+const ROUNDS: usize = 3;
 const MESSAGES: usize = 2000;
-/// Allocations allowed per publish: reading the client's frame (tungstenite's payload
-/// buffer) and the one shared encoded frame.
+/// Allocations allowed per publish: the one shared encoded frame (reading the client's frame
+/// into tungstenite's buffer is allocation-free once warm), with room for a second.
 const MAX_PER_PUBLISH: u64 = 2;
-/// Constant allowance for amortised growth that is not per message (executor run-queue
-/// blocks are allocated once per ~31 wake-ups; timer and reactor bookkeeping).
-const SLACK_PER_MESSAGE_FRACTION: u64 = 8; // MESSAGES / 8 allocations at most
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -71,11 +70,11 @@ fn main() {
 }
 
 fn server() {
-    let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
+    let ex = Executor::new();
     let (_stop, stopped) = async_channel::bounded::<()>(1);
     for _ in 0..2 {
         let (ex, stopped) = (ex.clone(), stopped.clone());
-        std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())));
+        std::thread::spawn(move || ex.run(stopped.recv()));
     }
     let mut config = Config::default();
     config.proxy.mode = ProxyMode::Required;
@@ -117,19 +116,23 @@ fn server() {
         let a1 = ALLOCS.load(Relaxed);
         step("warm", "warmed");
         std::thread::sleep(Duration::from_millis(50));
-        let a2 = ALLOCS.load(Relaxed);
-        step("go", "done");
-        let a3 = ALLOCS.load(Relaxed);
+        // Steady state: queues grow to a new peak only when a burst beats every earlier one,
+        // so the least of a few identical rounds is the steady-state cost.
+        let mut measured = u64::MAX;
+        for _ in 0..ROUNDS {
+            let a2 = ALLOCS.load(Relaxed);
+            step("go", "done");
+            measured = measured.min(ALLOCS.load(Relaxed) - a2);
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let setup = (a1 - a0) as f64 / members as f64;
-        let measured = a3 - a2;
         let per_publish = measured as f64 / MESSAGES as f64;
         println!(
             "alloc: room {room}: {members} members; set-up {setup:.1} allocations per connection \
              (PROXY v2 + head + handshake + session); {measured} allocations for {MESSAGES} \
              publishes = {per_publish:.3} per publish"
         );
-        let budget =
-            MAX_PER_PUBLISH * MESSAGES as u64 + MESSAGES as u64 / SLACK_PER_MESSAGE_FRACTION;
+        let budget = MAX_PER_PUBLISH * MESSAGES as u64 + NOISE;
         assert!(
             measured <= budget,
             "room {room}: {measured} allocations > budget {budget} ({MAX_PER_PUBLISH} per publish + slack)"
@@ -146,8 +149,9 @@ fn server() {
         big.1, small.1
     );
     assert!(
-        per_delivery <= MAX_PER_DELIVERY,
-        "{per_delivery} allocations per delivery"
+        big.1 <= small.1 + NOISE,
+        "{per_delivery} allocations per delivery: {} more allocations for {extra_deliveries} more deliveries",
+        big.1.saturating_sub(small.1)
     );
     println!("alloc: 1 passed, 0 failed");
 }
@@ -176,7 +180,9 @@ fn client(addr: SocketAddr) {
                 ws.push(w);
             }
             writeln!(out, "connected").unwrap();
-            for (phase, n, reply) in [("warm", WARM_UP, "warmed"), ("go", MESSAGES, "done")] {
+            let phases = std::iter::once(("warm", WARM_UP, "warmed"))
+                .chain(std::iter::repeat_n(("go", MESSAGES, "done"), ROUNDS));
+            for (phase, n, reply) in phases {
                 assert_eq!(cmd(), phase);
                 let (publisher, rest) = ws.split_first_mut().unwrap();
                 let payload = "x".repeat(64);
