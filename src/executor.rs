@@ -103,11 +103,11 @@ impl Executor {
                         }
                     }
                 };
-                match next {
-                    Some(r) => {
-                        r.run();
-                    }
-                    None => return Poll::Pending,
+                let Some(r) = next else { return Poll::Pending };
+                // A panic ends only its own task (whose drop runs its guards: room membership,
+                // connection counts); the worker and every other connection go on.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.run())).is_err() {
+                    crate::error!("task_panicked", worker = id);
                 }
             }
             // Busy: come back at once, after the reactor had a look.
@@ -156,6 +156,15 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_panicking_task_does_not_take_the_worker_down() {
+        let ex = Executor::new();
+        ex.spawn(async { panic!("boom (expected by this test)") })
+            .detach();
+        let t = ex.spawn(async { 5 });
+        assert_eq!(ex.run(t), 5);
     }
 
     #[test]
