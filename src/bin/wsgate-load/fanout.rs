@@ -9,7 +9,8 @@
 //! minus the send time stamped in the payload, on the tool's one monotonic clock.
 //!
 //! Per step: `deliveries_per_s` = distinct deliveries of the step's messages divided by the time
-//! from the step's start until the last of them arrived (or the drain ran out), so a server
+//! from the step's start until the last of them arrived (or the drain ran out; at least
+//! `--duration`; to the 10 ms the coordinator polls at), so a server
 //! that falls behind shows a rate below `offered_per_s`. `keeping_up` means nothing lost and at
 //! least 95% of the offered rate. The top-level fields are the best step that kept up (the best
 //! step at all if none did).
@@ -511,11 +512,13 @@ async fn run_step(
     let cpu_after = c.sample();
 
     let deliveries = stats.unique.load(Relaxed);
+    // The last message of a paced step leaves a fraction of an interval before `end`; a step
+    // that kept up counts as taking exactly its duration, one that fell behind takes longer.
+    let secs = a.duration.as_secs_f64();
     let took = done
         .saturating_duration_since(start)
         .as_secs_f64()
-        .max(1e-9);
-    let secs = a.duration.as_secs_f64();
+        .max(secs);
     let deliveries_per_s = deliveries as f64 / took;
     let offered_per_s = expected as f64 / secs;
     let lost = expected.saturating_sub(deliveries);
