@@ -30,7 +30,7 @@ use crate::{
     client::{Event, Tx},
     histogram::{Histogram, Snapshot},
     message::{Seen, SeqCheck, Stamp},
-    procstat::Sample,
+    procstat::{ProcSet, Sample},
     report::{Json, Reasons},
     Common, Ex,
 };
@@ -150,6 +150,8 @@ struct StepResult {
     out_of_order: u64,
     latency: Snapshot,
     cpu_us_per_delivery: Option<f64>,
+    /// The tool's own CPU per delivery: when it nears a core, the tool is the limit.
+    tool_cpu_us_per_delivery: f64,
     keeping_up: bool,
     rss_kb: Option<u64>,
 }
@@ -172,6 +174,7 @@ impl StepResult {
         if let Some(cpu) = self.cpu_us_per_delivery {
             j.push("cpu_us_per_delivery", cpu);
         }
+        j.push("tool_cpu_us_per_delivery", self.tool_cpu_us_per_delivery);
         if let Some(rss) = self.rss_kb {
             j.push("rss_kb", rss);
         }
@@ -365,8 +368,15 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             r.out_of_order
         );
         println!("           latency {}", crate::latency_human(&r.latency));
-        if let Some(cpu) = r.cpu_us_per_delivery {
-            println!("           server CPU {cpu:.3} us per delivery");
+        match r.cpu_us_per_delivery {
+            Some(cpu) => println!(
+                "           CPU per delivery: server {cpu:.3} us, tool {:.3} us",
+                r.tool_cpu_us_per_delivery
+            ),
+            None => println!(
+                "           CPU per delivery: tool {:.3} us",
+                r.tool_cpu_us_per_delivery
+            ),
         }
     }
 
@@ -453,6 +463,8 @@ async fn run_step(
     let start = Instant::now() + STEP_LEAD;
     let end = start + a.duration;
     let cpu_before = c.sample();
+    let me = ProcSet::own();
+    let tool_before = me.sample();
     let tasks: Vec<_> = publishers
         .iter()
         .enumerate()
@@ -510,6 +522,7 @@ async fn run_step(
         Timer::after(POLL).await;
     };
     let cpu_after = c.sample();
+    let tool_after = me.sample();
 
     let deliveries = stats.unique.load(Relaxed);
     // The last message of a paced step leaves a fraction of an interval before `end`; a step
@@ -541,6 +554,8 @@ async fn run_step(
         out_of_order: stats.out_of_order.load(Relaxed),
         latency: stats.latency.snapshot(),
         cpu_us_per_delivery,
+        tool_cpu_us_per_delivery: (tool_after.cpu_us - tool_before.cpu_us) as f64
+            / deliveries.max(1) as f64,
         keeping_up: lost == 0
             && deliveries_per_s >= KEEPING_UP * offered_per_s
             && sent as f64 >= KEEPING_UP * rate * secs,

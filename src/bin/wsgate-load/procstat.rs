@@ -48,6 +48,14 @@ impl ProcSet {
         })
     }
 
+    /// This process (the tool itself), to report its own CPU cost next to the server's.
+    pub(crate) fn own() -> Self {
+        Self {
+            roots: vec![std::process::id()],
+            ticks_per_s: rustix::param::clock_ticks_per_second().max(1),
+        }
+    }
+
     /// Reads `/proc` now. Processes that vanish meanwhile are skipped.
     pub(crate) fn sample(&self) -> Sample {
         let mut s = Sample::default();
