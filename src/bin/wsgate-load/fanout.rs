@@ -14,6 +14,12 @@
 //! that falls behind shows a rate below `offered_per_s`. `keeping_up` means nothing lost and at
 //! least 95% of the offered rate. The top-level fields are the best step that kept up (the best
 //! step at all if none did).
+//!
+//! CPU per delivery, over the step and its drain: `cpu_us_per_delivery` is the `--pid` trees'
+//! user + system time, `tool_cpu_us_per_delivery` this process's, and
+//! `machine_cpu_us_per_delivery` all cores' busy time (`/proc/stat`). When the machine figure
+//! times the delivery rate nears the core count, the box, not the server, is the limit; on
+//! loopback the tool's receive path costs about as much as the server's send path.
 
 use std::{
     sync::{
@@ -30,7 +36,7 @@ use crate::{
     client::{Event, Tx},
     histogram::{Histogram, Snapshot},
     message::{Seen, SeqCheck, Stamp},
-    procstat::{ProcSet, Sample},
+    procstat::{self, ProcSet, Sample},
     report::{Json, Reasons},
     Common, Ex,
 };
@@ -152,6 +158,8 @@ struct StepResult {
     cpu_us_per_delivery: Option<f64>,
     /// The tool's own CPU per delivery: when it nears a core, the tool is the limit.
     tool_cpu_us_per_delivery: f64,
+    /// All cores' busy time per delivery (server, tool, softirq, anything else running).
+    machine_cpu_us_per_delivery: Option<f64>,
     keeping_up: bool,
     rss_kb: Option<u64>,
 }
@@ -175,6 +183,10 @@ impl StepResult {
             j.push("cpu_us_per_delivery", cpu);
         }
         j.push("tool_cpu_us_per_delivery", self.tool_cpu_us_per_delivery);
+        j.push(
+            "machine_cpu_us_per_delivery",
+            self.machine_cpu_us_per_delivery,
+        );
         if let Some(rss) = self.rss_kb {
             j.push("rss_kb", rss);
         }
@@ -368,16 +380,18 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             r.out_of_order
         );
         println!("           latency {}", crate::latency_human(&r.latency));
-        match r.cpu_us_per_delivery {
-            Some(cpu) => println!(
-                "           CPU per delivery: server {cpu:.3} us, tool {:.3} us",
-                r.tool_cpu_us_per_delivery
-            ),
-            None => println!(
-                "           CPU per delivery: tool {:.3} us",
-                r.tool_cpu_us_per_delivery
-            ),
-        }
+        let server = r
+            .cpu_us_per_delivery
+            .map(|c| format!("server {c:.3} us, "))
+            .unwrap_or_default();
+        let machine = r
+            .machine_cpu_us_per_delivery
+            .map(|c| format!(", whole machine {c:.3} us"))
+            .unwrap_or_default();
+        println!(
+            "           CPU per delivery: {server}tool {:.3} us{machine}",
+            r.tool_cpu_us_per_delivery
+        );
     }
 
     let mut j = Json::obj()
@@ -465,6 +479,7 @@ async fn run_step(
     let cpu_before = c.sample();
     let me = ProcSet::own();
     let tool_before = me.sample();
+    let machine_before = procstat::machine_busy_us();
     let tasks: Vec<_> = publishers
         .iter()
         .enumerate()
@@ -523,6 +538,7 @@ async fn run_step(
     };
     let cpu_after = c.sample();
     let tool_after = me.sample();
+    let machine_after = procstat::machine_busy_us();
 
     let deliveries = stats.unique.load(Relaxed);
     // The last message of a paced step leaves a fraction of an interval before `end`; a step
@@ -556,6 +572,9 @@ async fn run_step(
         cpu_us_per_delivery,
         tool_cpu_us_per_delivery: (tool_after.cpu_us - tool_before.cpu_us) as f64
             / deliveries.max(1) as f64,
+        machine_cpu_us_per_delivery: machine_before
+            .zip(machine_after)
+            .map(|(b, x)| (x - b) as f64 / deliveries.max(1) as f64),
         keeping_up: lost == 0
             && deliveries_per_s >= KEEPING_UP * offered_per_s
             && sent as f64 >= KEEPING_UP * rate * secs,

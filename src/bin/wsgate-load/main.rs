@@ -249,7 +249,10 @@ fn main() {
             2
         }
         Err(Failure::Deadline(d)) => {
-            let e = format!("hard deadline of {:.0}s reached; stopping", d.as_secs_f64());
+            let e = format!(
+                "hard deadline of {}s reached; stopping",
+                report::Json::F(d.as_secs_f64())
+            );
             eprintln!("wsgate-load: {e}");
             println!("{}", Json::obj().with("error", e.as_str()));
             3

@@ -116,6 +116,31 @@ impl ProcSet {
     }
 }
 
+/// Busy CPU time of the whole machine so far in microseconds (all cores, from `/proc/stat`):
+/// unlike per-process times it includes interrupt and softirq work, where the kernel delivers
+/// loopback TCP segments and which no process is charged for.
+pub(crate) fn machine_busy_us() -> Option<u64> {
+    let ticks = parse_proc_stat_busy(&fs::read_to_string("/proc/stat").ok()?)?;
+    Some(ticks * 1_000_000 / rustix::param::clock_ticks_per_second().max(1))
+}
+
+/// Busy ticks from the `cpu` line of `/proc/stat`: everything but `idle` and `iowait`
+/// (`guest` time is already inside `user`).
+pub(crate) fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = f[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 /// `(ppid, utime + stime in ticks)` from the text of `/proc/PID/stat`. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted from its last `)`.
 pub(crate) fn parse_stat(stat: &str) -> Option<(u32, u64)> {
@@ -154,6 +179,14 @@ mod tests {
         let status = "Name:\twsgate\nVmPeak:\t  10000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss(status), Some(5120));
         assert_eq!(parse_vm_rss("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn reads_machine_busy_time() {
+        let stat = "cpu  100 5 50 1000 7 3 11 2 0 0\ncpu0 50 2 25 500 3 1 5 1 0 0\nintr 1 2 3\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 11 + 2));
+        assert_eq!(parse_proc_stat_busy("cpu  1 2\n"), None);
+        assert!(machine_busy_us().is_some());
     }
 
     #[test]
