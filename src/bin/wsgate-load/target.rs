@@ -79,7 +79,8 @@ impl Url {
 
     /// The request target for room `room` of `rooms`, speaking `protocol`.
     /// raw: the URL's path, or `<path>/room-K` when there are several rooms.
-    /// socketio: `<path>/socket.io/?EIO=4&transport=websocket[&<query>][&room=room-K]`.
+    /// socketio: `<path>/socket.io/?EIO=4&transport=websocket[&<query>][&room=room-K]`; with
+    /// several rooms a `room=` in the URL's query gives way to ours.
     pub(crate) fn request_target(&self, protocol: Protocol, room: usize, rooms: usize) -> String {
         let base = self.path.trim_end_matches('/');
         match protocol {
@@ -98,9 +99,12 @@ impl Url {
             Protocol::SocketIo => {
                 let base = base.strip_suffix("/socket.io").unwrap_or(base);
                 let mut t = format!("{base}/{}", socketio::ENGINE_PATH);
-                if !self.query.is_empty() {
-                    t.push('&');
-                    t.push_str(&self.query);
+                // With several rooms, ours replace a `room=` the URL may carry.
+                for param in self.query.split('&').filter(|p| !p.is_empty()) {
+                    if rooms <= 1 || !param.starts_with("room=") {
+                        t.push('&');
+                        t.push_str(param);
+                    }
                 }
                 if rooms > 1 {
                     t.push_str(&format!("&room=room-{room}"));
