@@ -29,3 +29,4 @@ test: check test-deps
 # Per-area targets live beside their code.
 -include tests/deps.mk
 -include cross/cross.mk
+-include fuzz/fuzz.mk

@@ -1,0 +1,384 @@
+//! Configuration as plain data with documented defaults. The CLI (`main.rs`) is one source of
+//! it; tests build it directly. Each component takes only its own sub-struct.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to accept connections. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Executor threads. Default: the number of available cores.
+    pub threads: usize,
+    /// PROXY protocol handling.
+    pub proxy: ProxyConfig,
+    /// Limits on the connection prelude (PROXY header + HTTP head).
+    pub prelude: PreludeConfig,
+    /// Per-WebSocket session behaviour.
+    pub session: SessionConfig,
+    /// Limits that protect the gateway and the other clients.
+    pub limits: LimitsConfig,
+    /// The SIGTERM sequence.
+    pub shutdown: ShutdownConfig,
+    /// Where `/metrics` and `/healthz` are served for operators. Default: off. A typical
+    /// value is `127.0.0.1:9090` (scraped by a local agent, never exposed to the LB).
+    pub admin_listen: Option<SocketAddr>,
+    /// A directory whose files are served for GET requests that are not gateway routes
+    /// (`/` is its `index.html`), replacing the embedded page. Default: off.
+    pub static_dir: Option<std::path::PathBuf>,
+}
+
+/// Limits. Each refusal is counted in metrics, answered with a status or close code, and
+/// logged with the real client address.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Most WebSocket sessions at once; past it upgrades get 503 while `/healthz` and the page
+    /// still answer. Default 100000 (size `LimitNOFILE` above it).
+    pub max_connections: usize,
+    /// Most sessions per real client address (from PROXY when present); past it 429.
+    /// Default 0 = off, since many users can share one address behind carrier NAT.
+    pub max_connections_per_ip: usize,
+    /// Messages per second a client may send, as a token bucket holding one second's worth;
+    /// past it the client is closed with 1008. Default 0 = off.
+    pub max_messages_per_second: u32,
+    /// `Origin` values allowed to upgrade (exact match, e.g. `https://chat.example.com`).
+    /// Browsers always send `Origin`; other clients usually do not, and requests without it
+    /// are allowed. Default: empty = every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Graceful shutdown on SIGTERM: `/healthz` turns 503 at once, sessions are served for
+/// `drain_delay`, then closed with 1001 and given `shutdown_timeout` to go.
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// How long to keep serving after SIGTERM while the load balancer drains the instance.
+    /// Default 0 s; set it a little below the target group's deregistration delay (300 s by
+    /// default on AWS), e.g. `290s`.
+    pub drain_delay: Duration,
+    /// How long to wait for clients to close after the 1001 Close. Default 10 s.
+    pub shutdown_timeout: Duration,
+}
+
+/// How PROXY protocol headers are treated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `off`, `optional` or `required`. Default `off`.
+    pub mode: ProxyMode,
+    /// Sources whose PROXY headers are believed. Default: loopback and the private ranges
+    /// (RFC 1918 and IPv6 ULA), which is where AWS load balancer nodes sit inside a VPC and
+    /// where no packet from the public internet can come from. Narrow it to your VPC CIDR.
+    pub trusted: Vec<Cidr>,
+}
+
+/// Limits on what a client may send before its connection is a WebSocket (or gets an answer).
+#[derive(Debug, Clone)]
+pub struct PreludeConfig {
+    /// One deadline for the PROXY header and the HTTP head together. Default 5 s: enough for
+    /// any real client and load balancer, short enough that slowloris clients do not pile up.
+    pub header_timeout: Duration,
+    /// One byte cap for the PROXY header and the HTTP head together; past it the answer is
+    /// 431. Default 8192, the same as nginx's `large_client_header_buffers` single buffer.
+    pub max_head_bytes: usize,
+}
+
+/// Per-session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How often the server sends a WebSocket Ping. Default 25 s: well inside a CLB's 60 s
+    /// idle timeout (only data resets it) and an NLB's 350 s.
+    pub ping_interval: Duration,
+    /// How long after a Ping a client has to send any frame or Pong before it is closed.
+    /// Default 10 s.
+    pub pong_timeout: Duration,
+    /// Largest incoming message (and frame); past it the client is closed with 1009.
+    /// Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Frames queued per member before it counts as a slow consumer and is closed with 1008.
+    /// Default 256.
+    pub outbox_frames: usize,
+    /// Bytes of the socket read buffer per connection (allocated once per session). Small on
+    /// purpose: memory per idle connection is what a gateway is judged by. Default 512.
+    pub read_buffer_bytes: usize,
+    /// How long a closing connection waits for the peer's Close reply and for its last bytes
+    /// to drain before the socket is dropped. Default 2 s.
+    pub close_timeout: Duration,
+    /// Log each chat message with the real client address. Default off.
+    pub log_messages: bool,
+}
+
+/// PROXY protocol mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// No PROXY header is read; bytes are HTTP from the first one.
+    Off,
+    /// A header is used when present and sent by a trusted source; a header from any other
+    /// source gets the connection refused; no header means the socket address is used.
+    Optional,
+    /// Every connection must come from a trusted source and start with a valid header.
+    Required,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            proxy: ProxyConfig::default(),
+            prelude: PreludeConfig::default(),
+            session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            admin_listen: None,
+            static_dir: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
+            max_messages_per_second: 0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The default `--trusted-proxies` list.
+pub const DEFAULT_TRUSTED_PROXIES: &str =
+    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            mode: ProxyMode::Off,
+            trusted: parse_cidr_list(DEFAULT_TRUSTED_PROXIES).expect("default CIDR list parses"),
+        }
+    }
+}
+
+impl Default for PreludeConfig {
+    fn default() -> Self {
+        PreludeConfig {
+            header_timeout: Duration::from_secs(5),
+            max_head_bytes: 8192,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            max_message_bytes: 64 * 1024,
+            outbox_frames: 256,
+            read_buffer_bytes: 512,
+            close_timeout: Duration::from_secs(2),
+            log_messages: false,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Whether `ip` may send a PROXY header.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
+impl FromStr for ProxyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(ProxyMode::Off),
+            "optional" => Ok(ProxyMode::Optional),
+            "required" => Ok(ProxyMode::Required),
+            _ => Err(format!(
+                "invalid proxy mode {s:?}: expected off, optional or required"
+            )),
+        }
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or `fc00::/7`. An IPv4 network also matches
+/// IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`), as a dual-stack listener sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, prefix: u8, bits: u8) -> bool {
+    if prefix == 0 {
+        return true;
+    }
+    let shift = u32::from(bits - prefix);
+    (a >> shift) == (b >> shift)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("invalid CIDR {s:?}: bad address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("invalid CIDR {s:?}: prefix must be 0..={max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parses `CIDR[,CIDR...]`. An empty string is an empty list (trust nobody).
+pub fn parse_cidr_list(s: &str) -> Result<Vec<Cidr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Parses a duration written as `250ms`, `25s`, `5m` or `1h`. A bare number is refused, so
+/// that nobody wonders which unit it was.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("invalid duration {s:?}: add a unit (ms, s, m, h)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+/// Parses a byte count: `65536`, `64KiB`, `1MiB`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a whole number"))?;
+    let mul = match unit {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        _ => return Err(format!("invalid size {s:?}: unit must be B, KiB or MiB")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("25").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert!(parse_bytes("1GB").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.200.1.2".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+        let c: Cidr = "fc00::/7".parse().unwrap();
+        assert!(c.contains("fd12::1".parse().unwrap()));
+        assert!(!c.contains("fe80::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope/8".parse::<Cidr>().is_err());
+        assert_eq!(parse_cidr_list("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn default_trust_excludes_public_addresses() {
+        let p = ProxyConfig::default();
+        assert!(p.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(p.is_trusted("172.31.5.6".parse().unwrap()));
+        assert!(!p.is_trusted("203.0.113.7".parse().unwrap()));
+        assert!(!p.is_trusted("172.32.0.1".parse().unwrap()));
+    }
+}

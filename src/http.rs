@@ -1,0 +1,304 @@
+//! HTTP/1.1 request heads and plain responses. Parsing is a pure function over `&[u8]` with
+//! caller-owned header storage; responses are whole byte strings written at once.
+
+use std::fmt;
+
+/// Headers we look at; more than this many in a request is answered with 431.
+pub const MAX_HEADERS: usize = 32;
+
+/// The parts of a request head the gateway uses. Borrows from the read buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The request target as sent, query included.
+    pub target: &'a str,
+    /// `Upgrade` header value.
+    pub upgrade: Option<&'a [u8]>,
+    /// `Connection` header value.
+    pub connection: Option<&'a [u8]>,
+    /// `Sec-WebSocket-Key`.
+    pub ws_key: Option<&'a [u8]>,
+    /// `Sec-WebSocket-Version`.
+    pub ws_version: Option<&'a [u8]>,
+    /// `Origin` (browsers send it; other clients usually do not).
+    pub origin: Option<&'a [u8]>,
+}
+
+/// What [`parse_head`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head<'a> {
+    /// The whole head: `len` bytes including the blank line.
+    Complete { len: usize, request: Request<'a> },
+    /// Read more.
+    Partial,
+}
+
+/// Why a head was refused. One variant per check, each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// Not a valid HTTP/1.x request head (httparse's reason).
+    Malformed(&'static str),
+    /// HTTP/1.0 or older: a WebSocket gateway speaks 1.1.
+    Version(u8),
+    /// More than [`MAX_HEADERS`] headers.
+    TooManyHeaders,
+}
+
+impl HttpError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> Status {
+        match self {
+            HttpError::Malformed(_) | HttpError::Version(_) => Status::BadRequest,
+            HttpError::TooManyHeaders => Status::HeaderTooLarge,
+        }
+    }
+
+    /// Stable label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HttpError::Malformed(_) => "malformed_request",
+            HttpError::Version(_) => "http_version",
+            HttpError::TooManyHeaders => "too_many_headers",
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Malformed(why) => write!(f, "malformed request: {why}"),
+            HttpError::Version(v) => write!(f, "HTTP/1.{v} is not supported, use HTTP/1.1"),
+            HttpError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} headers"),
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf`.
+pub fn parse_head(buf: &[u8]) -> Result<Head<'_>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Head::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(e) => return Err(HttpError::Malformed(error_text(e))),
+    };
+    let version = req.version.unwrap_or(0);
+    if version != 1 {
+        return Err(HttpError::Version(version));
+    }
+    let mut request = Request {
+        method: req.method.unwrap_or(""),
+        target: req.path.unwrap_or(""),
+        ..Request::default()
+    };
+    for h in req.headers.iter() {
+        let slot = if h.name.eq_ignore_ascii_case("upgrade") {
+            &mut request.upgrade
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            &mut request.connection
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
+            &mut request.ws_key
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
+            &mut request.ws_version
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            &mut request.origin
+        } else {
+            continue;
+        };
+        if slot.is_some() {
+            // RFC 6455 requires these once; a repeat is a malformed handshake.
+            return Err(HttpError::Malformed("repeated header"));
+        }
+        *slot = Some(h.value);
+    }
+    Ok(Head::Complete { len, request })
+}
+
+fn error_text(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The statuses the gateway answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    UpgradeRequired,
+    TooManyRequests,
+    HeaderTooLarge,
+    InternalError,
+    Unavailable,
+}
+
+impl Status {
+    /// Numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::UpgradeRequired => 426,
+            Status::TooManyRequests => 429,
+            Status::HeaderTooLarge => 431,
+            Status::InternalError => 500,
+            Status::Unavailable => 503,
+        }
+    }
+
+    /// Reason phrase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::UpgradeRequired => "Upgrade Required",
+            Status::TooManyRequests => "Too Many Requests",
+            Status::HeaderTooLarge => "Request Header Fields Too Large",
+            Status::InternalError => "Internal Server Error",
+            Status::Unavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// A whole response with `Connection: close`. `extra` holds additional header lines, each
+/// ending in CRLF. With `head_only` the body is left out (answering `HEAD`), but its length
+/// is still announced.
+pub fn response(
+    status: Status,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n",
+        status.code(),
+        status.reason(),
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A plain-text error response whose body says why.
+pub fn error_response(status: Status, extra: &str, why: &dyn fmt::Display) -> Vec<u8> {
+    let body = format!("{} {}: {why}\n", status.code(), status.reason());
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        extra,
+        body.as_bytes(),
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /ws/lobby?x=1 HTTP/1.1\r\n\
+        Host: example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\
+        Origin: http://example.com\r\n\
+        \r\n";
+
+    #[test]
+    fn complete_upgrade_head() {
+        let mut buf = UPGRADE.to_vec();
+        buf.extend_from_slice(b"\x81\x80");
+        let Ok(Head::Complete { len, request }) = parse_head(&buf) else {
+            panic!("expected a complete head");
+        };
+        assert_eq!(len, UPGRADE.len());
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.target, "/ws/lobby?x=1");
+        assert_eq!(request.upgrade, Some(&b"websocket"[..]));
+        assert!(has_token(request.connection.unwrap(), "upgrade"));
+        assert_eq!(request.ws_key, Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]));
+        assert_eq!(request.ws_version, Some(&b"13"[..]));
+        assert_eq!(request.origin, Some(&b"http://example.com"[..]));
+    }
+
+    #[test]
+    fn every_prefix_is_partial() {
+        for end in 0..UPGRADE.len() {
+            assert_eq!(parse_head(&UPGRADE[..end]), Ok(Head::Partial), "at {end}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(
+            parse_head(b"GARBAGE\x01 / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\n\r\n"),
+            Err(HttpError::Version(0))
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_head(&many), Err(HttpError::TooManyHeaders));
+        assert_eq!(HttpError::TooManyHeaders.status().code(), 431);
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nUpgrade: a\r\nUpgrade: b\r\n\r\n"),
+            Err(HttpError::Malformed("repeated header"))
+        ));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(has_token(b"Upgrade", "upgrade"));
+        assert!(has_token(b"keep-alive,  UPGRADE ", "upgrade"));
+        assert!(!has_token(b"keep-alive", "upgrade"));
+        assert!(!has_token(b"upgraded", "upgrade"));
+    }
+
+    #[test]
+    fn responses() {
+        let r = response(Status::Ok, "text/plain", "", b"ok\n", false);
+        assert_eq!(
+            r,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
+              Cache-Control: no-store\r\nConnection: close\r\n\r\nok\n"
+        );
+        let r = response(Status::Ok, "text/plain", "", b"ok\n", true);
+        assert!(r.ends_with(
+            b"Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
+    }
+}

@@ -1,0 +1,248 @@
+//! One log line per event on stderr: `<UTC time> <LEVEL> <event> key=value ...`, or one JSON
+//! object per line. Fields are structured so both formats carry the same data.
+
+use std::fmt::{self, Display, Write as _};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Severity. `Warn` is for a client's bad input, `Error` for our own faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-11-25T13:45:00.123Z INFO open conn=1 client=203.0.113.7:4711`
+    Text,
+    /// `{"ts":"...","level":"info","event":"open","conn":"1",...}`
+    Json,
+}
+
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the line format for the whole process.
+pub fn set_format(f: Format) {
+    FORMAT.store(f as u8, Ordering::Relaxed);
+}
+
+fn format() -> Format {
+    if FORMAT.load(Ordering::Relaxed) == Format::Json as u8 {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}
+
+impl Level {
+    fn as_str(self, f: Format) -> &'static str {
+        match (self, f) {
+            (Level::Info, Format::Text) => "INFO",
+            (Level::Warn, Format::Text) => "WARN",
+            (Level::Error, Format::Text) => "ERROR",
+            (Level::Info, Format::Json) => "info",
+            (Level::Warn, Format::Json) => "warn",
+            (Level::Error, Format::Json) => "error",
+        }
+    }
+}
+
+/// Writes one line. `fields` are `(key, value)` pairs, in order.
+pub fn line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
+    thread_local! {
+        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        let _ = render(&mut b, format(), SystemTime::now(), level, event, fields);
+        b.push('\n');
+        let _ = std::io::stderr().lock().write_all(b.as_bytes());
+    });
+}
+
+fn render(
+    out: &mut String,
+    f: Format,
+    now: SystemTime,
+    level: Level,
+    event: &str,
+    fields: &[(&str, &dyn Display)],
+) -> fmt::Result {
+    let ts = Timestamp(now);
+    match f {
+        Format::Text => {
+            write!(out, "{ts} {} {event}", level.as_str(f))?;
+            let mut value = String::new();
+            for (k, v) in fields {
+                value.clear();
+                write!(value, "{v}")?;
+                if value.is_empty() || value.contains([' ', '"', '=', '\n']) {
+                    write!(out, " {k}=\"{}\"", Escaped(&value))?;
+                } else {
+                    write!(out, " {k}={value}")?;
+                }
+            }
+        }
+        Format::Json => {
+            write!(
+                out,
+                "{{\"ts\":\"{ts}\",\"level\":\"{}\",\"event\":\"{}\"",
+                level.as_str(f),
+                Escaped(event)
+            )?;
+            let mut value = String::new();
+            for (k, v) in fields {
+                value.clear();
+                write!(value, "{v}")?;
+                write!(out, ",\"{}\":\"{}\"", Escaped(k), Escaped(&value))?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// JSON string escaping (also used inside quoted text values).
+struct Escaped<'a>(&'a str);
+
+impl Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds.
+struct Timestamp(SystemTime);
+
+impl Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, day) = civil_from_days(days as i64);
+        write!(
+            f,
+            "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            d.subsec_millis()
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// `info!("event", key = value, ...)`
+#[macro_export]
+#[doc(hidden)]
+macro_rules! log_at {
+    ($level:expr, $event:expr $(, $k:ident = $v:expr)* $(,)?) => {
+        $crate::log::line($level, $event, &[$((stringify!($k), &$v as &dyn ::std::fmt::Display)),*])
+    };
+}
+
+/// Logs an INFO line: `info!("open", conn = id, client = addr)`.
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($t)*) };
+}
+
+/// Logs a WARN line (a client's bad input).
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::log_at!($crate::log::Level::Warn, $($t)*) };
+}
+
+/// Logs an ERROR line (our own fault).
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($t)*) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64, ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(Timestamp(at(0, 0)).to_string(), "1970-01-01T00:00:00.000Z");
+        // 2026-11-25T13:45:07.089Z
+        assert_eq!(
+            Timestamp(at(1_795_614_307, 89)).to_string(),
+            "2026-11-25T13:45:07.089Z"
+        );
+        // 2024-02-29 (leap day) 23:59:59
+        assert_eq!(
+            Timestamp(at(1_709_251_199, 0)).to_string(),
+            "2024-02-29T23:59:59.000Z"
+        );
+    }
+
+    #[test]
+    fn text_and_json() {
+        let mut s = String::new();
+        let room = "main";
+        let reason = "bad \"key\"";
+        render(
+            &mut s,
+            Format::Text,
+            at(0, 0),
+            Level::Warn,
+            "reject",
+            &[("room", &room), ("reason", &reason), ("empty", &"")],
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"1970-01-01T00:00:00.000Z WARN reject room=main reason="bad \"key\"" empty="""#
+        );
+        s.clear();
+        render(
+            &mut s,
+            Format::Json,
+            at(0, 0),
+            Level::Info,
+            "open",
+            &[("conn", &7), ("reason", &reason)],
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"ts":"1970-01-01T00:00:00.000Z","level":"info","event":"open","conn":"7","reason":"bad \"key\""}"#
+        );
+    }
+}

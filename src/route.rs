@@ -1,0 +1,168 @@
+//! Which page, health check or upgrade a request is. Pure: method and target in, route out.
+
+/// Room joined by `/ws` without a name.
+pub const DEFAULT_ROOM: &str = "main";
+/// Longest room name accepted in a path.
+pub const MAX_ROOM_LEN: usize = 64;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /`: the embedded chat page.
+    Page,
+    /// `GET /healthz`: load balancer health check.
+    Health,
+    /// `GET /ws` or `/ws/{room}`: a WebSocket upgrade into a room.
+    Upgrade { room: &'a str },
+    /// `GET /socket.io/?EIO=4&transport=websocket[&room=NAME]`: a Socket.IO client.
+    SocketIo { room: &'a str },
+    /// A Socket.IO request we cannot serve: 400 with Engine.IO's JSON error body.
+    EngineIoError { code: u8, message: &'static str },
+    /// A known path with a method other than GET (or HEAD for plain pages): 405.
+    MethodNotAllowed,
+    /// `/ws/{room}` with a name that is not `[A-Za-z0-9_.-]{1,64}`: 400.
+    BadRoom,
+    /// Anything else: 404.
+    NotFound,
+}
+
+/// Routes a request. `HEAD` is served like `GET` for the page and health check.
+pub fn route<'a>(method: &str, target: &'a str) -> Route<'a> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let get = method == "GET";
+    let head = method == "HEAD";
+    let page = |r| {
+        if get || head {
+            r
+        } else {
+            Route::MethodNotAllowed
+        }
+    };
+    match path {
+        "/" | "/index.html" => page(Route::Page),
+        "/healthz" => page(Route::Health),
+        "/ws" | "/ws/" => upgrade(get, DEFAULT_ROOM),
+        "/socket.io/" | "/socket.io" => socket_io(get, target),
+        _ => match path.strip_prefix("/ws/") {
+            Some(room) if valid_room(room) => upgrade(get, room),
+            Some(_) => Route::BadRoom,
+            None => Route::NotFound,
+        },
+    }
+}
+
+fn upgrade(get: bool, room: &str) -> Route<'_> {
+    if get {
+        Route::Upgrade { room }
+    } else {
+        Route::MethodNotAllowed
+    }
+}
+
+fn socket_io(get: bool, target: &str) -> Route<'_> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    if !get {
+        return Route::EngineIoError {
+            code: 2,
+            message: "Bad handshake method",
+        };
+    }
+    if param("EIO") != Some("4") {
+        return Route::EngineIoError {
+            code: 5,
+            message: "Unsupported protocol version",
+        };
+    }
+    if param("transport") != Some("websocket") {
+        return Route::EngineIoError {
+            code: 0,
+            message: "Transport unknown",
+        };
+    }
+    if param("sid").is_some() {
+        // An upgrade of a polling session: there are no polling sessions here.
+        return Route::EngineIoError {
+            code: 1,
+            message: "Session ID unknown",
+        };
+    }
+    match param("room") {
+        None => Route::SocketIo { room: DEFAULT_ROOM },
+        Some(r) if valid_room(r) => Route::SocketIo { room: r },
+        Some(_) => Route::BadRoom,
+    }
+}
+
+/// Whether `name` is an acceptable room name.
+pub fn valid_room(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROOM_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET", "/"), Route::Page);
+        assert_eq!(route("HEAD", "/"), Route::Page);
+        assert_eq!(route("GET", "/healthz"), Route::Health);
+        assert_eq!(route("GET", "/healthz?x"), Route::Health);
+        assert_eq!(route("GET", "/ws"), Route::Upgrade { room: "main" });
+        assert_eq!(route("GET", "/ws?t=1"), Route::Upgrade { room: "main" });
+        assert_eq!(route("GET", "/ws/lobby"), Route::Upgrade { room: "lobby" });
+        assert_eq!(
+            route("GET", "/ws/a.b-c_9"),
+            Route::Upgrade { room: "a.b-c_9" }
+        );
+        assert_eq!(route("POST", "/"), Route::MethodNotAllowed);
+        assert_eq!(route("DELETE", "/ws/x"), Route::MethodNotAllowed);
+        assert_eq!(route("HEAD", "/ws"), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/ws/a/b"), Route::BadRoom);
+        assert_eq!(route("GET", "/ws/%2e%2e"), Route::BadRoom);
+        assert_eq!(
+            route("GET", &format!("/ws/{}", "r".repeat(65))),
+            Route::BadRoom
+        );
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+        let sio = "/socket.io/?EIO=4&transport=websocket";
+        assert_eq!(route("GET", sio), Route::SocketIo { room: "main" });
+        assert_eq!(
+            route("GET", &format!("{sio}&room=lobby")),
+            Route::SocketIo { room: "lobby" }
+        );
+        assert_eq!(route("GET", &format!("{sio}&room=../x")), Route::BadRoom);
+        assert_eq!(
+            route("GET", "/socket.io/?EIO=4&transport=polling&t=abc"),
+            Route::EngineIoError {
+                code: 0,
+                message: "Transport unknown"
+            }
+        );
+        assert_eq!(
+            route("GET", "/socket.io/?EIO=3&transport=websocket"),
+            Route::EngineIoError {
+                code: 5,
+                message: "Unsupported protocol version"
+            }
+        );
+        assert_eq!(
+            route("POST", sio),
+            Route::EngineIoError {
+                code: 2,
+                message: "Bad handshake method"
+            }
+        );
+        assert_eq!(route("GET", "/wsx"), Route::NotFound);
+        assert_eq!(route("GET", "http://x/"), Route::NotFound);
+    }
+}

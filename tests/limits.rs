@@ -1,0 +1,82 @@
+//! Limits that protect everyone else: oversize messages get 1009, slow consumers are evicted
+//! with 1008, and the other clients keep receiving everything, in order.
+mod common;
+use async_tungstenite::tungstenite::Message;
+use common::{close_code, next_text, ws_connect, Gateway};
+use futures_lite::StreamExt;
+
+#[test]
+fn oversize_message_gets_1009_and_others_carry_on() {
+    let gw = Gateway::start(&["--max-message-bytes", "1KiB"]);
+    smol::block_on(async {
+        let mut big = ws_connect(gw.addr, "/ws", b"").await;
+        let mut a = ws_connect(gw.addr, "/ws", b"").await;
+        let mut b = ws_connect(gw.addr, "/ws", b"").await;
+        gw.wait_log(|l| l.contains(" open ") && l.contains("conn=3"));
+        big.send(Message::text("x".repeat(64 * 1024)))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&mut big).await, 1009);
+        a.send(Message::text("next")).await.unwrap();
+        assert_eq!(next_text(&mut a).await, "next");
+        assert_eq!(next_text(&mut b).await, "next");
+        // Exactly at the limit is fine.
+        a.send(Message::text("y".repeat(1024))).await.unwrap();
+        assert_eq!(next_text(&mut b).await.len(), 1024);
+    });
+    let line = gw.wait_log(|l| l.contains("reason=message_too_big"));
+    assert!(
+        line.contains("code=1009") && line.contains("client=127.0.0.1:"),
+        "{line}"
+    );
+}
+
+#[test]
+fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
+    let gw = Gateway::start(&["--outbox-frames", "8", "--max-message-bytes", "64KiB"]);
+    smol::block_on(async {
+        // `slow` never reads: its socket buffers fill, then its outbox, then it is evicted.
+        let mut slow = ws_connect(gw.addr, "/ws/s", b"").await;
+        let mut fast = ws_connect(gw.addr, "/ws/s", b"").await;
+        let publisher = ws_connect(gw.addr, "/ws/s", b"").await;
+        gw.wait_log(|l| l.contains(" open ") && l.contains("conn=3"));
+        // The publisher is a member too (it gets its own messages): drain them alongside.
+        let (mut tx, mut rx) = publisher.split();
+        let n = 600u32;
+        let payload = "z".repeat(60_000);
+        let send = smol::spawn(async move {
+            for i in 0..n {
+                tx.send(Message::text(format!("{i} {payload}")))
+                    .await
+                    .unwrap();
+            }
+            tx
+        });
+        let drain = smol::spawn(async move {
+            for _ in 0..n {
+                rx.next().await.unwrap().unwrap();
+            }
+            rx
+        });
+        for i in 0..n {
+            let t = next_text(&mut fast).await;
+            assert_eq!(
+                t[..t.find(' ').unwrap()].parse::<u32>().unwrap(),
+                i,
+                "order"
+            );
+        }
+        let _keep = (send.await, drain.await);
+        // The evicted client finds a 1008 Close after whatever was already in its buffers.
+        assert_eq!(close_code(&mut slow).await, 1008);
+        let line = gw.wait_log(|l| l.contains(" close ") && l.contains("reason=slow_consumer"));
+        assert!(
+            line.contains("code=1008") && line.contains("client=127.0.0.1:"),
+            "{line}"
+        );
+        // Only the slow one was closed, and the others are still served.
+        assert_eq!(gw.events("close").len(), 1, "{:?}", gw.events("close"));
+        fast.send(Message::text("after")).await.unwrap();
+        assert_eq!(next_text(&mut fast).await, "after");
+    });
+}
