@@ -252,12 +252,11 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
             }
             let gw2 = gw.clone();
             // A fresh task keeps the prelude's buffers out of the long-lived future.
-            gw.executor
-                .spawn(async move {
-                    let who = (pre.client, pre.proxy);
-                    run_session(stream, leftover, room, protocol, who, gw2, permit).await
-                })
-                .detach();
+            let fut = async move {
+                let who = (pre.client, pre.proxy);
+                run_session(stream, leftover, room, protocol, who, gw2, permit).await
+            };
+            gw.executor.spawn(fut).detach();
         }
     }
 }

@@ -258,9 +258,15 @@ pub(crate) async fn run(
         socket,
         ctrl: Vec::new(),
     };
-    let mut ws =
-        WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config(cfg)))
-            .await;
+    // Boxed: these one-off futures would otherwise widen every session's state machine
+    // (it is as large as its largest await point) for the connection's whole life.
+    let mut ws = Box::pin(WebSocketStream::from_partially_read(
+        io,
+        leftover,
+        Role::Server,
+        Some(ws_config(cfg)),
+    ))
+    .await;
     let mut membership = None;
     let sid = match protocol {
         Protocol::Raw => {
@@ -275,7 +281,7 @@ pub(crate) async fn run(
                 cfg.pong_timeout.as_millis(),
                 cfg.max_message_bytes,
             );
-            let _ = ws.send(Message::text(open)).await;
+            let _ = queue(&mut ws, Message::text(open));
             sid
         }
     };
@@ -362,8 +368,7 @@ pub(crate) async fn run(
                     (Protocol::SocketIo, Kind::Binary) => break End::SioBinary,
                     (Protocol::SocketIo, Kind::Text) => {
                         let text = std::str::from_utf8(payload).unwrap_or_default();
-                        match socket_io_packet(&mut ws, text, &sid, room, &mut membership, gw).await
-                        {
+                        match socket_io_packet(&mut ws, text, &sid, room, &mut membership, gw) {
                             Ok(d) => d,
                             Err(end) => break end,
                         }
@@ -396,7 +401,7 @@ pub(crate) async fn run(
                         Protocol::Raw => Message::Ping(Default::default()),
                         Protocol::SocketIo => Message::text("2"),
                     };
-                    if ws.send(ping).await.is_err() {
+                    if queue(&mut ws, ping).is_err() {
                         break End::ControlFlood;
                     }
                     metrics.pings.fetch_add(1, Relaxed);
@@ -415,18 +420,32 @@ pub(crate) async fn run(
             code: CloseCode::from(code),
             reason: end.reason_text().into(),
         };
-        let _ = ws.send(Message::Close(Some(frame))).await;
+        let _ = queue(&mut ws, Message::Close(Some(frame)));
     }
     if end != End::IoError {
         let partial = out.front().filter(|_| offset > 0).map(|f| &f[offset..]);
-        linger(ws.get_mut(), partial, cfg.close_timeout).await;
+        Box::pin(linger(ws.get_mut(), partial, cfg.close_timeout)).await;
     }
     end
 }
 
+/// Hands `msg` to tungstenite, which encodes it into `ctrl` at once: [`Io`] never blocks a
+/// write, so the send completes in one poll. (Doing it without an `.await` keeps the send
+/// future out of the session's state machine.)
+fn queue(ws: &mut WebSocketStream<Io>, msg: Message) -> Result<(), WsError> {
+    let mut send = std::pin::pin!(ws.send(msg));
+    match send
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(WsError::Io(io::Error::other(CtrlFull))),
+    }
+}
+
 /// Handles one Socket.IO text packet. Replies (connect answers, acks, pongs) go out through
 /// tungstenite, so they land in `ctrl` at a frame boundary.
-async fn socket_io_packet(
+fn socket_io_packet(
     ws: &mut WebSocketStream<Io>,
     text: &str,
     sid: &str,
@@ -438,12 +457,12 @@ async fn socket_io_packet(
     match sio::parse(text) {
         Ok(Packet::Pong | Packet::Noop | Packet::Ack) => {}
         Ok(Packet::Ping) => {
-            let _ = ws.send(reply("3".into())).await;
+            let _ = queue(ws, reply("3".into()));
         }
         Ok(Packet::Close) => return Err(End::SioClose),
         Ok(Packet::Binary) => return Err(End::SioBinary),
         Ok(Packet::Connect { ns: "/" }) => {
-            let _ = ws.send(reply(sio::connect_ok(sid))).await;
+            let _ = queue(ws, reply(sio::connect_ok(sid)));
             if membership.is_none() {
                 let m = gw.hub.join(room, Protocol::SocketIo);
                 // socket.broadcast.emit('hi'): everyone in the room but the newcomer.
@@ -459,7 +478,7 @@ async fn socket_io_packet(
             }
         }
         Ok(Packet::Connect { ns }) => {
-            let _ = ws.send(reply(sio::connect_error(ns))).await;
+            let _ = queue(ws, reply(sio::connect_error(ns)));
         }
         Ok(Packet::Disconnect { ns: "/" }) => *membership = None,
         Ok(Packet::Disconnect { .. }) => {}
@@ -484,7 +503,7 @@ async fn socket_io_packet(
                 false,
             );
             if let Some(id) = ack {
-                let _ = ws.send(reply(sio::ack(id))).await;
+                let _ = queue(ws, reply(sio::ack(id)));
             }
             return Ok(d);
         }
