@@ -344,13 +344,18 @@ pub(crate) async fn run(
                     }
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                stats.msgs_in += 1;
-                metrics.messages_in.fetch_add(1, Relaxed);
-                metrics.bytes_in.fetch_add(payload.len() as u64, Relaxed);
-                if !bucket.take(Instant::now()) {
-                    break End::RateLimited;
+                // Engine.IO's own packets (pong `3`, ping `2`, noop `6`) are not messages:
+                // they are neither counted nor rate limited.
+                let is_message = protocol == Protocol::Raw || payload.first() == Some(&b'4');
+                if is_message {
+                    stats.msgs_in += 1;
+                    metrics.messages_in.fetch_add(1, Relaxed);
+                    metrics.bytes_in.fetch_add(payload.len() as u64, Relaxed);
+                    if !bucket.take(Instant::now()) {
+                        break End::RateLimited;
+                    }
                 }
-                if cfg.log_messages {
+                if cfg.log_messages && is_message {
                     crate::info!(
                         "message",
                         conn = peer.conn,
