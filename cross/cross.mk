@@ -7,6 +7,7 @@
 #   make size-check       fail when the aarch64 wsgate is over SIZE_BUDGET bytes
 #   make qemu-smoke       run tests/smoke.rs against the aarch64 binary under qemu-aarch64-static
 #   make dist             dist/wsgate-<version>-<triple>.tar.gz and .tar.gz.sha256 for both
+#   make measure          sizes, and the x86_64 wsgate's RSS after start and with 1,000 idle clients
 
 CROSS_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 AARCH64_TRIPLE := aarch64-unknown-linux-musl
@@ -40,7 +41,7 @@ define musl_build
 	$(CARGO) build --release --bins --target $(1) $(if $(MUSL_CONFIG),--config $(MUSL_CONFIG))
 endef
 
-.PHONY: aarch64 x86_64 size size-check qemu-user-static qemu-smoke dist
+.PHONY: aarch64 x86_64 size size-check qemu-user-static qemu-smoke dist measure
 
 aarch64:
 	$(call musl_build,$(AARCH64_TRIPLE))
@@ -64,7 +65,7 @@ size-check: aarch64
 
 qemu-user-static:
 	@command -v $(QEMU_AARCH64) >/dev/null || \
-	  ($(CROSS_SUDO) apt-get update && $(CROSS_SUDO) apt-get install -y qemu-user-static)
+	  ($(CROSS_SUDO) apt-get update -qq && $(CROSS_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static)
 
 qemu-smoke: aarch64 qemu-user-static
 	WSGATE_BIN=$(abspath $(AARCH64_BIN)) WSGATE_RUNNER=$(QEMU_AARCH64) $(CARGO) test --test smoke
@@ -73,3 +74,6 @@ dist: aarch64 x86_64
 	@test -n '$(WSGATE_VERSION)' || { echo 'dist: no version in Cargo.toml [package]' >&2; exit 1; }
 	WSGATE_BINS='$(WSGATE_BINS)' $(CROSS_DIR)/dist.sh '$(DIST_DIR)' '$(WSGATE_VERSION)' \
 	  $(foreach t,$(MUSL_TRIPLES),'$(t)=$(call musl_dir,$(t))')
+
+measure: aarch64 x86_64
+	WSGATE_BINS='$(WSGATE_BINS)' $(CROSS_DIR)/measure.sh '$(CROSS_TARGET_DIR)'
