@@ -21,6 +21,8 @@ for triple in aarch64-unknown-linux-musl x86_64-unknown-linux-musl; do
 done
 
 dir=$target_dir/x86_64-unknown-linux-musl/release
+# wsgate and wsgate-load each need one fd per client, past a default soft limit of 1024.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log=$(mktemp)
 "$dir/wsgate" --listen 127.0.0.1:0 2>"$log" &
 pid=$!
@@ -37,7 +39,7 @@ threads=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
 echo "RSS after start: $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$pid/status") (pid $pid, $threads threads, addr $addr, $(nproc) cores)"
 
 if [ -x "$dir/wsgate-load" ]; then
-  "$dir/wsgate-load" idle --clients "$clients" --pid "$pid" --addr "$addr"
+  "$dir/wsgate-load" idle --url "ws://$addr/ws" --clients "$clients" --pid "$pid"
 else
   echo "RSS with $clients idle connections: skipped, no $dir/wsgate-load"
 fi
