@@ -25,6 +25,7 @@ clippy:
 
 test: check test-deps
 	$(CARGO) test --all-targets
+	$(MAKE) size-check qemu-smoke
 
 # Per-area targets live beside their code.
 -include tests/deps.mk

@@ -11,6 +11,10 @@ use std::time::Duration;
 pub struct Config {
     /// Where to accept connections. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// Accept queue length passed to `listen(2)` (the kernel caps it at
+    /// `net.core.somaxconn`). Default 4096, so that a reconnect storm after a deploy is
+    /// queued rather than refused; std's default is 128.
+    pub listen_backlog: u32,
     /// Executor threads. Default: the number of available cores.
     pub threads: usize,
     /// PROXY protocol handling.
@@ -125,6 +129,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen_backlog: 4096,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             proxy: ProxyConfig::default(),
             prelude: PreludeConfig::default(),

@@ -11,7 +11,7 @@ use crate::admin;
 use crate::config::ProxyMode;
 use crate::handshake;
 use crate::http::{self, Head, HttpError, Status};
-use crate::hub::Protocol;
+use crate::hub::{Membership, Protocol};
 use crate::log::Level;
 use crate::metrics::Family;
 use crate::proxy::{self, Decoded, ProxyError};
@@ -240,6 +240,9 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
                     return;
                 }
             };
+            // Join before the 101 goes out: a client that saw its upgrade succeed is already in
+            // the room and gets the next message sent there.
+            let membership = (protocol == Protocol::Raw).then(|| gw.hub.join(room, protocol));
             let room = room.to_owned();
             let leftover = buf[body_start..pre.filled].to_vec();
             drop(buf);
@@ -254,7 +257,16 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
             // A fresh task keeps the prelude's buffers out of the long-lived future.
             let fut = async move {
                 let who = (pre.client, pre.proxy);
-                run_session(stream, leftover, room, protocol, who, gw2, permit).await
+                run_session(
+                    stream,
+                    (leftover, membership),
+                    room,
+                    protocol,
+                    who,
+                    gw2,
+                    permit,
+                )
+                .await
             };
             gw.executor.spawn(fut).detach();
         }
@@ -275,7 +287,7 @@ fn origin_allowed(allowed: &[String], origin: Option<&[u8]>) -> bool {
 
 async fn run_session(
     stream: Async<TcpStream>,
-    leftover: Vec<u8>,
+    (leftover, membership): (Vec<u8>, Option<Membership>),
     room: String,
     protocol: Protocol,
     (client, proxy): (SocketAddr, ProxyInfo),
@@ -300,7 +312,10 @@ async fn run_session(
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
     let mut stats = Stats::default();
-    let end = session::run(stream, leftover, &room, protocol, &gw, &peer, &mut stats).await;
+    let end = session::run(
+        stream, leftover, membership, &room, protocol, &gw, &peer, &mut stats,
+    )
+    .await;
     drop(permit);
     gw.metrics.count(Family::Closed, end.as_str());
     let code = match end {

@@ -23,6 +23,10 @@ struct Args {
     #[argh(option, default = "SocketAddr::from(([0, 0, 0, 0], 8080))")]
     listen: SocketAddr,
 
+    /// accept queue length for listen(2), capped by net.core.somaxconn (default 4096)
+    #[argh(option, default = "4096")]
+    listen_backlog: u32,
+
     /// PROXY protocol: off, optional or required (default off); v1 and v2 are detected
     #[argh(option, default = "ProxyMode::Off")]
     proxy_protocol: ProxyMode,
@@ -131,6 +135,7 @@ impl Args {
     fn into_config(self) -> Result<Config, String> {
         let mut c = Config {
             listen: self.listen,
+            listen_backlog: self.listen_backlog,
             ..Config::default()
         };
         if let Some(t) = self.threads {
@@ -197,6 +202,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // std binds with a backlog of 128; listening again on the same socket raises it.
+    let backlog = i32::try_from(config.listen_backlog).unwrap_or(i32::MAX);
+    if let Err(e) = rustix::net::listen(listener.get_ref(), backlog) {
+        error!("listen_backlog_failed", reason = e);
+    }
     let admin = match config
         .admin_listen
         .map(Async::<TcpListener>::bind)

@@ -239,12 +239,14 @@ enum Event {
     WriteFailed,
 }
 
-/// Runs a session to its end and returns how it ended. Plain sessions join `room` at once;
-/// Socket.IO sessions get the Engine.IO open packet and join when they connect to `/`.
+/// Runs a session to its end and returns how it ended. Plain sessions arrive as members of
+/// `room` (joined before the 101 went out); Socket.IO sessions get the Engine.IO open packet
+/// and join when they connect to `/`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     socket: Async<TcpStream>,
     leftover: Vec<u8>,
+    mut membership: Option<Membership>,
     room: &str,
     protocol: Protocol,
     gw: &Gateway,
@@ -267,12 +269,8 @@ pub(crate) async fn run(
         Some(ws_config(cfg)),
     ))
     .await;
-    let mut membership = None;
     let sid = match protocol {
-        Protocol::Raw => {
-            membership = Some(gw.hub.join(room, protocol));
-            String::new()
-        }
+        Protocol::Raw => String::new(),
         Protocol::SocketIo => {
             let sid = sio::new_sid();
             let open = sio::open_packet(
