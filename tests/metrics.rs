@@ -202,6 +202,9 @@ fn refusals_are_counted_by_reason() {
     assert!(family("wsgate_connections_refused_total").is_empty());
     assert_eq!(m.get("wsgate_connections_open"), 0.0);
     // Each refusal was logged once with the client's address.
+    gw.wait_events("handshake_rejected", 5);
+    gw.wait_events("prelude_rejected", 5);
+    gw.wait_events("http_error", 2);
     let warned: Vec<_> = gw
         .logs()
         .into_iter()
@@ -303,6 +306,8 @@ fn json_log_lines_are_json_objects_with_ts_level_event() {
     assert_eq!(status(&raw(gw.addr, b"GET /nope HTTP/1.1\r\n\r\n")), 404);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
+    // `stopped` is the last line; once it is read, so are all before it.
+    gw.wait_log(|l| l.contains(r#""event":"stopped""#));
 
     let logs = gw.logs();
     let mut events = Vec::new();

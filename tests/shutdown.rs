@@ -57,6 +57,8 @@ fn sigterm_fails_healthz_serves_through_the_drain_then_closes_1001_and_exits_0()
     });
     let code = gw.wait_exit(drain + Duration::from_secs(10) + SLACK);
     assert_eq!(code, Some(0), "logs: {:?}", gw.logs());
+    // `stopped` is the last line; once it is read, so are all before it.
+    gw.wait_log(|l| l.contains(" stopped "));
     let order: Vec<_> = ["draining", "closing_clients", "stopped"]
         .iter()
         .map(|e| {
@@ -90,7 +92,7 @@ fn shutdown_timeout_bounds_the_wait_for_a_client_that_ignores_the_close() {
     let code = gw.wait_exit(Duration::from_secs(1) + SLACK);
     assert_eq!(code, Some(0), "logs: {:?}", gw.logs());
     assert!(sent.elapsed() >= Duration::from_secs(1), "did not wait");
-    let stopped = &gw.events("stopped")[0];
+    let stopped = gw.wait_log(|l| l.contains(" stopped "));
     assert!(stopped.contains("left_open=1"), "{stopped}");
 }
 
@@ -105,9 +107,10 @@ fn sigint_exits_at_once_with_130() {
     gw.signal("INT");
     // Far sooner than the minute of drain and timeout.
     assert_eq!(gw.wait_exit(SLACK), Some(130), "logs: {:?}", gw.logs());
-    assert!(gw.events("draining").is_empty(), "{:?}", gw.logs());
+    // `exit_now` is the last line; once it is read, so are all before it.
     let line = gw.wait_log(|l| l.contains(" exit_now "));
     assert!(line.contains("signal=Int"), "{line}");
+    assert!(gw.events("draining").is_empty(), "{:?}", gw.logs());
     // The client's connection went with the process (EOF or reset, no 1001 handshake).
     let mut rest = Vec::new();
     let _ = smol::block_on(s.read_to_end(&mut rest));
@@ -131,9 +134,9 @@ fn a_second_sigterm_during_the_drain_exits_at_once_with_143() {
     assert_eq!(http_get(admin, "/healthz").0, 503);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(SLACK), Some(143), "logs: {:?}", gw.logs());
-    assert!(gw.events("closing_clients").is_empty(), "{:?}", gw.logs());
     let line = gw.wait_log(|l| l.contains(" exit_now "));
     assert!(line.contains("signal=Term"), "{line}");
+    assert!(gw.events("closing_clients").is_empty(), "{:?}", gw.logs());
 }
 
 #[test]
@@ -146,5 +149,6 @@ fn a_second_sigterm_while_waiting_for_closes_exits_at_once_with_143() {
     gw.wait_log(|l| l.contains(" closing_clients "));
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(SLACK), Some(143), "logs: {:?}", gw.logs());
+    gw.wait_log(|l| l.contains(" exit_now "));
     assert!(gw.events("stopped").is_empty(), "{:?}", gw.logs());
 }

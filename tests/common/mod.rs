@@ -114,6 +114,28 @@ impl Gateway {
         }
     }
 
+    /// Waits up to [`WAIT`] until at least `n` lines for `event` were logged (lines reach the
+    /// test through a reader thread, a little after the server wrote them), and returns them.
+    pub fn wait_events(&self, event: &str, n: usize) -> Vec<String> {
+        let is = |l: &str| l.split(' ').nth(2) == Some(event);
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.logs.0.lock().unwrap();
+        loop {
+            let found: Vec<String> = lines.iter().filter(|l| is(l)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} of {n} {event} lines within {WAIT:?}; logs:\n{}",
+                found.len(),
+                lines.join("\n")
+            );
+            lines = self.logs.1.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     /// Log lines for `event` (the third word).
     pub fn events(&self, event: &str) -> Vec<String> {
         self.logs()
