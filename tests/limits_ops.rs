@@ -31,8 +31,10 @@ fn max_connections_answers_503_while_healthz_still_answers() {
         );
         assert_eq!(m.get("wsgate_connections_open"), 2.0);
         // The permit is given back when a session ends: a new client fits again.
+        let who = client_of(&a);
         a.close(None).await.unwrap();
-        gw.wait_log(|l| l.contains(" close ") && l.contains("conn=1 "));
+        drop(a);
+        gw.wait_log(|l| l.contains(" close ") && l.contains(&who));
         let (code, head, _c) = upgrade(gw.addr, b"", "/ws", "").await;
         assert_eq!(code, 101, "{head}");
     });

@@ -256,6 +256,12 @@ pub async fn ws_connect(addr: SocketAddr, path: &str, prefix: &[u8]) -> Ws {
     ws
 }
 
+/// How the gateway's log lines name this client: `client=127.0.0.1:PORT ` (conn numbers are
+/// given when a session task starts, so they need not follow the order of connects).
+pub fn client_of(ws: &Ws) -> String {
+    format!("client={} ", ws.get_ref().get_ref().local_addr().unwrap())
+}
+
 /// Next data message (skipping pings/pongs), or panics after [`WAIT`].
 pub async fn next_msg(ws: &mut Ws) -> Message {
     loop {
@@ -419,6 +425,24 @@ pub fn scrape(admin: SocketAddr) -> Scrape {
     let (code, body) = http_get(admin, "/metrics");
     assert_eq!(code, 200, "{body}");
     parse_prometheus(&body)
+}
+
+/// Scrapes until `key` reads `want` (a counter bumped just after the event a test can see,
+/// e.g. `messages_out` after the publish that delivered the message), or panics after [`WAIT`].
+pub fn wait_metric(admin: SocketAddr, key: &str, want: f64) -> Scrape {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = scrape(admin);
+        let got = m.get(key);
+        if got == want {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} is {got}, not {want}, after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The parser behind [`scrape`].
