@@ -71,8 +71,9 @@ fn slowloris_head_is_cut_at_the_header_timeout_while_others_chat() {
         let mut chatter = Chatter::new(addr, "/ws/s", "c").await;
         // One byte every 20 ms: the whole head would take about 3.6 s.
         let drip = smol::spawn(async move {
-            let s = Async::<TcpStream>::connect(addr).await.unwrap();
+            // Before the connect: the server's deadline starts after it (at accept).
             let started = Instant::now();
+            let s = Async::<TcpStream>::connect(addr).await.unwrap();
             let mut sent = 0;
             let writer = async {
                 for b in UPGRADE {
