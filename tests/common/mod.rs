@@ -102,6 +102,31 @@ impl Gateway {
         }
     }
 
+    /// Waits up to `within` until `n` log lines match `pred`, and returns them.
+    pub fn wait_logs(
+        &self,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut lines = self.logs.0.lock().unwrap();
+        loop {
+            let found: Vec<String> = lines.iter().filter(|l| pred(l)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} of {n} matching log lines within {within:?}; logs:\n{}",
+                found.len(),
+                lines.join("\n")
+            );
+            lines = self.logs.1.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     /// Log lines for `event` (the third word).
     pub fn events(&self, event: &str) -> Vec<String> {
         self.logs()
@@ -628,5 +653,38 @@ pub fn wait_accepting(proc: &mut Proc, addr: SocketAddr) {
             proc.transcript()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a client script that connects `members` WebSockets to `gw`, prints `ready`, waits for
+/// `go` on stdin, then does its checks, prints `ok ...` and exits 0 (or `FAIL: ...` and
+/// non-zero). `go` is sent once wsgate has logged `members` opens: a member joins its room
+/// before its open line, so no message can race a join. Returns the `ok` line.
+pub fn run_client_script(
+    gw: &Gateway,
+    name: &str,
+    cmd: Command,
+    members: usize,
+    within: Duration,
+) -> String {
+    let mut client = Proc::spawn(name, cmd);
+    client.wait_stdout(within, |l| l == "ready" || l.starts_with("FAIL"));
+    assert!(
+        client.stdout().iter().any(|l| l == "ready"),
+        "{name} did not get ready\n{}\nwsgate:\n{}",
+        client.transcript(),
+        gw.logs().join("\n")
+    );
+    gw.wait_logs(members, WAIT, |l| l.split(' ').nth(2) == Some("open"));
+    client.send_line("go");
+    let status = client.wait_exit(within);
+    let ok = client.stdout().into_iter().find(|l| l.starts_with("ok "));
+    match (status.success(), ok) {
+        (true, Some(ok)) => ok,
+        _ => panic!(
+            "{name} failed ({status})\n{}\nwsgate:\n{}",
+            client.transcript(),
+            gw.logs().join("\n")
+        ),
     }
 }
