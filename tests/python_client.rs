@@ -1,6 +1,6 @@
 //! A real third-party client: Python `websockets` (tests/clients/chat.py) completes the
-//! handshake, two of its clients chat in a room (sender included), a binary message
-//! round-trips, and both close with 1000.
+//! handshake, two of its clients chat in a room (sender included), a fragmented message
+//! arrives whole, a binary message round-trips, and both close with 1000.
 mod common;
 use common::{field, require_program, run_client_script, tests_dir, Gateway, WAIT};
 use std::process::Command;
@@ -15,7 +15,9 @@ fn python_websockets_clients_chat_and_binary_round_trips() {
         .arg(format!("ws://{}/ws/py", gw.addr));
     let ok = run_client_script(&gw, "python websockets", cmd, 2, Duration::from_secs(60));
     assert!(
-        ok.contains("binary=1024 bytes") && ok.contains("close=1000,1000"),
+        ok.contains("fragmented=3")
+            && ok.contains("binary=1024 bytes")
+            && ok.contains("close=1000,1000"),
         "{ok}"
     );
     for open in gw.events("open") {

@@ -5,7 +5,8 @@ Usage: chat.py ws://127.0.0.1:PORT/ws/ROOM
 Connects two clients to the room, prints `ready`, and waits for a line on stdin (the test
 sends `go` once wsgate has logged both opens, so no message races a join). Then client a
 sends a text message and client b a binary one; both clients must receive both (the sender
-included, same opcode, same bytes). Both close with 1000. Prints `ok ...` and exits 0, or
+included, same opcode, same bytes), and so must a text message that a sends in three
+fragments (as one message). Both close with 1000. Prints `ok ...` and exits 0, or
 `FAIL: ...` and exits 1. Every wait is bounded.
 """
 
@@ -46,6 +47,14 @@ async def main(url):
             if got != text:
                 raise AssertionError(f"client {who}: expected {text!r}, got {got!r}")
 
+        # A message sent in fragments (continuation frames) arrives whole.
+        parts = ["frag", "mented ", "message ✓"]
+        await a.send(parts)
+        for who, ws in (("a", a), ("b", b)):
+            got = await recv(ws, who)
+            if got != "".join(parts):
+                raise AssertionError(f"client {who}: fragments not joined: {got!r}")
+
         blob = bytes(range(256)) * 4
         await b.send(blob)
         for who, ws in (("a", a), ("b", b)):
@@ -58,7 +67,7 @@ async def main(url):
         if ws.close_code != 1000:
             raise AssertionError(f"client {who}: close code {ws.close_code}, expected 1000")
     print(
-        f"ok python-websockets {websockets.__version__} text={len(text)} chars "
+        f"ok python-websockets {websockets.__version__} text={len(text)} chars fragmented=3 "
         f"binary={len(blob)} bytes close={a.close_code},{b.close_code}",
         flush=True,
     )
