@@ -1,16 +1,41 @@
-//! Headless Chromium (Debian `chromium`) driven by playwright-core (tests/node/browser_chat.js):
-//! two pages open the embedded chat page, a message typed in one appears in both.
-//! A screenshot goes to `target/browser-chat.png` for a look at the page.
+//! Headless Chromium (Debian `chromium`) driven by playwright-core (tests/node/browser_chat.js)
+//! on the embedded chat page: a message typed in one of two pages appears in both, and when
+//! the gateway goes away and comes back, both pages reconnect on their own and chat again.
+//! The chat test leaves a screenshot at `target/browser-chat.png` for a look at the page.
 mod common;
-use common::{field, node_dir, require_program, run_client_script, Gateway, TempDir, WAIT};
+use common::{field, node_dir, require_program, run_client_script, Gateway, Proc, TempDir, WAIT};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[test]
-fn two_chromium_pages_chat_through_the_embedded_page() {
+/// Bound for one browser script run: Chromium can start slowly on a busy machine.
+const BROWSER_WAIT: Duration = Duration::from_secs(180);
+
+/// The browser script for `mode` against `gw`, with a fresh profile in `profile`.
+fn browser_command(
+    gw: &Gateway,
+    mode: &str,
+    profile: &TempDir,
+    screenshot: Option<&Path>,
+) -> Command {
     let chromium = require_program("chromium");
     let dir = node_dir(&["playwright-core"]);
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .arg(dir.join("browser_chat.js"))
+        .arg(format!("http://{}/", gw.addr))
+        .arg(mode)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .env("CHROMIUM", &chromium)
+        .env("PROFILE_DIR", profile.path());
+    if let Some(path) = screenshot {
+        cmd.env("SCREENSHOT", path);
+    }
+    cmd
+}
+
+#[test]
+fn two_chromium_pages_chat_through_the_embedded_page() {
     let gw = Gateway::start(&[]);
     // A fresh profile, removed at the end; any browser process still using it is ended first.
     let profile = TempDir::new("chromium-profile");
@@ -20,15 +45,8 @@ fn two_chromium_pages_chat_through_the_embedded_page() {
         .expect("target dir")
         .join("browser-chat.png");
     let _ = std::fs::remove_file(&screenshot);
-    let mut cmd = Command::new("node");
-    cmd.current_dir(&dir)
-        .arg(dir.join("browser_chat.js"))
-        .arg(format!("http://{}/", gw.addr))
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-        .env("CHROMIUM", &chromium)
-        .env("PROFILE_DIR", profile.path())
-        .env("SCREENSHOT", &screenshot);
-    let ok = run_client_script(&gw, "chromium", cmd, 2, Duration::from_secs(180));
+    let cmd = browser_command(&gw, "chat", &profile, Some(&screenshot));
+    let ok = run_client_script(&gw, "chromium", cmd, 2, BROWSER_WAIT);
     assert!(ok.contains("messages=1,1"), "{ok}");
     assert!(
         screenshot.is_file(),
@@ -46,6 +64,44 @@ fn two_chromium_pages_chat_through_the_embedded_page() {
         let code = field(&close, "code");
         assert!(matches!(code, Some("1000" | "1001")), "{close}");
     }
+}
+
+#[test]
+fn chromium_pages_reconnect_after_the_gateway_comes_back() {
+    let gw = Gateway::start(&[]);
+    let addr = gw.addr;
+    let profile = TempDir::new("chromium-profile");
+    let _strays = Strays(profile.path().to_path_buf());
+    let mut page = Proc::spawn(
+        "chromium",
+        browser_command(&gw, "reconnect", &profile, None),
+    );
+    page.wait_stdout(BROWSER_WAIT, |l| l == "ready" || l.starts_with("FAIL"));
+    assert!(
+        page.stdout().iter().any(|l| l == "ready"),
+        "{}",
+        page.transcript()
+    );
+    gw.wait_logs(2, WAIT, |l| l.split(' ').nth(2) == Some("open"));
+    drop(gw);
+    page.send_line("go");
+    page.wait_stdout(BROWSER_WAIT, |l| l == "closed" || l.starts_with("FAIL"));
+    assert!(
+        page.stdout().iter().any(|l| l == "closed"),
+        "{}",
+        page.transcript()
+    );
+    let gw = Gateway::start_on(&addr.to_string(), &[]);
+    gw.wait_logs(2, BROWSER_WAIT, |l| l.split(' ').nth(2) == Some("open"));
+    page.send_line("go");
+    let status = page.wait_exit(BROWSER_WAIT);
+    let ok = page.stdout().iter().any(|l| l.starts_with("ok "));
+    assert!(
+        status.success() && ok,
+        "{status}\n{}\nwsgate:\n{}",
+        page.transcript(),
+        gw.logs().join("\n")
+    );
 }
 
 /// Ends, by pid, any process whose command line names the profile dir (Chromium's browser
