@@ -125,9 +125,9 @@ async fn close_normally(mut ws: Ws) {
 }
 
 /// Two clients chat through HAProxy; wsgate's open lines carry their addresses and `proxy=`.
-fn chat_through_haproxy(server_opts: &str, version: &str) {
+fn chat_through_haproxy(server_opts: &str, version: &str, extra: &str) {
     let gw = Gateway::start(&["--proxy-protocol", "required"]);
-    let lb = Haproxy::start(gw.addr, server_opts, "");
+    let lb = Haproxy::start(gw.addr, server_opts, extra);
     smol::block_on(async {
         let (mut a, a_addr) = connect_via(&gw, lb.addr, "/ws/lb").await;
         let (mut b, b_addr) = connect_via(&gw, lb.addr, "/ws/lb").await;
@@ -167,12 +167,23 @@ fn chat_through_haproxy(server_opts: &str, version: &str) {
 
 #[test]
 fn clb_like_send_proxy_v1_chat_logs_the_real_client() {
-    chat_through_haproxy("send-proxy", "v1");
+    chat_through_haproxy("send-proxy", "v1", "");
 }
 
 #[test]
 fn nlb_like_send_proxy_v2_chat_logs_the_real_client() {
-    chat_through_haproxy("send-proxy-v2", "v2");
+    chat_through_haproxy("send-proxy-v2", "v2", "");
+}
+
+/// Real v2 headers carry TLVs (an NLB adds 0xEA for PrivateLink); HAProxy adds a CRC32C
+/// checksum and a unique id, which wsgate must step over.
+#[test]
+fn nlb_like_send_proxy_v2_with_tlvs_chat_logs_the_real_client() {
+    chat_through_haproxy(
+        "send-proxy-v2 proxy-v2-options crc32c,unique-id",
+        "v2",
+        "    unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt\n",
+    );
 }
 
 /// What load balancers do to a target: TCP checks that send a PROXY header and hang up, and
