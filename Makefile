@@ -25,7 +25,9 @@ clippy:
 
 test: check test-deps
 	$(CARGO) test --all-targets
+	$(MAKE) size-check qemu-smoke
 
 # Per-area targets live beside their code.
 -include tests/deps.mk
 -include cross/cross.mk
+-include fuzz/fuzz.mk

@@ -11,6 +11,10 @@ use std::time::Duration;
 pub struct Config {
     /// Where to accept connections. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// Accept queue length passed to `listen(2)` (the kernel caps it at
+    /// `net.core.somaxconn`). Default 4096, so that a reconnect storm after a deploy is
+    /// queued rather than refused; std's default is 128.
+    pub listen_backlog: u32,
     /// Executor threads. Default: the number of available cores.
     pub threads: usize,
     /// PROXY protocol handling.
@@ -19,6 +23,47 @@ pub struct Config {
     pub prelude: PreludeConfig,
     /// Per-WebSocket session behaviour.
     pub session: SessionConfig,
+    /// Limits that protect the gateway and the other clients.
+    pub limits: LimitsConfig,
+    /// The SIGTERM sequence.
+    pub shutdown: ShutdownConfig,
+    /// Where `/metrics` and `/healthz` are served for operators. Default: off. A typical
+    /// value is `127.0.0.1:9090` (scraped by a local agent, never exposed to the LB).
+    pub admin_listen: Option<SocketAddr>,
+    /// A directory whose files are served for GET requests that are not gateway routes
+    /// (`/` is its `index.html`), replacing the embedded page. Default: off.
+    pub static_dir: Option<std::path::PathBuf>,
+}
+
+/// Limits. Each refusal is counted in metrics, answered with a status or close code, and
+/// logged with the real client address.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Most WebSocket sessions at once; past it upgrades get 503 while `/healthz` and the page
+    /// still answer. Default 100000 (size `LimitNOFILE` above it).
+    pub max_connections: usize,
+    /// Most sessions per real client address (from PROXY when present); past it 429.
+    /// Default 0 = off, since many users can share one address behind carrier NAT.
+    pub max_connections_per_ip: usize,
+    /// Messages per second a client may send, as a token bucket holding one second's worth;
+    /// past it the client is closed with 1008. Default 0 = off.
+    pub max_messages_per_second: u32,
+    /// `Origin` values allowed to upgrade (exact match, e.g. `https://chat.example.com`).
+    /// Browsers always send `Origin`; other clients usually do not, and requests without it
+    /// are allowed. Default: empty = every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Graceful shutdown on SIGTERM: `/healthz` turns 503 at once, sessions are served for
+/// `drain_delay`, then closed with 1001 and given `shutdown_timeout` to go.
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// How long to keep serving after SIGTERM while the load balancer drains the instance.
+    /// Default 0 s; set it a little below the target group's deregistration delay (300 s by
+    /// default on AWS), e.g. `290s`.
+    pub drain_delay: Duration,
+    /// How long to wait for clients to close after the 1001 Close. Default 10 s.
+    pub shutdown_timeout: Duration,
 }
 
 /// How PROXY protocol headers are treated.
@@ -84,10 +129,35 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen_backlog: 4096,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             proxy: ProxyConfig::default(),
             prelude: PreludeConfig::default(),
             session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            admin_listen: None,
+            static_dir: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
+            max_messages_per_second: 0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -7,13 +7,18 @@
 //!                                                        └────> handshake ─> session task
 //! ```
 
+use crate::admin;
 use crate::config::ProxyMode;
 use crate::handshake;
 use crate::http::{self, Head, HttpError, Status};
+use crate::hub::{Membership, Protocol};
+use crate::log::Level;
+use crate::metrics::Family;
 use crate::proxy::{self, Decoded, ProxyError};
 use crate::route::{self, Route};
-use crate::server::Gateway;
+use crate::server::{Gateway, Refusal, SessionPermit};
 use crate::session::{self, Peer, Stats};
+use crate::static_files;
 use crate::{info, warn};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
@@ -119,151 +124,222 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
         Ok(false) => return,
         Err(PreludeError::Timeout { .. }) => {
             let e = PreludeError::Timeout { got: pre.filled };
-            return refuse(&mut stream, peer, &pre, e).await;
+            return refuse(&gw, &mut stream, peer, &pre, e).await;
         }
-        Err(e) => return refuse(&mut stream, peer, &pre, e).await,
+        Err(e) => return refuse(&gw, &mut stream, peer, &pre, e).await,
     }
     let Ok(Head::Complete { len, request }) = http::parse_head(&buf[pre.head_start..pre.filled])
     else {
         unreachable!("read_prelude returns only complete heads")
     };
     let body_start = pre.head_start + len;
-    match route::route(request.method, request.target) {
+    let route = route::route(request.method, request.target);
+    if let (Some(dir), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
+        let r = static_files::serve(dir, request.method, request.target).await;
+        let _ = stream.write_all(&r).await;
+        return;
+    }
+    match route {
         Route::Page => {
             let head = request.method == "HEAD";
             let r = http::response(Status::Ok, "text/html; charset=utf-8", "", PAGE, head);
             let _ = stream.write_all(&r).await;
         }
         Route::Health => {
+            let _ = stream
+                .write_all(&admin::health(&gw, request.method == "HEAD"))
+                .await;
+        }
+        Route::NotFound => {
+            let e = (Status::NotFound, "not_found", "");
+            respond_error(&gw, &mut stream, &pre, e, &"no such path").await
+        }
+        Route::MethodNotAllowed => {
+            let e = (
+                Status::MethodNotAllowed,
+                "method_not_allowed",
+                "Allow: GET, HEAD\r\n",
+            );
+            respond_error(&gw, &mut stream, &pre, e, &request.method).await
+        }
+        Route::BadRoom => {
+            let e = (Status::BadRequest, "bad_room", "");
+            let why = "room names are [A-Za-z0-9_.-]{1,64}";
+            respond_error(&gw, &mut stream, &pre, e, &why).await
+        }
+        Route::EngineIoError { code, message } => {
+            gw.metrics.count(Family::HandshakeReject, "engine_io_error");
+            warn!(
+                "handshake_rejected",
+                client = pre.client,
+                status = 400,
+                reason = "engine_io_error",
+                detail = message
+            );
+            let body = format!("{{\"code\":{code},\"message\":\"{message}\"}}");
             let r = http::response(
-                Status::Ok,
-                "text/plain",
+                Status::BadRequest,
+                "application/json",
                 "",
-                b"ok\n",
-                request.method == "HEAD",
+                body.as_bytes(),
+                false,
             );
             let _ = stream.write_all(&r).await;
         }
-        Route::NotFound => {
-            respond_error(&mut stream, &pre, Status::NotFound, "", &"no such path").await
-        }
-        Route::MethodNotAllowed => {
-            respond_error(
-                &mut stream,
-                &pre,
-                Status::MethodNotAllowed,
-                "Allow: GET, HEAD\r\n",
-                &request.method,
-            )
-            .await
-        }
-        Route::BadRoom => {
-            respond_error(
-                &mut stream,
-                &pre,
-                Status::BadRequest,
-                "",
-                &"room names are [A-Za-z0-9_.-]{1,64}",
-            )
-            .await
-        }
-        Route::Upgrade { room } => match handshake::check(&request) {
-            Err(e) => {
-                warn!(
-                    "handshake_rejected",
-                    client = pre.client,
-                    peer = peer,
-                    status = e.status().code(),
-                    reason = e.as_str()
-                );
-                let r = http::error_response(e.status(), e.extra_headers(), &e);
-                let _ = stream.write_all(&r).await;
-            }
-            Ok(accept) => {
-                let room = room.to_owned();
-                let leftover = buf[body_start..pre.filled].to_vec();
-                drop(buf);
-                if stream
-                    .write_all(&handshake::response_101(&accept))
-                    .await
-                    .is_err()
-                {
+        Route::Upgrade { .. } | Route::SocketIo { .. } => {
+            let (room, protocol) = match route {
+                Route::SocketIo { room } => (room, Protocol::SocketIo),
+                Route::Upgrade { room } => (room, Protocol::Raw),
+                _ => unreachable!("matched above"),
+            };
+            let accept = match handshake::check(&request) {
+                Ok(accept) => accept,
+                Err(e) => {
+                    gw.metrics.count(Family::HandshakeReject, e.as_str());
+                    warn!(
+                        "handshake_rejected",
+                        client = pre.client,
+                        peer = peer,
+                        status = e.status().code(),
+                        reason = e.as_str()
+                    );
+                    let r = http::error_response(e.status(), e.extra_headers(), &e);
+                    let _ = stream.write_all(&r).await;
                     return;
                 }
-                let gw2 = gw.clone();
-                // A fresh task keeps the prelude's buffers out of the long-lived future.
-                gw.executor
-                    .spawn(async move {
-                        run_session(stream, leftover, room, pre.client, pre.proxy, gw2).await
-                    })
-                    .detach();
+            };
+            if !origin_allowed(&gw.config.limits.allowed_origins, request.origin) {
+                gw.metrics.count(Family::Refused, "origin");
+                let origin = String::from_utf8_lossy(request.origin.unwrap_or_default());
+                warn!(
+                    "upgrade_refused",
+                    client = pre.client,
+                    status = 403,
+                    reason = "origin",
+                    origin = origin
+                );
+                let r = http::error_response(Status::Forbidden, "", &"Origin not allowed");
+                let _ = stream.write_all(&r).await;
+                return;
             }
-        },
+            let permit = match gw.admit(pre.client.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    let status = match refusal {
+                        Refusal::MaxConnections => Status::Unavailable,
+                        Refusal::PerIp => Status::TooManyRequests,
+                    };
+                    warn!(
+                        "upgrade_refused",
+                        client = pre.client,
+                        status = status.code(),
+                        reason = refusal.as_str()
+                    );
+                    let r = http::error_response(status, "Retry-After: 5\r\n", &refusal.as_str());
+                    let _ = stream.write_all(&r).await;
+                    return;
+                }
+            };
+            // Join before the 101 goes out: a client that saw its upgrade succeed is already in
+            // the room and gets the next message sent there.
+            let membership = (protocol == Protocol::Raw).then(|| gw.hub.join(room, protocol));
+            let room = room.to_owned();
+            let leftover = buf[body_start..pre.filled].to_vec();
+            drop(buf);
+            if stream
+                .write_all(&handshake::response_101(&accept))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let gw2 = gw.clone();
+            // A fresh task keeps the prelude's buffers out of the long-lived future.
+            let fut = async move {
+                let who = (pre.client, pre.proxy);
+                run_session(
+                    stream,
+                    (leftover, membership),
+                    room,
+                    protocol,
+                    who,
+                    gw2,
+                    permit,
+                )
+                .await
+            };
+            gw.executor.spawn(fut).detach();
+        }
+    }
+}
+
+/// Whether an upgrade with this `Origin` may proceed. No list: all. No header: allowed
+/// (non-browser clients do not send one).
+fn origin_allowed(allowed: &[String], origin: Option<&[u8]>) -> bool {
+    match origin {
+        _ if allowed.is_empty() => true,
+        None => true,
+        Some(o) => allowed
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(o.trim_ascii())),
     }
 }
 
 async fn run_session(
     stream: Async<TcpStream>,
-    leftover: Vec<u8>,
+    (leftover, membership): (Vec<u8>, Option<Membership>),
     room: String,
-    client: SocketAddr,
-    proxy: ProxyInfo,
+    protocol: Protocol,
+    (client, proxy): (SocketAddr, ProxyInfo),
     gw: Arc<Gateway>,
+    permit: SessionPermit,
 ) {
     let peer = Peer {
         conn: gw.next_conn(),
         client,
     };
-    let membership = gw.hub.join(&room, crate::hub::Protocol::Raw);
     let opened = Instant::now();
     info!(
         "open",
         conn = peer.conn,
         client = peer.client,
         room = room,
+        protocol = match protocol {
+            Protocol::Raw => "ws",
+            Protocol::SocketIo => "socket.io",
+        },
         proxy = proxy.version.unwrap_or("none"),
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
     let mut stats = Stats::default();
     let end = session::run(
-        stream,
-        leftover,
-        membership,
-        &gw.config.session,
-        &peer,
-        &mut stats,
+        stream, leftover, membership, &room, protocol, &gw, &peer, &mut stats,
     )
     .await;
+    drop(permit);
+    gw.metrics.count(Family::Closed, end.as_str());
     let code = match end {
         session::End::ClientClose(c) => c,
         e => e.code().unwrap_or(1006),
     };
     let duration = Secs(opened.elapsed().as_secs_f64());
-    if end.is_client_fault() {
-        warn!(
-            "close",
-            conn = peer.conn,
-            client = peer.client,
-            room = room,
-            duration = duration,
-            code = code,
-            reason = end.as_str(),
-            msgs_in = stats.msgs_in,
-            frames_out = stats.frames_out
-        );
+    let level = if end.is_client_fault() {
+        Level::Warn
     } else {
-        info!(
-            "close",
-            conn = peer.conn,
-            client = peer.client,
-            room = room,
-            duration = duration,
-            code = code,
-            reason = end.as_str(),
-            msgs_in = stats.msgs_in,
-            frames_out = stats.frames_out
-        );
-    }
+        Level::Info
+    };
+    crate::log_at!(
+        level,
+        "close",
+        conn = peer.conn,
+        client = peer.client,
+        room = room,
+        duration = duration,
+        code = code,
+        reason = end.as_str(),
+        msgs_in = stats.msgs_in,
+        frames_out = stats.frames_out
+    );
 }
 
 /// Seconds with millisecond precision, as `1.234s`.
@@ -342,7 +418,22 @@ async fn read_prelude(
 }
 
 /// Logs a refused prelude and answers it where HTTP is the right language.
-async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, pre: &Prelude, e: PreludeError) {
+async fn refuse(
+    gw: &Gateway,
+    stream: &mut Async<TcpStream>,
+    peer: SocketAddr,
+    pre: &Prelude,
+    e: PreludeError,
+) {
+    match &e {
+        PreludeError::Proxy(_) | PreludeError::UntrustedProxy | PreludeError::MissingProxy => {
+            gw.metrics.count(Family::ProxyError, e.as_str())
+        }
+        PreludeError::Http(_) | PreludeError::TooLarge | PreludeError::Timeout { .. } => {
+            gw.metrics.count(Family::HttpError, e.as_str())
+        }
+        PreludeError::Eof { .. } | PreludeError::Io(_) => {}
+    }
     let client = pre.client;
     let got = pre.filled;
     let status = match &e {
@@ -378,18 +469,21 @@ async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, pre: &Prelude, 
     }
 }
 
+/// Answers a routed request with an error: `(status, metric/log label, extra headers)`.
 async fn respond_error(
+    gw: &Gateway,
     stream: &mut Async<TcpStream>,
     pre: &Prelude,
-    status: Status,
-    extra: &str,
+    (status, label, extra): (Status, &'static str, &str),
     why: &(dyn fmt::Display + Sync),
 ) {
+    gw.metrics.count(Family::HttpError, label);
     warn!(
         "http_error",
         client = pre.client,
         status = status.code(),
-        reason = why
+        reason = label,
+        detail = why
     );
     let _ = stream
         .write_all(&http::error_response(status, extra, why))

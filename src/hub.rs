@@ -19,7 +19,7 @@
 
 use crate::frame::{self, Frame, Kind};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -28,18 +28,31 @@ use std::task::{Context, Poll, Waker};
 pub enum Protocol {
     /// Plain WebSocket text/binary frames.
     Raw,
+    /// Socket.IO v5 packets over Engine.IO v4 text frames.
+    SocketIo,
 }
 
 /// Number of [`Protocol`] variants (size of per-publish frame caches).
-const PROTOCOLS: usize = 1;
+const PROTOCOLS: usize = 2;
+
+/// What was published, in the publisher's own protocol.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// A plain WebSocket message.
+    Raw { kind: Kind, data: &'a [u8] },
+    /// A Socket.IO event: `args` is the JSON array `["name", ...]`; `chat` is the text when
+    /// the event is `chat message` with exactly one string argument.
+    SocketIo {
+        args: &'a str,
+        chat: Option<&'a str>,
+    },
+}
 
 /// A message published into a room.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
-    /// Text or binary.
-    pub kind: Kind,
-    /// The payload as the client sent it.
-    pub payload: &'a [u8],
+    /// What to deliver.
+    pub payload: Payload<'a>,
     /// A member that must not receive it (`socket.broadcast.emit`), or `None` (`io.emit`).
     pub except: Option<u64>,
 }
@@ -70,6 +83,8 @@ pub struct Hub {
     rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
     outbox_frames: usize,
     next_member: AtomicU64,
+    /// Set by [`Hub::going_away`]: members joining later are told at once.
+    closing: AtomicBool,
 }
 
 /// One room: its members, shared-locked by publishers.
@@ -111,6 +126,7 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             outbox_frames: outbox_frames.max(1),
             next_member: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -138,6 +154,9 @@ impl Hub {
             .clone();
         write(&room.members).push(member.clone());
         drop(rooms);
+        if self.closing.load(Ordering::SeqCst) {
+            member.signal(Signal::GoingAway);
+        }
         Membership {
             hub: self.clone(),
             room,
@@ -162,16 +181,21 @@ impl Hub {
     /// Queues `msg` for every member of `room` (but `msg.except`). Never waits: a member
     /// whose outbox is full is evicted instead.
     pub fn publish(&self, room: &Room, msg: &Message<'_>) -> Delivery {
-        let mut frames: [Option<Frame>; PROTOCOLS] = Default::default();
+        // One encoding per protocol present, made on first need; `Some(None)` means this
+        // payload has no form in that protocol (e.g. binary to Socket.IO).
+        let mut frames: [Option<Option<Frame>>; PROTOCOLS] = Default::default();
         let mut d = Delivery::default();
         let members = read(&room.members);
         for m in members.iter() {
             if Some(m.id) == msg.except {
                 continue;
             }
-            let f = frames[m.protocol as usize]
-                .get_or_insert_with(|| encode(m.protocol, msg))
-                .clone();
+            let Some(f) = frames[m.protocol as usize]
+                .get_or_insert_with(|| encode(m.protocol, &msg.payload))
+                .clone()
+            else {
+                continue;
+            };
             match m.push(f) {
                 Push::Queued => d.delivered += 1,
                 Push::Evicted => d.evicted += 1,
@@ -183,6 +207,7 @@ impl Hub {
 
     /// Tells every member the server is going away (they close with 1001).
     pub fn going_away(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         for room in rooms {
             for m in read(&room.members).iter() {
@@ -204,9 +229,42 @@ impl Hub {
     }
 }
 
-fn encode(protocol: Protocol, msg: &Message<'_>) -> Frame {
-    match protocol {
-        Protocol::Raw => frame::encode(msg.kind, msg.payload),
+/// The frame a member of `protocol` gets for `payload`, if it has one.
+///
+/// Bridging: a plain text message reaches Socket.IO members as `chat message`; a Socket.IO
+/// `chat message` with one string reaches plain members as that text. Plain binary messages
+/// and other Socket.IO events stay within their protocol.
+fn encode(protocol: Protocol, payload: &Payload<'_>) -> Option<Frame> {
+    match (protocol, *payload) {
+        (Protocol::Raw, Payload::Raw { kind, data }) => Some(frame::encode(kind, data)),
+        (Protocol::Raw, Payload::SocketIo { chat, .. }) => {
+            chat.map(|t| frame::encode(Kind::Text, t.as_bytes()))
+        }
+        (Protocol::SocketIo, Payload::SocketIo { args, .. }) => {
+            Some(frame::encode_with(Kind::Text, 2 + args.len(), |out| {
+                out[..2].copy_from_slice(b"42");
+                out[2..].copy_from_slice(args.as_bytes());
+            }))
+        }
+        (
+            Protocol::SocketIo,
+            Payload::Raw {
+                kind: Kind::Text,
+                data,
+            },
+        ) => {
+            let text = std::str::from_utf8(data).ok()?;
+            Some(frame::encode(
+                Kind::Text,
+                crate::sio::chat_packet(text).as_bytes(),
+            ))
+        }
+        (
+            Protocol::SocketIo,
+            Payload::Raw {
+                kind: Kind::Binary, ..
+            },
+        ) => None,
     }
 }
 
@@ -300,16 +358,16 @@ impl Membership {
         &self.member
     }
 
-    /// Publishes into this member's room.
-    pub fn publish(&self, kind: Kind, payload: &[u8]) -> Delivery {
-        self.hub.publish(
-            &self.room,
-            &Message {
-                kind,
-                payload,
-                except: None,
-            },
-        )
+    /// Publishes a plain message into this member's room, to everyone (sender included).
+    pub fn publish(&self, kind: Kind, data: &[u8]) -> Delivery {
+        self.publish_payload(Payload::Raw { kind, data }, false)
+    }
+
+    /// Publishes `payload` into this member's room; with `others_only`, not to itself
+    /// (`socket.broadcast.emit`), otherwise to everyone (`io.emit`).
+    pub fn publish_payload(&self, payload: Payload<'_>, others_only: bool) -> Delivery {
+        let except = others_only.then_some(self.member.id);
+        self.hub.publish(&self.room, &Message { payload, except })
     }
 }
 
@@ -395,8 +453,10 @@ mod tests {
         let a = hub.join("r", Protocol::Raw);
         let b = hub.join("r", Protocol::Raw);
         let msg = Message {
-            kind: Kind::Text,
-            payload: b"hi",
+            payload: Payload::Raw {
+                kind: Kind::Text,
+                data: b"hi",
+            },
             except: Some(a.member().id()),
         };
         assert_eq!(hub.publish(a.room(), &msg).delivered, 1);
@@ -442,6 +502,40 @@ mod tests {
             .map(|f| u16::from_be_bytes([f[2], f[3]]))
             .collect();
         assert_eq!(seqs, (0..500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bridging_between_plain_and_socket_io_members() {
+        let hub = Hub::new(8);
+        let raw = hub.join("r", Protocol::Raw);
+        let sio = hub.join("r", Protocol::SocketIo);
+        raw.publish(Kind::Text, b"plain \"hi\"");
+        assert_eq!(drain(&raw).1, vec![b"\x81\x0aplain \"hi\"".to_vec()]);
+        let (_, got) = drain(&sio);
+        assert_eq!(&got[0][2..], b"42[\"chat message\",\"plain \\\"hi\\\"\"]");
+        // Binary stays with plain members.
+        assert_eq!(raw.publish(Kind::Binary, b"\x00").delivered, 1);
+        let _ = drain(&raw);
+        let args = "[\"chat message\",\"from sio\"]";
+        sio.publish_payload(
+            Payload::SocketIo {
+                args,
+                chat: Some("from sio"),
+            },
+            false,
+        );
+        assert_eq!(&drain(&raw).1[0][2..], b"from sio");
+        assert_eq!(&drain(&sio).1[0][2..], format!("42{args}").as_bytes());
+        // Other events stay with Socket.IO members; `hi` goes to the others only.
+        let d = sio.publish_payload(
+            Payload::SocketIo {
+                args: "[\"hi\"]",
+                chat: None,
+            },
+            true,
+        );
+        assert_eq!(d.delivered, 0);
+        assert_eq!(drain(&raw).0, Poll::Pending);
     }
 
     #[test]

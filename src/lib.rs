@@ -13,6 +13,7 @@
 //! # Modules
 //! * [`config`]: plain data with documented defaults; duration, size and CIDR parsing.
 //! * [`server`]: accept loop and shared state.
+//! * [`executor`]: worker threads on `async-task` with a run queue that does not allocate.
 //! * `conn`: the prelude (PROXY header + HTTP head) and dispatch.
 //! * [`proxy`]: PROXY v1/v2 decoding, pure.
 //! * [`http`]: request-head parsing and plain responses, pure.
@@ -21,18 +22,27 @@
 //! * [`session`]: one WebSocket connection: reads, writes, pings, close codes.
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction; never sees a socket.
 //! * [`frame`]: server frames encoded once per publish.
+//! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets, pure.
+//! * [`static_files`]: `--static DIR`.
 //! * [`log`]: one structured line per event.
+//! * [`metrics`]: counters and gauges in the Prometheus text format.
+//! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod admin;
 pub mod config;
 mod conn;
+pub mod executor;
 pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod sio;
+pub mod static_files;

@@ -14,6 +14,10 @@ pub enum Route<'a> {
     Health,
     /// `GET /ws` or `/ws/{room}`: a WebSocket upgrade into a room.
     Upgrade { room: &'a str },
+    /// `GET /socket.io/?EIO=4&transport=websocket[&room=NAME]`: a Socket.IO client.
+    SocketIo { room: &'a str },
+    /// A Socket.IO request we cannot serve: 400 with Engine.IO's JSON error body.
+    EngineIoError { code: u8, message: &'static str },
     /// A known path with a method other than GET (or HEAD for plain pages): 405.
     MethodNotAllowed,
     /// `/ws/{room}` with a name that is not `[A-Za-z0-9_.-]{1,64}`: 400.
@@ -38,6 +42,7 @@ pub fn route<'a>(method: &str, target: &'a str) -> Route<'a> {
         "/" | "/index.html" => page(Route::Page),
         "/healthz" => page(Route::Health),
         "/ws" | "/ws/" => upgrade(get, DEFAULT_ROOM),
+        "/socket.io/" | "/socket.io" => socket_io(get, target),
         _ => match path.strip_prefix("/ws/") {
             Some(room) if valid_room(room) => upgrade(get, room),
             Some(_) => Route::BadRoom,
@@ -51,6 +56,45 @@ fn upgrade(get: bool, room: &str) -> Route<'_> {
         Route::Upgrade { room }
     } else {
         Route::MethodNotAllowed
+    }
+}
+
+fn socket_io(get: bool, target: &str) -> Route<'_> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    if !get {
+        return Route::EngineIoError {
+            code: 2,
+            message: "Bad handshake method",
+        };
+    }
+    if param("EIO") != Some("4") {
+        return Route::EngineIoError {
+            code: 5,
+            message: "Unsupported protocol version",
+        };
+    }
+    if param("transport") != Some("websocket") {
+        return Route::EngineIoError {
+            code: 0,
+            message: "Transport unknown",
+        };
+    }
+    if param("sid").is_some() {
+        // An upgrade of a polling session: there are no polling sessions here.
+        return Route::EngineIoError {
+            code: 1,
+            message: "Session ID unknown",
+        };
+    }
+    match param("room") {
+        None => Route::SocketIo { room: DEFAULT_ROOM },
+        Some(r) if valid_room(r) => Route::SocketIo { room: r },
+        Some(_) => Route::BadRoom,
     }
 }
 
@@ -90,6 +134,34 @@ mod tests {
             Route::BadRoom
         );
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+        let sio = "/socket.io/?EIO=4&transport=websocket";
+        assert_eq!(route("GET", sio), Route::SocketIo { room: "main" });
+        assert_eq!(
+            route("GET", &format!("{sio}&room=lobby")),
+            Route::SocketIo { room: "lobby" }
+        );
+        assert_eq!(route("GET", &format!("{sio}&room=../x")), Route::BadRoom);
+        assert_eq!(
+            route("GET", "/socket.io/?EIO=4&transport=polling&t=abc"),
+            Route::EngineIoError {
+                code: 0,
+                message: "Transport unknown"
+            }
+        );
+        assert_eq!(
+            route("GET", "/socket.io/?EIO=3&transport=websocket"),
+            Route::EngineIoError {
+                code: 5,
+                message: "Unsupported protocol version"
+            }
+        );
+        assert_eq!(
+            route("POST", sio),
+            Route::EngineIoError {
+                code: 2,
+                message: "Bad handshake method"
+            }
+        );
         assert_eq!(route("GET", "/wsx"), Route::NotFound);
         assert_eq!(route("GET", "http://x/"), Route::NotFound);
     }

@@ -1,14 +1,17 @@
-//! The accept loop and the state every connection shares.
+//! The accept loop, the state every connection shares, and the permits that count sessions.
 
 use crate::config::Config;
+use crate::executor::Executor;
 use crate::hub::Hub;
+use crate::metrics::{Family, Metrics};
 use crate::{conn, error, info};
 use futures_lite::FutureExt;
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin a core.
@@ -22,23 +25,110 @@ pub struct Gateway {
     /// Rooms and members.
     pub hub: Arc<Hub>,
     /// Where connection and session tasks run.
-    pub executor: Arc<Executor<'static>>,
+    pub executor: Executor,
+    /// Counters and gauges.
+    pub metrics: Metrics,
+    draining: AtomicBool,
     next_conn: AtomicU64,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// Why a session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-connections` reached: 503.
+    MaxConnections,
+    /// `--max-connections-per-ip` reached for this client: 429.
+    PerIp,
+}
+
+impl Refusal {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::PerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// An admitted session: counted in the open gauge and in its address's count until dropped,
+/// on every exit path.
+#[derive(Debug)]
+pub struct SessionPermit {
+    gw: Arc<Gateway>,
+    ip: Option<IpAddr>,
 }
 
 impl Gateway {
     /// Shared state for one listener.
-    pub fn new(config: Config, executor: Arc<Executor<'static>>) -> Arc<Gateway> {
+    pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
         Arc::new(Gateway {
             hub: Hub::new(config.session.outbox_frames),
             config,
             executor,
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
         })
     }
 
     pub(crate) fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether SIGTERM was received (`/healthz` answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts the drain: `/healthz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Admits one more session for `ip`, or says which limit refuses it.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SessionPermit, Refusal> {
+        let limits = &self.config.limits;
+        let open = &self.metrics.open;
+        if open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections as u64 {
+            open.fetch_sub(1, Ordering::Relaxed);
+            self.metrics
+                .count(Family::Refused, Refusal::MaxConnections.as_str());
+            return Err(Refusal::MaxConnections);
+        }
+        let mut permit = SessionPermit {
+            gw: self.clone(),
+            ip: None,
+        };
+        if limits.max_connections_per_ip > 0 {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n as usize >= limits.max_connections_per_ip {
+                drop(map);
+                self.metrics.count(Family::Refused, Refusal::PerIp.as_str());
+                return Err(Refusal::PerIp);
+            }
+            *n += 1;
+            permit.ip = Some(ip);
+        }
+        Ok(permit)
+    }
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        self.gw.metrics.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut map = self.gw.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -52,6 +142,7 @@ pub async fn run(
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    gw.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.get_ref().set_nodelay(true);
                     gw.executor
                         .spawn(conn::serve(stream, peer, gw.clone()))

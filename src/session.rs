@@ -21,8 +21,10 @@
 //!   kernel does not answer unread bytes with a RST that would destroy the Close frame.
 
 use crate::config::SessionConfig;
-use crate::frame::{Frame, Kind};
-use crate::hub::{Membership, Signal};
+use crate::frame::{self, Frame, Kind};
+use crate::hub::{Delivery, Membership, Payload, Protocol, Signal};
+use crate::server::Gateway;
+use crate::sio::{self, Packet, SioError};
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -35,6 +37,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -127,8 +130,16 @@ pub enum End {
     ControlFlood,
     /// The outbox overflowed: 1008.
     SlowConsumer,
+    /// More than `--max-messages-per-second`: 1008.
+    RateLimited,
     /// Server shutdown: 1001.
     GoingAway,
+    /// The Socket.IO client sent Engine.IO close (`1`): 1000.
+    SioClose,
+    /// A malformed Engine.IO / Socket.IO packet: 1008.
+    SioBadPacket(SioError),
+    /// Socket.IO binary events and attachments are not supported: 1003.
+    SioBinary,
 }
 
 impl End {
@@ -136,11 +147,16 @@ impl End {
     pub fn code(self) -> Option<u16> {
         match self {
             End::ClientClose(_) | End::Eof | End::IoError => None,
-            End::PongTimeout | End::ControlFlood | End::SlowConsumer => Some(1008),
+            End::PongTimeout | End::ControlFlood | End::SlowConsumer | End::RateLimited => {
+                Some(1008)
+            }
             End::TooBig => Some(1009),
             End::ProtocolError => Some(1002),
             End::InvalidUtf8 => Some(1007),
             End::GoingAway => Some(1001),
+            End::SioClose => Some(1000),
+            End::SioBadPacket(_) => Some(1008),
+            End::SioBinary => Some(1003),
         }
     }
 
@@ -156,7 +172,11 @@ impl End {
             End::InvalidUtf8 => "invalid_utf8",
             End::ControlFlood => "control_flood",
             End::SlowConsumer => "slow_consumer",
+            End::RateLimited => "rate_limited",
             End::GoingAway => "going_away",
+            End::SioClose => "sio_close",
+            End::SioBadPacket(e) => e.as_str(),
+            End::SioBinary => "sio_binary_unsupported",
         }
     }
 
@@ -168,7 +188,10 @@ impl End {
             End::InvalidUtf8 => "invalid utf-8",
             End::ControlFlood => "control frame flood",
             End::SlowConsumer => "slow consumer",
+            End::RateLimited => "rate limit",
             End::GoingAway => "server going away",
+            End::SioBadPacket(_) => "bad socket.io packet",
+            End::SioBinary => "binary events not supported",
             _ => "",
         }
     }
@@ -183,6 +206,9 @@ impl End {
                 | End::InvalidUtf8
                 | End::ControlFlood
                 | End::SlowConsumer
+                | End::RateLimited
+                | End::SioBadPacket(_)
+                | End::SioBinary
         )
     }
 }
@@ -213,22 +239,50 @@ enum Event {
     WriteFailed,
 }
 
-/// Runs a session to its end and returns how it ended.
+/// Runs a session to its end and returns how it ended. Plain sessions arrive as members of
+/// `room` (joined before the 101 went out); Socket.IO sessions get the Engine.IO open packet
+/// and join when they connect to `/`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     socket: Async<TcpStream>,
     leftover: Vec<u8>,
-    membership: Membership,
-    cfg: &SessionConfig,
+    mut membership: Option<Membership>,
+    room: &str,
+    protocol: Protocol,
+    gw: &Gateway,
     peer: &Peer,
     stats: &mut Stats,
 ) -> End {
+    let cfg = &gw.config.session;
+    let metrics = &gw.metrics;
+    let mut bucket = TokenBucket::new(gw.config.limits.max_messages_per_second);
     let io = Io {
         socket,
         ctrl: Vec::new(),
     };
-    let mut ws =
-        WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config(cfg)))
-            .await;
+    // Boxed: these one-off futures would otherwise widen every session's state machine
+    // (it is as large as its largest await point) for the connection's whole life.
+    let mut ws = Box::pin(WebSocketStream::from_partially_read(
+        io,
+        leftover,
+        Role::Server,
+        Some(ws_config(cfg)),
+    ))
+    .await;
+    let sid = match protocol {
+        Protocol::Raw => String::new(),
+        Protocol::SocketIo => {
+            let sid = sio::new_sid();
+            let open = sio::open_packet(
+                &sid,
+                cfg.ping_interval.as_millis(),
+                cfg.pong_timeout.as_millis(),
+                cfg.max_message_bytes,
+            );
+            let _ = queue(&mut ws, Message::text(open));
+            sid
+        }
+    };
     let mut out: VecDeque<Frame> = VecDeque::new();
     let mut offset = 0usize;
     let mut next_ping = Instant::now() + cfg.ping_interval;
@@ -252,10 +306,11 @@ pub(crate) async fn run(
                         return Poll::Ready(Event::WriteFailed);
                     }
                 }
+                let Some(m) = &membership else { break };
                 // Refill only once everything taken before is written: the local queue
                 // never grows past one outbox's worth.
                 let into = if out.is_empty() { Some(&mut out) } else { None };
-                match membership.member().poll_outbox(cx, into) {
+                match m.member().poll_outbox(cx, into) {
                     Poll::Ready(Signal::Frames) => continue,
                     Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
                     Poll::Pending => {}
@@ -279,7 +334,6 @@ pub(crate) async fn run(
                     Message::Text(t) => (Kind::Text, t.as_bytes()),
                     Message::Binary(b) => (Kind::Binary, b),
                     Message::Close(frame) => {
-                        // tungstenite queued the reply; the next read flushes it and ends.
                         let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
                         // tungstenite queued the reply; one more read moves it into `ctrl`
                         // and ends the stream (a server side terminates after replying).
@@ -288,18 +342,49 @@ pub(crate) async fn run(
                     }
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                stats.msgs_in += 1;
-                if cfg.log_messages {
+                // Engine.IO's own packets (pong `3`, ping `2`, noop `6`) are not messages:
+                // they are neither counted nor rate limited.
+                let is_message = protocol == Protocol::Raw || payload.first() == Some(&b'4');
+                if is_message {
+                    stats.msgs_in += 1;
+                    metrics.messages_in.fetch_add(1, Relaxed);
+                    metrics.bytes_in.fetch_add(payload.len() as u64, Relaxed);
+                    if !bucket.take(Instant::now()) {
+                        break End::RateLimited;
+                    }
+                }
+                if cfg.log_messages && is_message {
                     crate::info!(
                         "message",
                         conn = peer.conn,
                         client = peer.client,
-                        room = membership.room().name(),
+                        room = room,
                         bytes = payload.len(),
                         text = Printable(kind, payload)
                     );
                 }
-                membership.publish(kind, payload);
+                let d = match (protocol, kind) {
+                    (Protocol::Raw, _) => {
+                        let m = membership.as_ref().expect("plain sessions are members");
+                        m.publish(kind, payload)
+                    }
+                    (Protocol::SocketIo, Kind::Binary) => break End::SioBinary,
+                    (Protocol::SocketIo, Kind::Text) => {
+                        let text = std::str::from_utf8(payload).unwrap_or_default();
+                        match socket_io_packet(&mut ws, text, &sid, room, &mut membership, gw) {
+                            Ok(d) => d,
+                            Err(end) => break end,
+                        }
+                    }
+                };
+                let frame_len = (frame::header_len(payload.len()) + payload.len()) as u64;
+                metrics.messages_out.fetch_add(d.delivered as u64, Relaxed);
+                metrics
+                    .bytes_out
+                    .fetch_add(d.delivered as u64 * frame_len, Relaxed);
+                if d.evicted > 0 {
+                    metrics.evictions.fetch_add(d.evicted as u64, Relaxed);
+                }
             }
             Event::Read(Some(Err(e))) => break classify(&e),
             Event::Read(None) => break End::Eof,
@@ -310,12 +395,19 @@ pub(crate) async fn run(
             Event::Tick => {
                 let now = Instant::now();
                 if pong_deadline.is_some_and(|d| now >= d) {
+                    metrics.pong_timeouts.fetch_add(1, Relaxed);
                     break End::PongTimeout;
                 }
                 if now >= next_ping {
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    // Socket.IO clients expect Engine.IO's text ping; others a WebSocket Ping.
+                    let ping = match protocol {
+                        Protocol::Raw => Message::Ping(Default::default()),
+                        Protocol::SocketIo => Message::text("2"),
+                    };
+                    if queue(&mut ws, ping).is_err() {
                         break End::ControlFlood;
                     }
+                    metrics.pings.fetch_add(1, Relaxed);
                     // The deadline runs from the first unanswered ping.
                     pong_deadline.get_or_insert(now + cfg.pong_timeout);
                     next_ping = now + cfg.ping_interval;
@@ -331,13 +423,96 @@ pub(crate) async fn run(
             code: CloseCode::from(code),
             reason: end.reason_text().into(),
         };
-        let _ = ws.send(Message::Close(Some(frame))).await;
+        let _ = queue(&mut ws, Message::Close(Some(frame)));
     }
     if end != End::IoError {
         let partial = out.front().filter(|_| offset > 0).map(|f| &f[offset..]);
-        linger(ws.get_mut(), partial, cfg.close_timeout).await;
+        Box::pin(linger(ws.get_mut(), partial, cfg.close_timeout)).await;
     }
     end
+}
+
+/// Hands `msg` to tungstenite, which encodes it into `ctrl` at once: [`Io`] never blocks a
+/// write, so the send completes in one poll. (Doing it without an `.await` keeps the send
+/// future out of the session's state machine.)
+fn queue(ws: &mut WebSocketStream<Io>, msg: Message) -> Result<(), WsError> {
+    let mut send = std::pin::pin!(ws.send(msg));
+    match send
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(WsError::Io(io::Error::other(CtrlFull))),
+    }
+}
+
+/// Handles one Socket.IO text packet. Replies (connect answers, acks, pongs) go out through
+/// tungstenite, so they land in `ctrl` at a frame boundary.
+fn socket_io_packet(
+    ws: &mut WebSocketStream<Io>,
+    text: &str,
+    sid: &str,
+    room: &str,
+    membership: &mut Option<Membership>,
+    gw: &Gateway,
+) -> Result<Delivery, End> {
+    let reply = |s: String| Message::text(s);
+    match sio::parse(text) {
+        Ok(Packet::Pong | Packet::Noop | Packet::Ack) => {}
+        Ok(Packet::Ping) => {
+            let _ = queue(ws, reply("3".into()));
+        }
+        Ok(Packet::Close) => return Err(End::SioClose),
+        Ok(Packet::Binary) => return Err(End::SioBinary),
+        Ok(Packet::Connect { ns: "/" }) => {
+            let _ = queue(ws, reply(sio::connect_ok(sid)));
+            if membership.is_none() {
+                let m = gw.hub.join(room, Protocol::SocketIo);
+                // socket.broadcast.emit('hi'): everyone in the room but the newcomer.
+                let d = m.publish_payload(
+                    Payload::SocketIo {
+                        args: "[\"hi\"]",
+                        chat: None,
+                    },
+                    true,
+                );
+                *membership = Some(m);
+                return Ok(d);
+            }
+        }
+        Ok(Packet::Connect { ns }) => {
+            let _ = queue(ws, reply(sio::connect_error(ns)));
+        }
+        Ok(Packet::Disconnect { ns: "/" }) => *membership = None,
+        Ok(Packet::Disconnect { .. }) => {}
+        Ok(Packet::Event {
+            ns,
+            ack,
+            args,
+            name,
+        }) => {
+            let Some(m) = membership.as_ref().filter(|_| ns == "/") else {
+                // An event for a namespace the client has not joined.
+                return Err(End::SioBadPacket(SioError::BadNamespace));
+            };
+            let chat = (name == "chat message")
+                .then(|| sio::chat_text(args))
+                .flatten();
+            let d = m.publish_payload(
+                Payload::SocketIo {
+                    args,
+                    chat: chat.as_deref(),
+                },
+                false,
+            );
+            if let Some(id) = ack {
+                let _ = queue(ws, reply(sio::ack(id)));
+            }
+            return Ok(d);
+        }
+        Err(e) => return Err(End::SioBadPacket(e)),
+    }
+    Ok(Delivery::default())
 }
 
 /// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
@@ -375,15 +550,21 @@ fn poll_write_out(
         if ctrl_len == 0 && out.is_empty() {
             return Poll::Ready(Ok(()));
         }
+        // Order: the rest of a partly written frame, then control frames, then the queue, so
+        // a control frame never lands inside a data frame.
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
-        if ctrl_len > 0 {
-            iov[0] = IoSlice::new(&io.ctrl);
+        let partial = *offset > 0;
+        if partial {
+            iov[0] = IoSlice::new(&out[0][*offset..]);
             n = 1;
         }
-        for (i, f) in out.iter().enumerate().take(MAX_IOV - n) {
-            let start = if i == 0 { *offset } else { 0 };
-            iov[n] = IoSlice::new(&f[start..]);
+        if ctrl_len > 0 {
+            iov[n] = IoSlice::new(&io.ctrl);
+            n += 1;
+        }
+        for f in out.iter().skip(usize::from(partial)).take(MAX_IOV - n) {
+            iov[n] = IoSlice::new(f);
             n += 1;
         }
         let mut written = match Pin::new(&mut io.socket).poll_write_vectored(cx, &iov[..n]) {
@@ -392,10 +573,24 @@ fn poll_write_out(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         };
+        if partial {
+            let left = out[0].len() - *offset;
+            if written < left {
+                *offset += written;
+                continue;
+            }
+            written -= left;
+            *offset = 0;
+            out.pop_front();
+            stats.frames_out += 1;
+        }
         if ctrl_len > 0 {
             let c = written.min(ctrl_len);
             io.ctrl.drain(..c);
             written -= c;
+            if c < ctrl_len {
+                continue;
+            }
         }
         while written > 0 {
             let front_left = out[0].len() - *offset;
@@ -426,6 +621,47 @@ fn classify(e: &WsError) -> End {
     }
 }
 
+/// A per-connection token bucket holding one second's worth of messages, refilled
+/// continuously. A rate of 0 means no limit.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: u32,
+    /// Tokens in thousandths, so that refills need no floating point.
+    milli: u64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        TokenBucket {
+            rate,
+            milli: u64::from(rate) * 1000,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let cap = u64::from(self.rate) * 1000;
+        let elapsed_us = now.saturating_duration_since(self.last).as_micros() as u64;
+        // rate tokens per second = rate * 1000 milli-tokens per 1e6 us.
+        let refill = elapsed_us.saturating_mul(u64::from(self.rate)) / 1000;
+        if refill > 0 {
+            self.milli = (self.milli + refill).min(cap);
+            self.last = now;
+        }
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A message for the log: text as is (escaped by the logger), binary as its length.
 struct Printable<'a>(Kind, &'a [u8]);
 
@@ -435,5 +671,28 @@ impl std::fmt::Display for Printable<'_> {
             Kind::Text => f.write_str(std::str::from_utf8(self.1).unwrap_or("")),
             Kind::Binary => write!(f, "<{} binary bytes>", self.1.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_a_second_of_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10);
+        b.last = t0;
+        assert!((0..10).all(|_| b.take(t0)));
+        assert!(!b.take(t0));
+        // 100 ms later one token is back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        // Long idle refills to the cap, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..20).filter(|_| b.take(t2)).count(), 10);
+        let mut off = TokenBucket::new(0);
+        assert!((0..10_000).all(|_| off.take(t0)));
     }
 }

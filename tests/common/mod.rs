@@ -190,6 +190,18 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     })
 }
 
+/// Sends `bytes`, closes the write side (FIN) and returns what the server sent back.
+pub fn raw_then_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    smol::block_on(async {
+        let mut s = Async::<TcpStream>::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).or(timeout_err()).await;
+        out
+    })
+}
+
 async fn timeout_err<T>() -> std::io::Result<T> {
     Timer::after(WAIT).await;
     Err(std::io::ErrorKind::TimedOut.into())

@@ -1,0 +1,171 @@
+//! `churn`: connect, handshake (and Socket.IO open), close with 1000 and wait for the server's
+//! close, at `--rate` cycles per second, for `--cycles` or `--duration`, with at most
+//! `--clients` cycles in flight. Reports errors by reason and the server's RSS and open fds
+//! before and after (after `--settle`), which is where leaks show.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use argh::FromArgs;
+use smol::{lock::Semaphore, Timer};
+
+use crate::{histogram::Histogram, report::Json, report::Reasons, Common, Ex};
+
+/// How long a cycle waits for the server's close after sending ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+with_common_flags! {
+    /// Connect/handshake/close cycles at a rate: errors, server RSS and open fds before and after.
+    #[derive(FromArgs, Debug)]
+    #[argh(subcommand, name = "churn")]
+    pub(crate) struct Args {
+        /// cycles started per second; default 50
+        #[argh(option, default = "50.0")]
+        pub(crate) rate: f64,
+        /// number of cycles (default: rate x duration)
+        #[argh(option)]
+        pub(crate) cycles: Option<u64>,
+        /// how long to start cycles, when --cycles is not given; default 5s
+        #[argh(option, default = "Duration::from_secs(5)", from_str_fn(crate::parse_duration))]
+        pub(crate) duration: Duration,
+        /// wait after the last cycle before the final server sample; default 1s
+        #[argh(option, default = "Duration::from_secs(1)", from_str_fn(crate::parse_duration))]
+        pub(crate) settle: Duration,
+    }
+}
+
+impl Args {
+    fn total(&self) -> u64 {
+        self.cycles
+            .unwrap_or((self.rate * self.duration.as_secs_f64()).ceil() as u64)
+    }
+
+    /// The run's planned length, for the default hard deadline; checks the flags.
+    pub(crate) fn planned(&self, c: &Common) -> Result<Duration, String> {
+        if !self.rate.is_finite() || self.rate <= 0.0 {
+            return Err("--rate must be above 0".into());
+        }
+        Ok(Duration::from_secs_f64(self.total() as f64 / self.rate)
+            + c.dialer.timeout
+            + CLOSE_WAIT
+            + self.settle)
+    }
+}
+
+/// Runs the scenario and returns the JSON result.
+pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
+    let total = a.total();
+    let before = c.sample();
+    let (ok, failed, started) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let reasons = Arc::new(Reasons::default());
+    let cycle_hist = Arc::new(Histogram::new());
+    let in_flight = Arc::new(Semaphore::new(c.clients));
+    let target = c.dialer.url.request_target(c.dialer.protocol, 0, 1);
+    let _progress = {
+        let (ok, failed, started, procs) =
+            (ok.clone(), failed.clone(), started.clone(), c.procs.clone());
+        crate::progress(ex, move |_| {
+            let mut line = format!(
+                "churn: started {}/{total} ok {} errors {}",
+                started.load(Relaxed),
+                ok.load(Relaxed),
+                failed.load(Relaxed)
+            );
+            if let Some(s) = procs.as_ref().map(|p| p.sample()) {
+                line += &format!(" server rss {} KiB fds {}", s.rss_kb, s.fds);
+            }
+            line
+        })
+    };
+
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        Timer::at(t0 + Duration::from_secs_f64(i as f64 / a.rate)).await;
+        let permit = in_flight.acquire_arc().await;
+        started.fetch_add(1, Relaxed);
+        let (dialer, target, ok, failed, reasons, hist) = (
+            c.dialer.clone(),
+            target.clone(),
+            ok.clone(),
+            failed.clone(),
+            reasons.clone(),
+            cycle_hist.clone(),
+        );
+        tasks.push(ex.spawn(async move {
+            let began = Instant::now();
+            let result = match dialer.open(i, &target).await {
+                Err(e) => Err(e.to_string()),
+                Ok(mut client) => {
+                    let sent = client.tx.lock().await.close().await;
+                    match sent {
+                        Err(e) => Err(format!("close: {e}")),
+                        Ok(()) => client.rx.drain_until_closed(CLOSE_WAIT).await,
+                    }
+                }
+            };
+            match result {
+                Ok(()) => {
+                    hist.record(began.elapsed().as_nanos() as u64);
+                    ok.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    reasons.add(e);
+                    failed.fetch_add(1, Relaxed);
+                }
+            }
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    Timer::after(a.settle).await;
+    let after = c.sample();
+
+    let (ok, errors) = (ok.load(Relaxed), failed.load(Relaxed));
+    let hist = cycle_hist.snapshot();
+    println!(
+        "churn against {} ({:?}{})",
+        c.dialer.url.addr,
+        c.dialer.protocol,
+        c.dialer
+            .proxy
+            .map(|p| format!(", PROXY {p:?}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  cycles         {total} in {elapsed:.2}s ({:.0}/s): {ok} ok, {errors} errors",
+        total as f64 / elapsed
+    );
+    println!("  errors         {}", reasons.summary());
+    println!("  cycle time     {}", crate::latency_human(&hist));
+    if let (Some(b), Some(x)) = (before, after) {
+        println!(
+            "  server         RSS {} KiB -> {} KiB, fds {} -> {}",
+            b.rss_kb, x.rss_kb, b.fds, x.fds
+        );
+    }
+    Ok(Json::obj()
+        .with("scenario", "churn")
+        .with("cycles", total)
+        .with("ok", ok)
+        .with("errors", errors)
+        .with("failures", reasons.to_json())
+        .with("cycles_per_s", total as f64 / elapsed)
+        .with("cycle_ms", crate::latency_json(&hist))
+        .with("rss_kb_before", before.map(|s| s.rss_kb))
+        .with("rss_kb_after", after.map(|s| s.rss_kb))
+        .with("fds_before", before.map(|s| s.fds))
+        .with("fds_after", after.map(|s| s.fds)))
+}

@@ -1,0 +1,227 @@
+//! Counters and gauges, rendered in the Prometheus text format on the admin listener.
+//!
+//! Hot-path counters (messages, bytes) are plain atomics added once per message or per
+//! publish, never per member. Rare, labelled events (refusals, errors, close reasons) go
+//! through a small locked table keyed by `&'static str` labels, which only grows by the number
+//! of distinct labels.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// All of the gateway's numbers.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted by the listener (before any check).
+    pub accepted: AtomicU64,
+    /// WebSocket sessions open now.
+    pub open: AtomicU64,
+    /// Messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Bytes of message payload received from clients.
+    pub bytes_in: AtomicU64,
+    /// Frames queued for delivery (one per member per publish).
+    pub messages_out: AtomicU64,
+    /// Bytes of frames queued for delivery.
+    pub bytes_out: AtomicU64,
+    /// Members evicted because their outbox was full.
+    pub evictions: AtomicU64,
+    /// Pings sent.
+    pub pings: AtomicU64,
+    /// Sessions closed for not answering a ping in time.
+    pub pong_timeouts: AtomicU64,
+    labelled: Mutex<Vec<(Family, &'static str, u64)>>,
+}
+
+/// Labelled counter families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Sessions closed, by reason.
+    Closed,
+    /// Connections or upgrades refused by a limit, by limit.
+    Refused,
+    /// PROXY header errors, by reason.
+    ProxyError,
+    /// Upgrade refusals, by reason.
+    HandshakeReject,
+    /// HTTP requests refused before routing or by route, by reason.
+    HttpError,
+}
+
+impl Family {
+    fn name(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Family::Closed => (
+                "wsgate_connections_closed_total",
+                "reason",
+                "WebSocket sessions closed, by reason.",
+            ),
+            Family::Refused => (
+                "wsgate_connections_refused_total",
+                "limit",
+                "Connections or upgrades refused by a limit.",
+            ),
+            Family::ProxyError => (
+                "wsgate_proxy_header_errors_total",
+                "reason",
+                "PROXY protocol headers refused, by reason.",
+            ),
+            Family::HandshakeReject => (
+                "wsgate_handshake_rejects_total",
+                "reason",
+                "WebSocket upgrades refused, by reason.",
+            ),
+            Family::HttpError => (
+                "wsgate_http_errors_total",
+                "reason",
+                "Plain HTTP requests answered with an error status, by reason.",
+            ),
+        }
+    }
+}
+
+const FAMILIES: [Family; 5] = [
+    Family::Closed,
+    Family::Refused,
+    Family::ProxyError,
+    Family::HandshakeReject,
+    Family::HttpError,
+];
+
+impl Metrics {
+    /// Adds one to `family{label}`.
+    pub fn count(&self, family: Family, label: &'static str) {
+        let mut t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        match t.iter_mut().find(|(f, l, _)| *f == family && *l == label) {
+            Some(entry) => entry.2 += 1,
+            None => t.push((family, label, 1)),
+        }
+    }
+
+    /// The value of `family{label}` (0 if never counted).
+    pub fn get(&self, family: Family, label: &str) -> u64 {
+        let t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter()
+            .find(|(f, l, _)| *f == family && *l == label)
+            .map_or(0, |e| e.2)
+    }
+
+    /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
+    /// `rooms` and `draining` are read from their owners at render time.
+    pub fn render(&self, rooms: usize, draining: bool) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let v = v.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "wsgate_connections_open",
+            "WebSocket sessions open now.",
+            self.open.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "wsgate_rooms",
+            "Rooms with at least one member.",
+            rooms as u64,
+        );
+        gauge(
+            &mut out,
+            "wsgate_draining",
+            "1 while shutting down (healthz answers 503).",
+            u64::from(draining),
+        );
+        counter(
+            &mut out,
+            "wsgate_connections_accepted_total",
+            "TCP connections accepted.",
+            &self.accepted,
+        );
+        counter(
+            &mut out,
+            "wsgate_messages_in_total",
+            "Messages received from clients.",
+            &self.messages_in,
+        );
+        counter(
+            &mut out,
+            "wsgate_bytes_in_total",
+            "Message payload bytes received from clients.",
+            &self.bytes_in,
+        );
+        counter(
+            &mut out,
+            "wsgate_messages_out_total",
+            "Frames queued to clients (one per member per publish).",
+            &self.messages_out,
+        );
+        counter(
+            &mut out,
+            "wsgate_bytes_out_total",
+            "Frame bytes queued to clients.",
+            &self.bytes_out,
+        );
+        counter(
+            &mut out,
+            "wsgate_slow_consumer_evictions_total",
+            "Clients closed because their outbox was full.",
+            &self.evictions,
+        );
+        counter(
+            &mut out,
+            "wsgate_pings_sent_total",
+            "WebSocket pings sent.",
+            &self.pings,
+        );
+        counter(
+            &mut out,
+            "wsgate_pong_timeouts_total",
+            "Clients closed for not answering a ping.",
+            &self.pong_timeouts,
+        );
+        let t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        for fam in FAMILIES {
+            let (name, label, help) = fam.name();
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (_, l, v) in t.iter().filter(|(f, _, _)| *f == fam) {
+                let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.messages_in.fetch_add(3, Relaxed);
+        m.count(Family::Closed, "eof");
+        m.count(Family::Closed, "eof");
+        m.count(Family::Refused, "max_connections");
+        let text = m.render(2, false);
+        assert!(
+            text.contains("# TYPE wsgate_messages_in_total counter\nwsgate_messages_in_total 3\n")
+        );
+        assert!(text.contains("wsgate_rooms 2\n"));
+        assert!(text.contains("wsgate_connections_closed_total{reason=\"eof\"} 2\n"));
+        assert!(text.contains("wsgate_connections_refused_total{limit=\"max_connections\"} 1\n"));
+        assert_eq!(m.get(Family::Closed, "eof"), 2);
+        // Every sample line is `name[{labels}] value`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{l}");
+            assert!(name.starts_with("wsgate_"), "{l}");
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Engine.IO v4 / Socket.IO v5 over the WebSocket transport: packet parsing and encoding.
+//! Pure functions over `&str`; the session drives them.
+//!
+//! ```text
+//! server: 0{"sid":..,"upgrades":[],"pingInterval":..,"pingTimeout":..,"maxPayload":..}
+//! client: 40            server: 40{"sid":..}      (namespace "/" only; others get 44)
+//! client: 42["chat message","hi"]   -> room, sender included (io.emit)
+//! server: 2 (ping)      client: 3 (pong)
+//! ```
+//! Acks: an event with an ack id (`42<id>[...]`) is answered `43<id>[]` once published.
+//! Binary events (`45`/`46`) are refused: the client is closed with 1003.
+
+use std::fmt::Write as _;
+
+/// A client packet, borrowing from the frame's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// Engine.IO `1`: the client closes the transport.
+    Close,
+    /// Engine.IO `2`: a ping from the client (Engine.IO v3 style); answered with `3`.
+    Ping,
+    /// Engine.IO `3`: the answer to our ping.
+    Pong,
+    /// Engine.IO `6`.
+    Noop,
+    /// Socket.IO `0`: connect to a namespace.
+    Connect { ns: &'a str },
+    /// Socket.IO `1`: leave a namespace.
+    Disconnect { ns: &'a str },
+    /// Socket.IO `2`: an event; `args` is the JSON array `["name", ...]`.
+    Event {
+        ns: &'a str,
+        ack: Option<u64>,
+        args: &'a str,
+        name: &'a str,
+    },
+    /// Socket.IO `3`: an ack for the server (we never ask for one; ignored).
+    Ack,
+    /// Socket.IO `5`/`6`: binary event or ack (refused).
+    Binary,
+}
+
+/// Why a packet was refused. Each closes the client with a logged reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SioError {
+    /// Empty frame or unknown Engine.IO type.
+    BadEngineType,
+    /// Unknown Socket.IO type.
+    BadSocketType,
+    /// A namespace without its trailing comma, or not starting with `/`.
+    BadNamespace,
+    /// An ack id that is not a number.
+    BadAckId,
+    /// Event data that is not a JSON array starting with a string.
+    BadJson,
+}
+
+impl SioError {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SioError::BadEngineType => "sio_bad_engine_type",
+            SioError::BadSocketType => "sio_bad_socket_type",
+            SioError::BadNamespace => "sio_bad_namespace",
+            SioError::BadAckId => "sio_bad_ack_id",
+            SioError::BadJson => "sio_bad_json",
+        }
+    }
+}
+
+/// Parses one text frame from a Socket.IO client.
+pub fn parse(text: &str) -> Result<Packet<'_>, SioError> {
+    // Types are single ASCII digits, so slicing after the first byte is on a char boundary.
+    match text.as_bytes().first() {
+        Some(b'1') => Ok(Packet::Close),
+        Some(b'2') => Ok(Packet::Ping),
+        Some(b'3') => Ok(Packet::Pong),
+        Some(b'6') => Ok(Packet::Noop),
+        Some(b'4') => parse_socket(&text[1..]),
+        _ => Err(SioError::BadEngineType),
+    }
+}
+
+fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
+    let kind = match s.as_bytes().first() {
+        Some(k @ (b'0' | b'1' | b'2' | b'3' | b'5' | b'6')) => *k,
+        _ => return Err(SioError::BadSocketType),
+    };
+    let mut rest = &s[1..];
+    // Namespace: present when the next char is '/', ends at ','.
+    let mut ns = "/";
+    if rest.starts_with('/') {
+        match rest.find(',') {
+            Some(i) => {
+                ns = &rest[..i];
+                rest = &rest[i + 1..];
+            }
+            None if kind == b'0' || kind == b'1' => {
+                ns = rest;
+                rest = "";
+            }
+            None => return Err(SioError::BadNamespace),
+        }
+    }
+    match kind {
+        b'0' => {
+            if !rest.is_empty() && json_value_len(rest.as_bytes()) != Some(rest.len()) {
+                return Err(SioError::BadJson);
+            }
+            Ok(Packet::Connect { ns })
+        }
+        b'1' => Ok(Packet::Disconnect { ns }),
+        b'2' => {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let ack = match digits {
+                0 => None,
+                _ => Some(rest[..digits].parse().map_err(|_| SioError::BadAckId)?),
+            };
+            let args = &rest[digits..];
+            let name = event_name(args).ok_or(SioError::BadJson)?;
+            Ok(Packet::Event {
+                ns,
+                ack,
+                args,
+                name,
+            })
+        }
+        b'3' => Ok(Packet::Ack),
+        _ => Ok(Packet::Binary),
+    }
+}
+
+/// The raw (still escaped) event name of a JSON array `["name", ...]`, if `args` is exactly
+/// one valid JSON array whose first element is a string.
+fn event_name(args: &str) -> Option<&str> {
+    let b = args.as_bytes();
+    if json_value_len(b)? != b.len() || b.first() != Some(&b'[') {
+        return None;
+    }
+    let i = skip_ws(b, 1);
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let end = i + string_len(&b[i..])?;
+    Some(&args[i + 1..end - 1])
+}
+
+/// If `args` is `["chat message", "<string>"]` (exactly), the decoded string.
+pub fn chat_text(args: &str) -> Option<String> {
+    let b = args.as_bytes();
+    let i = skip_ws(b, 1);
+    let name_end = i + string_len(&b[i..])?;
+    if &args[i..name_end] != "\"chat message\"" {
+        return None;
+    }
+    let j = skip_ws(b, name_end);
+    if b.get(j) != Some(&b',') {
+        return None;
+    }
+    let k = skip_ws(b, j + 1);
+    let s_end = k + string_len(&b[k..])?;
+    let close = skip_ws(b, s_end);
+    if b.get(close) != Some(&b']') || close + 1 != b.len() {
+        return None;
+    }
+    decode_string(&args[k + 1..s_end - 1])
+}
+
+/// `42["chat message","<text>"]` for a plain client's text.
+pub fn chat_packet(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 24);
+    out.push_str("42[\"chat message\",\"");
+    escape_into(&mut out, text);
+    out.push_str("\"]");
+    out
+}
+
+/// The Engine.IO open packet.
+pub fn open_packet(
+    sid: &str,
+    ping_interval_ms: u128,
+    ping_timeout_ms: u128,
+    max_payload: usize,
+) -> String {
+    format!(
+        "0{{\"sid\":\"{sid}\",\"upgrades\":[],\"pingInterval\":{ping_interval_ms},\
+         \"pingTimeout\":{ping_timeout_ms},\"maxPayload\":{max_payload}}}"
+    )
+}
+
+/// The Socket.IO connect answer for the main namespace.
+pub fn connect_ok(sid: &str) -> String {
+    format!("40{{\"sid\":\"{sid}\"}}")
+}
+
+/// The Socket.IO connect error for a namespace we do not serve.
+pub fn connect_error(ns: &str) -> String {
+    let mut out = String::from("44");
+    out.push_str(ns);
+    out.push_str(",{\"message\":\"Invalid namespace\"}");
+    out
+}
+
+/// The answer to an event with an ack id.
+pub fn ack(id: u64) -> String {
+    format!("43{id}[]")
+}
+
+/// A random session id: 20 characters of base64url.
+pub fn new_sid() -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..20).map(|_| A[fastrand::usize(..64)] as char).collect()
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Decodes the inside of a JSON string (already validated by [`string_len`]).
+fn decode_string(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next()? {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let hi = hex4(&mut it)?;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    if it.next()? != '\\' || it.next()? != 'u' {
+                        return None;
+                    }
+                    let lo = hex4(&mut it)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return None;
+                    }
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                out.push(char::from_u32(cp)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn hex4(it: &mut std::str::Chars<'_>) -> Option<u32> {
+    (0..4).try_fold(0u32, |acc, _| Some(acc * 16 + it.next()?.to_digit(16)?))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Most nesting a packet may have; deeper is refused rather than recursed into.
+const MAX_DEPTH: usize = 32;
+
+/// Length of the JSON value at the start of `b` (after leading whitespace), or None.
+fn json_value_len(b: &[u8]) -> Option<usize> {
+    value_len(b, skip_ws(b, 0), 0).map(|end| skip_ws(b, end))
+}
+
+fn value_len(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match *b.get(i)? {
+        b'"' => Some(i + string_len(&b[i..])?),
+        b'[' => container(b, i, b']', depth, false),
+        b'{' => container(b, i, b'}', depth, true),
+        b't' => literal(b, i, b"true"),
+        b'f' => literal(b, i, b"false"),
+        b'n' => literal(b, i, b"null"),
+        b'-' | b'0'..=b'9' => number_len(b, i),
+        _ => None,
+    }
+}
+
+fn container(b: &[u8], start: usize, close: u8, depth: usize, object: bool) -> Option<usize> {
+    let mut i = skip_ws(b, start + 1);
+    if b.get(i) == Some(&close) {
+        return Some(i + 1);
+    }
+    loop {
+        if object {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            i = skip_ws(b, i + string_len(&b[i..])?);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+        }
+        i = skip_ws(b, value_len(b, i, depth + 1)?);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            c if *c == close => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b[i..].starts_with(word).then_some(i + word.len())
+}
+
+fn number_len(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], i: usize| i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let start = i;
+    i = digits(b, i);
+    if i == start || (b[start] == b'0' && i - start > 1) {
+        return None;
+    }
+    if b.get(i) == Some(&b'.') {
+        let s = i + 1;
+        i = digits(b, s);
+        if i == s {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let s = i;
+        i = digits(b, s);
+        if i == s {
+            return None;
+        }
+    }
+    Some(i)
+}
+
+/// Length of the JSON string at the start of `b` (quotes included), validating escapes.
+fn string_len(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match *b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    let hex = b.get(i + 2..i + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            c if c < 0x20 => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_packets() {
+        assert_eq!(parse("1"), Ok(Packet::Close));
+        assert_eq!(parse("2"), Ok(Packet::Ping));
+        assert_eq!(parse("3"), Ok(Packet::Pong));
+        assert_eq!(parse("6"), Ok(Packet::Noop));
+        assert_eq!(parse(""), Err(SioError::BadEngineType));
+        assert_eq!(parse("9"), Err(SioError::BadEngineType));
+        assert_eq!(parse("x"), Err(SioError::BadEngineType));
+        assert_eq!(parse("é"), Err(SioError::BadEngineType));
+        assert_eq!(parse("4é"), Err(SioError::BadSocketType));
+    }
+
+    #[test]
+    fn socket_packets() {
+        assert_eq!(parse("40"), Ok(Packet::Connect { ns: "/" }));
+        assert_eq!(
+            parse("40{\"token\":\"abc\"}"),
+            Ok(Packet::Connect { ns: "/" })
+        );
+        assert_eq!(parse("40/admin,"), Ok(Packet::Connect { ns: "/admin" }));
+        assert_eq!(parse("40/admin"), Ok(Packet::Connect { ns: "/admin" }));
+        assert_eq!(parse("41"), Ok(Packet::Disconnect { ns: "/" }));
+        assert_eq!(
+            parse("42[\"chat message\",\"hi\"]"),
+            Ok(Packet::Event {
+                ns: "/",
+                ack: None,
+                args: "[\"chat message\",\"hi\"]",
+                name: "chat message"
+            })
+        );
+        assert_eq!(
+            parse("4217[\"x\",1,{\"a\":[true,null]}]"),
+            Ok(Packet::Event {
+                ns: "/",
+                ack: Some(17),
+                args: "[\"x\",1,{\"a\":[true,null]}]",
+                name: "x"
+            })
+        );
+        assert_eq!(parse("43"), Ok(Packet::Ack));
+        assert_eq!(
+            parse("451-[\"up\",{\"_placeholder\":true,\"num\":0}]"),
+            Ok(Packet::Binary)
+        );
+        assert_eq!(parse("47"), Err(SioError::BadSocketType));
+        assert_eq!(parse("4"), Err(SioError::BadSocketType));
+        for bad in [
+            "42",
+            "42[",
+            "42[1,2]",
+            "42{\"a\":1}",
+            "42[\"x\",]",
+            "42[\"x\"] junk",
+            "42[\"\\q\"]",
+            "40{bad",
+        ] {
+            assert_eq!(parse(bad), Err(SioError::BadJson), "{bad}");
+        }
+        assert_eq!(parse("42/admin[\"x\"]"), Err(SioError::BadNamespace));
+        assert_eq!(
+            parse("4299999999999999999999[\"x\"]"),
+            Err(SioError::BadAckId)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        let deep = format!("42[\"x\",{}{}]", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(parse(&deep), Err(SioError::BadJson));
+    }
+
+    #[test]
+    fn chat_bridge() {
+        assert_eq!(
+            chat_text("[\"chat message\",\"héllo \\\"w\\\" \\u00e9 \\ud83d\\ude00\"]").as_deref(),
+            Some("héllo \"w\" é 😀")
+        );
+        assert_eq!(
+            chat_text("[ \"chat message\" , \"a\" ]").as_deref(),
+            Some("a")
+        );
+        assert_eq!(chat_text("[\"chat message\",\"a\",\"b\"]"), None);
+        assert_eq!(chat_text("[\"chat message\",1]"), None);
+        assert_eq!(chat_text("[\"other\",\"a\"]"), None);
+        let p = chat_packet("say \"hi\"\n\\ ✓");
+        assert_eq!(p, "42[\"chat message\",\"say \\\"hi\\\"\\n\\\\ ✓\"]");
+        let Ok(Packet::Event { args, .. }) = parse(&p) else {
+            panic!()
+        };
+        assert_eq!(chat_text(args).as_deref(), Some("say \"hi\"\n\\ ✓"));
+    }
+
+    #[test]
+    fn server_packets() {
+        assert_eq!(
+            open_packet("abc", 25000, 20000, 65536),
+            "0{\"sid\":\"abc\",\"upgrades\":[],\"pingInterval\":25000,\"pingTimeout\":20000,\"maxPayload\":65536}"
+        );
+        assert_eq!(connect_ok("abc"), "40{\"sid\":\"abc\"}");
+        assert_eq!(
+            connect_error("/admin"),
+            "44/admin,{\"message\":\"Invalid namespace\"}"
+        );
+        assert_eq!(ack(5), "435[]");
+        let sid = new_sid();
+        assert_eq!(sid.len(), 20);
+        assert_ne!(sid, new_sid());
+    }
+}

@@ -1,0 +1,221 @@
+//! Allocation proof: the real gateway (listener, prelude, hub, sessions) runs in this
+//! process under a counting global allocator, and its clients run in a child process (this
+//! same binary with `--client`), so every counted allocation is the server's.
+//!
+//! Two rooms, one with [`SMALL`] members and one with [`MEMBERS`]. For each: connect (PROXY
+//! v2, upgrade and session set-up), then warm-up publishes (queues and buffers reach their
+//! working size), then measured publishes. Asserted:
+//! * at most [`MAX_PER_PUBLISH`] allocations per publish in each room (plus slack);
+//! * zero allocations per delivery: the big room's 80,000 extra deliveries may cost no more
+//!   than [`NOISE`] allocations more than the small room's (timer and reactor bookkeeping
+//!   that does not depend on the number of members).
+//!
+//! The set-up cost per connection is printed.
+use async_tungstenite::tungstenite::Message;
+use futures_lite::{AsyncWriteExt, StreamExt};
+use smol::Async;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use wsgate::config::{Config, ProxyMode};
+use wsgate::executor::Executor;
+use wsgate::server::{self, Gateway};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Subscribers besides the publisher, in the big room.
+const MEMBERS: usize = 50;
+/// Subscribers besides the publisher, in the small room.
+const SMALL: usize = 10;
+/// Allocations that may differ between two identical runs (reactor and timer bookkeeping).
+const NOISE: u64 = 40;
+const WARM_UP: usize = 2000;
+/// Measured rounds per room; the least is reported.
+const ROUNDS: usize = 3;
+const MESSAGES: usize = 2000;
+/// Allocations allowed per publish: the one shared encoded frame (reading the client's frame
+/// into tungstenite's buffer is allocation-free once warm), with room for a second.
+const MAX_PER_PUBLISH: u64 = 2;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--client") {
+        return client(args[2].parse().unwrap());
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo test -- --list` probes every test binary
+    }
+    server();
+}
+
+fn server() {
+    let ex = Executor::new();
+    let (_stop, stopped) = async_channel::bounded::<()>(1);
+    for _ in 0..2 {
+        let (ex, stopped) = (ex.clone(), stopped.clone());
+        std::thread::spawn(move || ex.run(stopped.recv()));
+    }
+    let mut config = Config::default();
+    config.proxy.mode = ProxyMode::Required;
+    config.session.ping_interval = Duration::from_secs(3600);
+    config.session.outbox_frames = 4096;
+    let listener = Async::<TcpListener>::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = listener.get_ref().local_addr().unwrap();
+    let gw = Gateway::new(config, ex.clone());
+    ex.spawn(server::run(listener, gw.clone(), std::future::pending()))
+        .detach();
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--client", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut step = |cmd: &str, want: &str| {
+        writeln!(to_child, "{cmd}").unwrap();
+        let line = from_child.next().expect("client output").unwrap();
+        assert_eq!(line, want, "client said {line:?}");
+    };
+
+    let mut per_room = Vec::new();
+    let mut open = 0;
+    for (room, subs) in [("small", SMALL), ("big", MEMBERS)] {
+        let members = subs as u64 + 1;
+        let a0 = ALLOCS.load(Relaxed);
+        step(&format!("connect {room} {subs}"), "connected");
+        open += members;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.metrics.open.load(Relaxed) < open {
+            assert!(Instant::now() < deadline, "sessions did not open");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let a1 = ALLOCS.load(Relaxed);
+        step("warm", "warmed");
+        std::thread::sleep(Duration::from_millis(50));
+        // Steady state: queues grow to a new peak only when a burst beats every earlier one,
+        // so the least of a few identical rounds is the steady-state cost.
+        let mut measured = u64::MAX;
+        for _ in 0..ROUNDS {
+            let a2 = ALLOCS.load(Relaxed);
+            step("go", "done");
+            measured = measured.min(ALLOCS.load(Relaxed) - a2);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let setup = (a1 - a0) as f64 / members as f64;
+        let per_publish = measured as f64 / MESSAGES as f64;
+        println!(
+            "alloc: room {room}: {members} members; set-up {setup:.1} allocations per connection \
+             (PROXY v2 + head + handshake + session); {measured} allocations for {MESSAGES} \
+             publishes = {per_publish:.3} per publish"
+        );
+        let budget = MAX_PER_PUBLISH * MESSAGES as u64 + NOISE;
+        assert!(
+            measured <= budget,
+            "room {room}: {measured} allocations > budget {budget} ({MAX_PER_PUBLISH} per publish + slack)"
+        );
+        per_room.push((members, measured));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (small, big) = (per_room[0], per_room[1]);
+    let extra_deliveries = (big.0 - small.0) * MESSAGES as u64;
+    let per_delivery = big.1.saturating_sub(small.1) as f64 / extra_deliveries as f64;
+    println!(
+        "alloc: per delivery {per_delivery:.5} ({} - {} allocations over {extra_deliveries} extra deliveries)",
+        big.1, small.1
+    );
+    assert!(
+        big.1 <= small.1 + NOISE,
+        "{per_delivery} allocations per delivery: {} more allocations for {extra_deliveries} more deliveries",
+        big.1.saturating_sub(small.1)
+    );
+    println!("alloc: 1 passed, 0 failed");
+}
+
+/// The child: for each room, subscribers and one publisher, driven by lines on stdin.
+fn client(addr: SocketAddr) {
+    smol::block_on(async {
+        let mut lines = BufReader::new(std::io::stdin()).lines();
+        let mut out = std::io::stdout();
+        let mut cmd = || lines.next().unwrap().unwrap();
+        let mut rooms = Vec::new();
+        let mut port = 0u16;
+        loop {
+            let line = cmd();
+            let Some(spec) = line.strip_prefix("connect ") else {
+                break;
+            };
+            let (room, subs) = spec.split_once(' ').unwrap();
+            let mut ws = Vec::new();
+            for _ in 0..=subs.parse::<usize>().unwrap() {
+                port += 1;
+                let mut s = Async::<TcpStream>::connect(addr).await.unwrap();
+                s.write_all(&proxy_v2(port)).await.unwrap();
+                let url = format!("ws://{addr}/ws/{room}");
+                let (w, _) = async_tungstenite::client_async(url, s).await.unwrap();
+                ws.push(w);
+            }
+            writeln!(out, "connected").unwrap();
+            let phases = std::iter::once(("warm", WARM_UP, "warmed"))
+                .chain(std::iter::repeat_n(("go", MESSAGES, "done"), ROUNDS));
+            for (phase, n, reply) in phases {
+                assert_eq!(cmd(), phase);
+                let (publisher, rest) = ws.split_first_mut().unwrap();
+                let payload = "x".repeat(64);
+                let send = async {
+                    for _ in 0..n {
+                        publisher
+                            .send(Message::text(payload.clone()))
+                            .await
+                            .unwrap();
+                    }
+                };
+                let recv = async {
+                    for m in rest.iter_mut() {
+                        for _ in 0..n {
+                            m.next().await.unwrap().unwrap();
+                        }
+                    }
+                };
+                futures_lite::future::zip(send, recv).await;
+                for _ in 0..n {
+                    publisher.next().await.unwrap().unwrap();
+                }
+                writeln!(out, "{reply}").unwrap();
+            }
+            rooms.push(ws);
+        }
+    });
+}
+
+fn proxy_v2(port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12, 203, 0, 113, 1, 10, 0, 0, 1]);
+    h.extend_from_slice(&(10000 + port).to_be_bytes());
+    h.extend_from_slice(&80u16.to_be_bytes());
+    h
+}
