@@ -1,6 +1,7 @@
 //! Headless Chromium (Debian `chromium`) driven by playwright-core (tests/node/browser_chat.js)
 //! on the embedded chat page: a message typed in one of two pages appears in both, and when
-//! the gateway goes away and comes back, both pages reconnect on their own and chat again.
+//! the gateway restarts (SIGTERM, then a new process on the same address), both pages
+//! reconnect on their own and chat again.
 //! The chat test leaves a screenshot at `target/browser-chat.png` for a look at the page.
 mod common;
 use common::{field, node_dir, require_program, run_client_script, Gateway, Proc, TempDir, WAIT};
@@ -68,7 +69,7 @@ fn two_chromium_pages_chat_through_the_embedded_page() {
 
 #[test]
 fn chromium_pages_reconnect_after_the_gateway_comes_back() {
-    let gw = Gateway::start(&[]);
+    let mut gw = Gateway::start(&[]);
     let addr = gw.addr;
     let profile = TempDir::new("chromium-profile");
     let _strays = Strays(profile.path().to_path_buf());
@@ -83,6 +84,14 @@ fn chromium_pages_reconnect_after_the_gateway_comes_back() {
         page.transcript()
     );
     gw.wait_logs(2, WAIT, |l| l.split(' ').nth(2) == Some("open"));
+    // A rolling restart: SIGTERM closes both pages with 1001, then the process exits.
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(WAIT), Some(0), "{}", gw.logs().join("\n"));
+    let closes = gw.events("close");
+    assert_eq!(closes.len(), 2, "{closes:#?}");
+    for close in closes {
+        assert_eq!(field(&close, "code"), Some("1001"), "{close}");
+    }
     drop(gw);
     page.send_line("go");
     page.wait_stdout(BROWSER_WAIT, |l| l == "closed" || l.starts_with("FAIL"));
