@@ -178,12 +178,24 @@ impl SioClient {
 }
 
 impl Drop for SioClient {
+    /// Closes stdin so the script can clean up (a browser, its profile), then kills it if
+    /// it has not exited within [`EXIT_GRACE`].
     fn drop(&mut self) {
         drop(self.stdin.take());
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long a driver script gets to exit after its input closes.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// `s` as JSON.stringify writes it.
 pub fn json_str(s: &str) -> String {
