@@ -27,6 +27,11 @@ fn connects_with_the_configured_open_packet() {
     a.connected();
     let line = gw.wait_log(|l| l.contains(" open ") && l.contains("room=main"));
     assert!(line.contains("client=127.0.0.1:"), "{line}");
+    // `auth` data rides on the `40` packet; it is accepted (and not used).
+    let opts = r#"{"auth":{"token":"abc","n":[1,2]}}"#;
+    let mut b = SioClient::spawn(&url(gw.addr, ""), opts);
+    b.connected();
+    a.expect(HI);
     // The same handshake byte by byte.
     smol::block_on(async {
         let mut ws =
@@ -277,4 +282,23 @@ fn disconnect_and_engine_io_close_end_the_session() {
     gw.wait_log(|l| l.contains(" close ") && l.contains("reason=sio_close"));
     a.expect(HI);
     a.quiet_for(Duration::from_millis(200));
+}
+
+#[test]
+fn a_client_with_retries_gets_its_acks_and_sends_each_message_once() {
+    let gw = Gateway::start(&[]);
+    let u = url(gw.addr, "");
+    let mut b = SioClient::spawn(&u, "{}");
+    b.connected();
+    // With `retries`, socket.io-client asks an ack for every emit and sends the same packet
+    // again when none comes within `ackTimeout`.
+    let mut a = SioClient::spawn(&u, r#"{"retries":3,"ackTimeout":300}"#);
+    a.connected();
+    b.expect(HI);
+    a.chat("once");
+    a.chat("then");
+    b.expect(&chat_line("once"));
+    b.expect(&chat_line("then"));
+    // Several ack timeouts later: no resend arrived.
+    b.quiet_for(Duration::from_millis(1000));
 }
