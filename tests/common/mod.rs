@@ -416,7 +416,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A fresh directory under the system temp dir, removed with its contents on drop.
-pub struct TempDir(std::path::PathBuf);
+pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
