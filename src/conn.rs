@@ -316,7 +316,6 @@ async fn run_session(
         stream, leftover, membership, &room, protocol, &gw, &peer, &mut stats,
     )
     .await;
-    drop(permit);
     gw.metrics.count(Family::Closed, end.as_str());
     let code = match end {
         session::End::ClientClose(c) => c,
@@ -340,6 +339,9 @@ async fn run_session(
         msgs_in = stats.msgs_in,
         frames_out = stats.frames_out
     );
+    // Counted out only now: the drain waits for this gauge, so every close line is written
+    // before the process exits.
+    drop(permit);
 }
 
 /// Seconds with millisecond precision, as `1.234s`.
