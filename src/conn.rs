@@ -152,7 +152,7 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
         }
         Route::NotFound => {
             let e = (Status::NotFound, "not_found", "");
-            respond_error(&gw, &mut stream, &pre, e, &"no such path").await
+            respond_error(&gw, &mut stream, &pre, request.target, e, &"no such path").await
         }
         Route::MethodNotAllowed => {
             let e = (
@@ -160,12 +160,12 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
                 "method_not_allowed",
                 "Allow: GET, HEAD\r\n",
             );
-            respond_error(&gw, &mut stream, &pre, e, &request.method).await
+            respond_error(&gw, &mut stream, &pre, request.target, e, &request.method).await
         }
         Route::BadRoom => {
             let e = (Status::BadRequest, "bad_room", "");
             let why = "room names are [A-Za-z0-9_.-]{1,64}";
-            respond_error(&gw, &mut stream, &pre, e, &why).await
+            respond_error(&gw, &mut stream, &pre, request.target, e, &why).await
         }
         Route::EngineIoError { code, message } => {
             gw.metrics.count(Family::HandshakeReject, "engine_io_error");
@@ -316,7 +316,6 @@ async fn run_session(
         stream, leftover, membership, &room, protocol, &gw, &peer, &mut stats,
     )
     .await;
-    drop(permit);
     gw.metrics.count(Family::Closed, end.as_str());
     let code = match end {
         session::End::ClientClose(c) => c,
@@ -340,6 +339,9 @@ async fn run_session(
         msgs_in = stats.msgs_in,
         frames_out = stats.frames_out
     );
+    // Counted out only now: the drain waits for this gauge, so every close line is written
+    // before the process exits.
+    drop(permit);
 }
 
 /// Seconds with millisecond precision, as `1.234s`.
@@ -403,12 +405,17 @@ async fn read_prelude(
         if filled == buf.len() {
             return Err(PreludeError::TooLarge);
         }
-        let n = stream
-            .read(&mut buf[filled..])
-            .await
-            .map_err(PreludeError::Io)?;
+        // A load balancer's TCP health check: a PROXY header, then a close (or a reset, as
+        // HAProxy does). Quiet, whichever way the connection ends.
+        let health_check =
+            !proxy_pending && filled == pre.head_start && pre.proxy.version.is_some();
+        let n = match stream.read(&mut buf[filled..]).await {
+            Ok(n) => n,
+            Err(_) if health_check => return Ok(false),
+            Err(e) => return Err(PreludeError::Io(e)),
+        };
         if n == 0 {
-            if !proxy_pending && filled == pre.head_start && pre.proxy.version.is_some() {
+            if health_check {
                 return Ok(false);
             }
             return Err(PreludeError::Eof { got: filled });
@@ -442,7 +449,8 @@ async fn refuse(
         _ => None,
     };
     match e {
-        PreludeError::Eof { got: 0 } | PreludeError::Io(_) => {
+        // Nothing sent at all: browsers open spare connections they may never use.
+        PreludeError::Eof { got: 0 } | PreludeError::Io(_) | PreludeError::Timeout { got: 0 } => {
             info!(
                 "prelude_closed",
                 client = client,
@@ -474,6 +482,7 @@ async fn respond_error(
     gw: &Gateway,
     stream: &mut Async<TcpStream>,
     pre: &Prelude,
+    path: &str,
     (status, label, extra): (Status, &'static str, &str),
     why: &(dyn fmt::Display + Sync),
 ) {
@@ -483,6 +492,7 @@ async fn respond_error(
         client = pre.client,
         status = status.code(),
         reason = label,
+        path = path,
         detail = why
     );
     let _ = stream

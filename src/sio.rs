@@ -9,6 +9,9 @@
 //! ```
 //! Acks: an event with an ack id (`42<id>[...]`) is answered `43<id>[]` once published.
 //! Binary events (`45`/`46`) are refused: the client is closed with 1003.
+//! Packet data is checked as socket.io-parser checks it, and reserved event names
+//! (`connect`, `disconnect`, ...) are refused: a stock client that receives one fails to
+//! decode it and drops its connection, so relaying it would disconnect the whole room.
 
 use std::fmt::Write as _;
 
@@ -51,8 +54,14 @@ pub enum SioError {
     BadNamespace,
     /// An ack id that is not a number.
     BadAckId,
-    /// Event data that is not a JSON array starting with a string.
+    /// Packet data that is not JSON, or not the shape its type requires (as socket.io-parser
+    /// checks it): connect an object, disconnect nothing, event an array starting with a
+    /// string, ack an array.
     BadJson,
+    /// An event named like one of Socket.IO's reserved events (`connect`, `disconnect`, ...).
+    /// Relayed, it would make every stock client in the room fail to decode it and drop its
+    /// connection ("parse error").
+    ReservedEvent,
 }
 
 impl SioError {
@@ -64,6 +73,7 @@ impl SioError {
             SioError::BadNamespace => "sio_bad_namespace",
             SioError::BadAckId => "sio_bad_ack_id",
             SioError::BadJson => "sio_bad_json",
+            SioError::ReservedEvent => "sio_reserved_event",
         }
     }
 }
@@ -103,13 +113,10 @@ fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
         }
     }
     match kind {
-        b'0' => {
-            if !rest.is_empty() && json_value_len(rest.as_bytes()) != Some(rest.len()) {
-                return Err(SioError::BadJson);
-            }
-            Ok(Packet::Connect { ns })
-        }
-        b'1' => Ok(Packet::Disconnect { ns }),
+        b'0' if optional_json(rest, b'{') => Ok(Packet::Connect { ns }),
+        b'0' => Err(SioError::BadJson),
+        b'1' if rest.is_empty() => Ok(Packet::Disconnect { ns }),
+        b'1' => Err(SioError::BadJson),
         b'2' => {
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
             let ack = match digits {
@@ -118,6 +125,9 @@ fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
             };
             let args = &rest[digits..];
             let name = event_name(args).ok_or(SioError::BadJson)?;
+            if is_reserved(name) {
+                return Err(SioError::ReservedEvent);
+            }
             Ok(Packet::Event {
                 ns,
                 ack,
@@ -125,9 +135,18 @@ fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
                 name,
             })
         }
-        b'3' => Ok(Packet::Ack),
+        b'3' if optional_json(rest.trim_start_matches(|c: char| c.is_ascii_digit()), b'[') => {
+            Ok(Packet::Ack)
+        }
+        b'3' => Err(SioError::BadJson),
         _ => Ok(Packet::Binary),
     }
+}
+
+/// Whether `data` is empty, or exactly one JSON value that starts with `open` (`{` or `[`).
+fn optional_json(data: &str, open: u8) -> bool {
+    let b = data.as_bytes();
+    b.is_empty() || (b.get(skip_ws(b, 0)) == Some(&open) && json_value_len(b) == Some(b.len()))
 }
 
 /// The raw (still escaped) event name of a JSON array `["name", ...]`, if `args` is exactly
@@ -143,6 +162,26 @@ fn event_name(args: &str) -> Option<&str> {
     }
     let end = i + string_len(&b[i..])?;
     Some(&args[i + 1..end - 1])
+}
+
+/// Event names a client must not send: socket.io-parser refuses them on decoding.
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Whether a raw (still escaped) event name is reserved, escapes decoded first so that
+/// `"dis\u0063onnect"` does not slip through.
+fn is_reserved(raw: &str) -> bool {
+    if raw.contains('\\') {
+        decode_string(raw).is_some_and(|n| RESERVED_EVENTS.contains(&n.as_str()))
+    } else {
+        RESERVED_EVENTS.contains(&raw)
+    }
 }
 
 /// If `args` is `["chat message", "<string>"]` (exactly), the decoded string.
@@ -458,6 +497,55 @@ mod tests {
             parse("4299999999999999999999[\"x\"]"),
             Err(SioError::BadAckId)
         );
+    }
+
+    #[test]
+    fn data_must_have_the_shape_socket_io_parser_requires() {
+        for ok in [
+            "40",
+            "40 {}",
+            "41/admin,",
+            "43",
+            "431",
+            "431[]",
+            "43[1,\"a\"]",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "40[1]",
+            "40\"x\"",
+            "40null",
+            "41{}",
+            "41x",
+            "41/admin,{}",
+            "43{}",
+            "43x",
+        ] {
+            assert_eq!(parse(bad), Err(SioError::BadJson), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_event_names_are_refused_however_spelled() {
+        for bad in [
+            "42[\"disconnect\"]",
+            "42[\"connect\",1]",
+            "42[\"connect_error\",{}]",
+            "42[\"disconnecting\"]",
+            "4217[\"newListener\"]",
+            "42[\"removeListener\"]",
+            "42[\"dis\\u0063onnect\"]",
+        ] {
+            assert_eq!(parse(bad), Err(SioError::ReservedEvent), "{bad}");
+        }
+        for ok in [
+            "42[\"disconnected\"]",
+            "42[\"Connect\"]",
+            "42[\"connect \"]",
+        ] {
+            assert!(matches!(parse(ok), Ok(Packet::Event { .. })), "{ok}");
+        }
     }
 
     #[test]

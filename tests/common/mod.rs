@@ -114,26 +114,35 @@ impl Gateway {
         }
     }
 
-    /// Waits up to [`WAIT`] until at least `n` lines for `event` were logged (lines reach the
-    /// test through a reader thread, a little after the server wrote them), and returns them.
-    pub fn wait_events(&self, event: &str, n: usize) -> Vec<String> {
-        let is = |l: &str| l.split(' ').nth(2) == Some(event);
-        let deadline = Instant::now() + WAIT;
+    /// Waits up to `within` until `n` log lines match `pred`, and returns them.
+    pub fn wait_logs(
+        &self,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
         let mut lines = self.logs.0.lock().unwrap();
         loop {
-            let found: Vec<String> = lines.iter().filter(|l| is(l)).cloned().collect();
+            let found: Vec<String> = lines.iter().filter(|l| pred(l)).cloned().collect();
             if found.len() >= n {
                 return found;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "{} of {n} {event} lines within {WAIT:?}; logs:\n{}",
+                "{} of {n} matching log lines within {within:?}; logs:\n{}",
                 found.len(),
                 lines.join("\n")
             );
             lines = self.logs.1.wait_timeout(lines, left).unwrap().0;
         }
+    }
+
+    /// Waits up to [`WAIT`] until at least `n` lines for `event` were logged (lines reach the
+    /// test through a reader thread, a little after the server wrote them), and returns them.
+    pub fn wait_events(&self, event: &str, n: usize) -> Vec<String> {
+        self.wait_logs(n, WAIT, |l| l.split(' ').nth(2) == Some(event))
     }
 
     /// Log lines for `event` (the third word).
@@ -550,5 +559,340 @@ pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
             Some(Err(e)) => panic!("error instead of a close frame: {e}"),
             None => panic!("stream ended without a close frame"),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-party programs (HAProxy, Python, Node, Chromium) as bounded, killed-on-drop children.
+
+/// What to do when a third-party test dependency is missing: the tests fail, never skip.
+pub const DEPS_HINT: &str = "run `make test-deps` (`make test` does it for you)";
+
+/// The full path of `program` on `PATH`; panics with [`DEPS_HINT`] when it is not there.
+pub fn require_program(program: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| panic!("`{program}` is not installed: {DEPS_HINT}"))
+}
+
+/// The crate's `tests/` directory (scripts live under it).
+pub fn tests_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// `tests/node`, checked to have `packages` installed in its `node_modules`.
+pub fn node_dir(packages: &[&str]) -> std::path::PathBuf {
+    require_program("node");
+    let dir = tests_dir().join("node");
+    for p in packages {
+        assert!(
+            dir.join("node_modules")
+                .join(p)
+                .join("package.json")
+                .is_file(),
+            "node package `{p}` is not installed in {}: {DEPS_HINT}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed with its contents on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "wsgate-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Default)]
+struct Output {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Pipes (stdout, stderr) that reached end of file.
+    closed: u8,
+}
+
+/// A third-party program run in its own process group, with stdin piped and stdout/stderr
+/// collected line by line. Dropping it ends the whole group: SIGTERM (so e.g. Playwright can
+/// close its browser), a short grace period, then SIGKILL.
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    output: Arc<(Mutex<Output>, Condvar)>,
+}
+
+impl Proc {
+    /// Spawns `cmd`; `name` labels its output in failure messages (and with `WSGATE_TEST_ECHO`).
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}; {DEPS_HINT}"));
+        let output: Arc<(Mutex<Output>, Condvar)> = Default::default();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        Self::collect(name, stdout, output.clone(), false);
+        Self::collect(name, stderr, output.clone(), true);
+        Proc {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            output,
+        }
+    }
+
+    fn collect(
+        name: &str,
+        pipe: impl std::io::Read + Send + 'static,
+        sink: Arc<(Mutex<Output>, Condvar)>,
+        is_stderr: bool,
+    ) {
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("WSGATE_TEST_ECHO").is_some() {
+                    eprintln!("[{name}] {line}");
+                }
+                let mut out = sink.0.lock().unwrap();
+                if is_stderr {
+                    out.stderr.push(line);
+                } else {
+                    out.stdout.push(line);
+                }
+                sink.1.notify_all();
+            }
+            sink.0.lock().unwrap().closed += 1;
+            sink.1.notify_all();
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed so far, for failure messages.
+    pub fn transcript(&self) -> String {
+        let out = self.output.0.lock().unwrap();
+        format!(
+            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+            self.name,
+            out.stdout.join("\n"),
+            self.name,
+            out.stderr.join("\n")
+        )
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.output.0.lock().unwrap().stdout.clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.output.0.lock().unwrap().stderr.clone()
+    }
+
+    /// Waits up to `within` for a stdout line matching `pred` and returns it; panics with the
+    /// transcript if the program ends its output or the time runs out first.
+    pub fn wait_stdout(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_line(false, within, pred)
+    }
+
+    /// [`Proc::wait_stdout`] for stderr (where e.g. HAProxy logs with `log stderr`).
+    pub fn wait_stderr(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_line(true, within, pred)
+    }
+
+    fn wait_line(&self, stderr: bool, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        let mut out = self.output.0.lock().unwrap();
+        loop {
+            let lines = if stderr { &out.stderr } else { &out.stdout };
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || out.closed == 2 {
+                drop(out);
+                panic!(
+                    "{}: no matching {} line ({})\n{}",
+                    self.name,
+                    if stderr { "stderr" } else { "stdout" },
+                    if left.is_zero() {
+                        format!("waited {within:?}")
+                    } else {
+                        "it closed its output".to_string()
+                    },
+                    self.transcript()
+                );
+            }
+            out = self.output.1.wait_timeout(out, left).unwrap().0;
+        }
+    }
+
+    /// Writes one line to its stdin.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        let res = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
+        if let Err(e) = res {
+            panic!("{}: write to stdin: {e}\n{}", self.name, self.transcript());
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `within` for it to exit, and for its output to be fully read.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}\n{}",
+                self.name,
+                self.transcript()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes close when the last holder exits; a left-over grandchild could keep them
+        // open, so this wait is bounded too.
+        let mut out = self.output.0.lock().unwrap();
+        while out.closed < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            out = self.output.1.wait_timeout(out, left).unwrap().0;
+        }
+        status
+    }
+
+    fn kill_group(&self, sig: &str) {
+        // The group id is the child's pid (`process_group(0)`).
+        let _ = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if self.running() {
+            self.kill_group("-TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while self.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Also whatever it left behind in its group.
+        self.kill_group("-KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to [`WAIT`] until `addr` accepts TCP connections, while `proc` keeps running.
+pub fn wait_accepting(proc: &mut Proc, addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(
+            proc.running(),
+            "{} exited before accepting on {addr}\n{}",
+            proc.name,
+            proc.transcript()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{addr} not accepting within {WAIT:?}\n{}",
+            proc.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a client script that connects `members` WebSockets to `gw`, prints `ready`, waits for
+/// `go` on stdin, then does its checks, prints `ok ...` and exits 0 (or `FAIL: ...` and
+/// non-zero). `go` is sent once wsgate has logged `members` opens: a member joins its room
+/// before its open line, so no message can race a join. Returns the `ok` line.
+pub fn run_client_script(
+    gw: &Gateway,
+    name: &str,
+    cmd: Command,
+    members: usize,
+    within: Duration,
+) -> String {
+    let mut client = Proc::spawn(name, cmd);
+    client.wait_stdout(within, |l| l == "ready" || l.starts_with("FAIL"));
+    assert!(
+        client.stdout().iter().any(|l| l == "ready"),
+        "{name} did not get ready\n{}\nwsgate:\n{}",
+        client.transcript(),
+        gw.logs().join("\n")
+    );
+    gw.wait_logs(members, WAIT, |l| l.split(' ').nth(2) == Some("open"));
+    client.send_line("go");
+    let status = client.wait_exit(within);
+    let ok = client.stdout().into_iter().find(|l| l.starts_with("ok "));
+    match (status.success(), ok) {
+        (true, Some(ok)) => ok,
+        _ => panic!(
+            "{name} failed ({status})\n{}\nwsgate:\n{}",
+            client.transcript(),
+            gw.logs().join("\n")
+        ),
     }
 }

@@ -1,0 +1,58 @@
+// A stock socket.io-client, driven line by line by the Rust tests (tests/sio_common).
+//
+//   node sio_driver.js URL [OPTIONS_JSON]
+//
+// Every option the tests do not give is the client's default, except `transports:
+// ['websocket']` (what the README tells users to set) and `reconnection: false` (a test
+// wants to see a disconnect, not hide it). Output, one line each, `TYPE JSON`:
+//   connect {"id":..}            connect_error {"message":..}
+//   event {"name":..,"args":[..]}  ack {"id":..,"args":[..]}
+//   ping {}                      disconnect {"reason":..}
+// Input, one JSON command a line:
+//   {"op":"emit","name":..,"args":[..]}           socket.emit(name, ...args)
+//   {"op":"emit_ack","id":..,"name":..,"args":[..]}  same, with an ack callback
+//   {"op":"chat_many","prefix":..,"n":..}         emit `chat message` `${prefix}${i}`, i < n
+//   {"op":"disconnect"}                           socket.disconnect()
+// End of input ends the process.
+'use strict';
+const { io } = require('socket.io-client');
+const readline = require('readline');
+
+const [url, optsJson] = process.argv.slice(2);
+const opts = Object.assign(
+  { transports: ['websocket'], reconnection: false },
+  JSON.parse(optsJson || '{}'),
+);
+const out = (type, o) => process.stdout.write(`${type} ${JSON.stringify(o || {})}\n`);
+
+const socket = io(url, opts);
+socket.on('connect', () => out('connect', { id: socket.id }));
+socket.on('connect_error', (e) => out('connect_error', { message: e.message }));
+socket.on('disconnect', (reason) => out('disconnect', { reason }));
+socket.onAny((name, ...args) => out('event', { name, args }));
+socket.io.on('ping', () => out('ping'));
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  const c = JSON.parse(line);
+  switch (c.op) {
+    case 'emit':
+      socket.emit(c.name, ...c.args);
+      break;
+    case 'emit_ack':
+      socket.emit(c.name, ...c.args, (...args) => out('ack', { id: c.id, args }));
+      break;
+    case 'chat_many':
+      for (let i = 0; i < c.n; i++) socket.emit('chat message', `${c.prefix}${i}`);
+      break;
+    case 'disconnect':
+      socket.disconnect();
+      break;
+    default:
+      throw new Error(`unknown op ${c.op}`);
+  }
+});
+rl.on('close', () => {
+  socket.close();
+  process.exit(0);
+});
