@@ -437,7 +437,7 @@ impl HalfOpenNet {
         let (ns, hif, nif) = (net.ns.as_str(), net.host_if.as_str(), net.ns_if.as_str());
         let host = format!("{}/30", net.host);
         let peer = format!("{}/30", net.peer);
-        let steps: [&[&str]; 7] = [
+        let steps: [&[&str]; 6] = [
             &[
                 "link", "add", hif, "type", "veth", "peer", "name", nif, "netns", ns,
             ],
@@ -446,7 +446,6 @@ impl HalfOpenNet {
             &["-n", ns, "addr", "add", &peer, "dev", nif],
             &["-n", ns, "link", "set", nif, "up"],
             &["-n", ns, "link", "set", "lo", "up"],
-            &["-n", ns, "route", "show"],
         ];
         for step in steps {
             if let Err(e) = ip(step) {
