@@ -85,6 +85,8 @@ pub struct Hub {
     next_member: AtomicU64,
     /// Set by [`Hub::going_away`]: members joining later are told at once.
     closing: AtomicBool,
+    /// Members in no room yet (see [`Hub::join_lobby`]); not in `rooms`.
+    lobby: Arc<Room>,
 }
 
 /// One room: its members, shared-locked by publishers.
@@ -127,12 +129,24 @@ impl Hub {
             outbox_frames: outbox_frames.max(1),
             next_member: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            lobby: Arc::new(Room {
+                name: "".into(),
+                members: RwLock::new(Vec::new()),
+            }),
         })
     }
 
-    /// Adds a new member to `room`, creating the room on first use.
-    pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Membership {
-        let member = Arc::new(Member {
+    /// Adds a member that is in no room yet: a Socket.IO client before it connects to `/`
+    /// (or after it left). Nothing is ever published to the lobby; it is there so that a
+    /// shutdown reaches every session.
+    pub fn join_lobby(self: &Arc<Self>, protocol: Protocol) -> Membership {
+        let member = self.new_member(protocol);
+        write(&self.lobby.members).push(member.clone());
+        self.admitted(self.lobby.clone(), member)
+    }
+
+    fn new_member(&self, protocol: Protocol) -> Arc<Member> {
+        Arc::new(Member {
             id: self.next_member.fetch_add(1, Ordering::Relaxed),
             protocol,
             outbox: Mutex::new(Outbox {
@@ -141,7 +155,12 @@ impl Hub {
                 end: None,
                 waker: None,
             }),
-        });
+        })
+    }
+
+    /// Adds a new member to `room`, creating the room on first use.
+    pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Membership {
+        let member = self.new_member(protocol);
         let mut rooms = lock(&self.rooms);
         let room = rooms
             .entry(room.into())
@@ -154,6 +173,10 @@ impl Hub {
             .clone();
         write(&room.members).push(member.clone());
         drop(rooms);
+        self.admitted(room, member)
+    }
+
+    fn admitted(self: &Arc<Self>, room: Arc<Room>, member: Arc<Member>) -> Membership {
         if self.closing.load(Ordering::SeqCst) {
             member.signal(Signal::GoingAway);
         }
@@ -208,7 +231,8 @@ impl Hub {
     /// Tells every member the server is going away (they close with 1001).
     pub fn going_away(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let mut rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        rooms.push(self.lobby.clone());
         for room in rooms {
             for m in read(&room.members).iter() {
                 m.signal(Signal::GoingAway);
@@ -351,6 +375,11 @@ impl Membership {
     /// The room joined.
     pub fn room(&self) -> &Room {
         &self.room
+    }
+
+    /// Whether this is a lobby place (see [`Hub::join_lobby`]) rather than a room.
+    pub fn in_lobby(&self) -> bool {
+        Arc::ptr_eq(&self.room, &self.hub.lobby)
     }
 
     /// The member.
@@ -549,5 +578,19 @@ mod tests {
         assert_eq!(drain(&a).0, Poll::Ready(Signal::GoingAway));
         assert_eq!(a.publish(Kind::Text, b"after").delivered, 0);
         assert_eq!(drain(&b).0, Poll::Ready(Signal::GoingAway));
+    }
+
+    #[test]
+    fn the_lobby_is_no_room_but_hears_the_shutdown() {
+        let hub = Hub::new(4);
+        let waiting = hub.join_lobby(Protocol::SocketIo);
+        assert!(waiting.in_lobby());
+        assert_eq!(hub.rooms(), 0);
+        let joined = hub.join("r", Protocol::SocketIo);
+        assert!(!joined.in_lobby());
+        hub.going_away();
+        assert_eq!(drain(&waiting).0, Poll::Ready(Signal::GoingAway));
+        drop(waiting);
+        assert_eq!(hub.rooms(), 1);
     }
 }

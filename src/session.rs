@@ -272,6 +272,8 @@ pub(crate) async fn run(
     let sid = match protocol {
         Protocol::Raw => String::new(),
         Protocol::SocketIo => {
+            // In the lobby until it connects to `/`: no messages, but shutdown reaches it.
+            membership = Some(gw.hub.join_lobby(protocol));
             let sid = sio::new_sid();
             let open = sio::open_packet(
                 &sid,
@@ -466,7 +468,7 @@ fn socket_io_packet(
         Ok(Packet::Binary) => return Err(End::SioBinary),
         Ok(Packet::Connect { ns: "/" }) => {
             let _ = queue(ws, reply(sio::connect_ok(sid)));
-            if membership.is_none() {
+            if membership.as_ref().is_none_or(Membership::in_lobby) {
                 let m = gw.hub.join(room, Protocol::SocketIo);
                 // socket.broadcast.emit('hi'): everyone in the room but the newcomer.
                 let d = m.publish_payload(
@@ -483,7 +485,9 @@ fn socket_io_packet(
         Ok(Packet::Connect { ns }) => {
             let _ = queue(ws, reply(sio::connect_error(ns)));
         }
-        Ok(Packet::Disconnect { ns: "/" }) => *membership = None,
+        Ok(Packet::Disconnect { ns: "/" }) => {
+            *membership = Some(gw.hub.join_lobby(Protocol::SocketIo));
+        }
         Ok(Packet::Disconnect { .. }) => {}
         Ok(Packet::Event {
             ns,
@@ -491,7 +495,7 @@ fn socket_io_packet(
             args,
             name,
         }) => {
-            let Some(m) = membership.as_ref().filter(|_| ns == "/") else {
+            let Some(m) = membership.as_ref().filter(|m| ns == "/" && !m.in_lobby()) else {
                 // An event for a namespace the client has not joined.
                 return Err(End::SioBadPacket(SioError::BadNamespace));
             };
