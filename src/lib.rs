@@ -27,6 +27,7 @@
 //! * [`log`]: one structured line per event.
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
+//! * [`resp`]: the Redis wire format (RESP2 subset), pure.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
@@ -41,6 +42,7 @@ pub mod hub;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod resp;
 pub mod route;
 pub mod server;
 pub mod session;
