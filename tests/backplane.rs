@@ -436,3 +436,53 @@ fn a_paused_redis_does_not_stall_local_fanout_and_drops_are_counted() {
         assert_eq!(next_text(&mut b1).await, "resumed");
     });
 }
+
+#[test]
+fn load_tool_with_subscribers_on_one_instance_and_publishers_on_the_other() {
+    let redis = Redis::start(free_port(), None);
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    wait_up(&a, 1);
+    wait_up(&b, 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgate-load"))
+        .args(["fanout", "--url", &format!("ws://{}/ws/load", a.addr)])
+        .args(["--publish-url", &format!("ws://{}/ws/load", b.addr)])
+        .args(["--clients", "20", "--publishers", "2", "--rate", "200"])
+        .args(["--duration", "1s", "--drain", "2s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout.lines().last().unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let num = |key: &str| -> u64 {
+        let at = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+        json[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(num("connected"), 22, "{json}");
+    assert!(num("sent") > 150, "{json}");
+    // Every subscriber on A got every message published on B, once and in order.
+    assert_eq!(num("deliveries"), num("sent") * 22, "{json}");
+    for k in [
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "foreign",
+        "disconnected",
+    ] {
+        assert_eq!(num(k), 0, "{k}: {json}");
+    }
+    assert!(
+        json.contains(&format!("\"publish_addr\":\"{}\"", b.addr)),
+        "{json}"
+    );
+    assert_eq!(metric(&a, "wsgate_backplane_received_total"), num("sent"));
+}

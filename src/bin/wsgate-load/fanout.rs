@@ -76,6 +76,9 @@ with_common_flags! {
         /// new connections per second while setting up; default 2000
         #[argh(option, default = "2000.0")]
         pub(crate) connect_rate: f64,
+        /// publishers connect here instead of --url, ws://HOST:PORT/PATH (e.g. another instance sharing rooms through Redis), so latency includes the hop between instances; default: --url
+        #[argh(option)]
+        pub(crate) publish_url: Option<String>,
     }
 }
 
@@ -198,6 +201,15 @@ impl StepResult {
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let rates = a.rates()?;
     let (subs, pubs, rooms) = (c.clients, a.publishers, a.rooms);
+    // Publishers dial `--publish-url` when given (same protocol, PROXY and sources).
+    let pub_dialer = match &a.publish_url {
+        Some(u) => Arc::new(crate::client::Dialer {
+            url: crate::target::Url::parse(u, a.allow_remote)
+                .map_err(|e| e.replace("--url", "--publish-url"))?,
+            ..(*c.dialer).clone()
+        }),
+        None => c.dialer.clone(),
+    };
     let shared = Arc::new(Shared {
         steps: rates
             .iter()
@@ -258,9 +270,10 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         } else {
             (m - subs) % rooms
         };
-        let target = c.dialer.url.request_target(c.dialer.protocol, room, rooms);
+        let dialer = if m < subs { &c.dialer } else { &pub_dialer };
+        let target = dialer.url.request_target(dialer.protocol, room, rooms);
         let (dialer, sh, report, opened) = (
-            c.dialer.clone(),
+            dialer.clone(),
             shared.clone(),
             report.clone(),
             opened.clone(),
@@ -352,8 +365,12 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .map(|(i, _)| i)
         .unwrap_or(0);
 
+    let publishers_at = match &a.publish_url {
+        Some(_) => format!(", publishers against {}", pub_dialer.url.addr),
+        None => String::new(),
+    };
     println!(
-        "fanout against {} ({:?}{}): {subs} subscribers + {pubs} publishers in {rooms} room(s), {} B payloads, {:.1}s per step",
+        "fanout against {}{publishers_at} ({:?}{}): {subs} subscribers + {pubs} publishers in {rooms} room(s), {} B payloads, {:.1}s per step",
         c.dialer.url.addr,
         c.dialer.protocol,
         c.dialer.proxy.map(|p| format!(", PROXY {p:?}")).unwrap_or_default(),
@@ -407,6 +424,9 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .with("disconnected", shared.disconnected.load(Relaxed))
         .with("foreign", shared.foreign.load(Relaxed))
         .with("rss_kb_before", rss_before);
+    if a.publish_url.is_some() {
+        j.push("publish_addr", pub_dialer.url.addr.to_string().as_str());
+    }
     if let (Json::Obj(fields), Json::Obj(top)) = (&mut j, results[best].json()) {
         fields.extend(top);
     }
