@@ -583,7 +583,7 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
             let r = (host.as_str(), port)
                 .to_socket_addrs()
                 .map(|a| a.collect::<Vec<_>>());
-            let _ = tx.send_blocking(r);
+            let _ = tx.try_send(r); // capacity 1, one send: never full
         })?;
     rx.recv()
         .await
