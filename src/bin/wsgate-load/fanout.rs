@@ -15,6 +15,10 @@
 //! least 95% of the offered rate. The top-level fields are the best step that kept up (the best
 //! step at all if none did).
 //!
+//! With `--publish-url` the publishers connect to another server (an instance sharing rooms
+//! through Redis), and the latency percentiles are the subscribers' only, so they measure
+//! the hop between instances.
+//!
 //! CPU per delivery, over the step and its drain: `cpu_us_per_delivery` is the `--pid` trees'
 //! user + system time, `tool_cpu_us_per_delivery` this process's, and
 //! `machine_cpu_us_per_delivery` all cores' busy time (`/proc/stat`). When the machine figure
@@ -271,6 +275,9 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             (m - subs) % rooms
         };
         let dialer = if m < subs { &c.dialer } else { &pub_dialer };
+        // With --publish-url a publisher's own copies never cross instances: they are
+        // counted (lost, duplicated, order) but kept out of the latency percentiles.
+        let timed = m < subs || a.publish_url.is_none();
         let target = dialer.url.request_target(dialer.protocol, room, rooms);
         let (dialer, sh, report, opened) = (
             dialer.clone(),
@@ -290,7 +297,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             opened.fetch_add(1, Relaxed);
             let _ = report.send((m, Some(client.tx.clone()))).await;
             drop(report);
-            receive(&mut client.rx, room, &sh).await;
+            receive(&mut client.rx, room, &sh, timed).await;
         }));
     }
     drop(report);
@@ -440,8 +447,9 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     Ok(j)
 }
 
-/// A member's receive loop: checks and counts every chat message until the session ends.
-async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared) {
+/// A member's receive loop: checks and counts every chat message until the session ends;
+/// with `timed`, its deliveries' latencies are recorded.
+async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared, timed: bool) {
     let mut checks = vec![SeqCheck::default(); sh.publishers.div_ceil(sh.rooms)];
     loop {
         let payload = match rx.next_event().await {
@@ -475,7 +483,9 @@ async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared) {
             }
         }
         st.unique.fetch_add(1, Relaxed);
-        st.latency.record(now.saturating_sub(stamp.sent_ns));
+        if timed {
+            st.latency.record(now.saturating_sub(stamp.sent_ns));
+        }
     }
 }
 
