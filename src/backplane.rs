@@ -307,7 +307,7 @@ impl Backplane {
                         redis = self.cfg.redis,
                         conn = role.as_str(),
                         reason = reason,
-                        retry_in = format!("{retry_in:?}")
+                        retry_in = format!("{}ms", retry_in.as_millis())
                     );
                 }
             }
@@ -523,12 +523,14 @@ async fn connect(bp: &Backplane, role: Role, rb: &mut ReadBuf) -> Result<Async<T
         for cmd in expect {
             let refusal = read_reply(&mut stream, rb).await?;
             if let Some(text) = refusal {
-                let hint = if text.starts_with("NOAUTH") {
-                    " (set the password in WSGATE_REDIS_PASSWORD or redis://:password@host)"
-                } else {
-                    ""
-                };
-                return Err(format!("{cmd} refused: {text}{hint}"));
+                // The same for both connections, whichever command met it first.
+                if text.starts_with("NOAUTH") {
+                    return Err(format!(
+                        "Redis wants a password ({text}): set WSGATE_REDIS_PASSWORD or \
+                         redis://:password@host"
+                    ));
+                }
+                return Err(format!("{cmd} refused: {text}"));
             }
         }
         Ok(stream)

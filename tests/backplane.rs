@@ -354,6 +354,8 @@ fn wrong_password_is_logged_and_retried_never_shown() {
         down.contains("NOAUTH") && down.contains("WSGATE_REDIS_PASSWORD"),
         "{down}"
     );
+    wait_metric(&none, "wsgate_backplane_failures_total", |n| n >= 4);
+    assert_eq!(none.events("backplane_down").len(), 1);
     // The operator fixes Redis's side: the instances come up without a restart.
     let reply = redis.command(
         "*2\r\n$4\r\nAUTH\r\n$12\r\npw-zero-0a1b\r\n\
