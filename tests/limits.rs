@@ -41,11 +41,24 @@ fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
         let publisher = ws_connect(gw.addr, "/ws/s", b"").await;
         gw.wait_log(|l| l.contains(" open ") && l.contains("conn=3"));
         // The publisher is a member too (it gets its own messages): drain them alongside.
+        // It runs at most WINDOW messages ahead of what `fast` and its own drain have read:
+        // fewer than the 8-frame outbox, so only a client that does not read at all (`slow`)
+        // can fall behind by a full outbox, however the machine schedules the readers. (Unpaced,
+        // a busy 2-core machine let `fast` lag by 8 frames and get evicted too.)
+        const WINDOW: usize = 4;
+        let (fast_read, fast_credit) = async_channel::bounded::<()>(WINDOW);
+        let (own_read, own_credit) = async_channel::bounded::<()>(WINDOW);
+        for _ in 0..WINDOW {
+            fast_read.try_send(()).unwrap();
+            own_read.try_send(()).unwrap();
+        }
         let (mut tx, mut rx) = publisher.split();
         let n = 600u32;
         let payload = "z".repeat(60_000);
         let send = smol::spawn(async move {
             for i in 0..n {
+                fast_credit.recv().await.unwrap();
+                own_credit.recv().await.unwrap();
                 tx.send(Message::text(format!("{i} {payload}")))
                     .await
                     .unwrap();
@@ -55,6 +68,7 @@ fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
         let drain = smol::spawn(async move {
             for _ in 0..n {
                 rx.next().await.unwrap().unwrap();
+                let _ = own_read.try_send(());
             }
             rx
         });
@@ -65,6 +79,7 @@ fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
                 i,
                 "order"
             );
+            let _ = fast_read.try_send(());
         }
         let _keep = (send.await, drain.await);
         // The evicted client finds a 1008 Close after whatever was already in its buffers.

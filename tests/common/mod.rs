@@ -81,10 +81,22 @@ impl Gateway {
             addr: "127.0.0.1:0".parse().unwrap(),
             logs,
         };
-        let line = gw.wait_log(|l| l.contains(" listening "));
-        let addr = field(&line, "addr").expect("addr= in listening line");
+        // Text (`... INFO listening addr=...`) or JSON (`{"ts":...,"event":"listening",...}`).
+        let line = gw.wait_log(is_listening_line);
+        let addr = field(&line, "addr")
+            .or_else(|| json_field(&line, "addr"))
+            .expect("addr= in listening line");
         gw.addr = addr.parse().expect("listening address");
         gw
+    }
+
+    /// The admin listener's address (`admin=` in the listening line; `--admin-listen` given).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_log(is_listening_line);
+        field(&line, "admin")
+            .or_else(|| json_field(&line, "admin"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line}"))
     }
 
     /// All log lines so far.
@@ -135,6 +147,12 @@ impl Gateway {
         }
     }
 
+    /// Waits up to [`WAIT`] until at least `n` lines for `event` were logged (lines reach the
+    /// test through a reader thread, a little after the server wrote them), and returns them.
+    pub fn wait_events(&self, event: &str, n: usize) -> Vec<String> {
+        self.wait_logs(n, WAIT, |l| l.split(' ').nth(2) == Some(event))
+    }
+
     /// Log lines for `event` (the third word).
     pub fn events(&self, event: &str) -> Vec<String> {
         self.logs()
@@ -179,6 +197,17 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn is_listening_line(l: &str) -> bool {
+    l.contains(" listening ") || l.contains(r#""event":"listening""#)
+}
+
+/// The value of `"key":"value"` in a JSON log line (values without escapes only).
+pub fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
 }
 
 /// The value of `key=value` in a log line (unquoted values only).
@@ -242,6 +271,12 @@ pub async fn ws_connect(addr: SocketAddr, path: &str, prefix: &[u8]) -> Ws {
     .expect("WebSocket handshake");
     assert_eq!(resp.status(), 101);
     ws
+}
+
+/// How the gateway's log lines name this client: `client=127.0.0.1:PORT ` (conn numbers are
+/// given when a session task starts, so they need not follow the order of connects).
+pub fn client_of(ws: &Ws) -> String {
+    format!("client={} ", ws.get_ref().get_ref().local_addr().unwrap())
 }
 
 /// Next data message (skipping pings/pongs), or panics after [`WAIT`].
@@ -372,6 +407,167 @@ pub fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
         b = &b[hl + len..];
     }
     out
+}
+
+/// `GET path` on a fresh connection; returns the status and the body (responses carry
+/// `Connection: close`, so the body is everything after the head).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    );
+    let body = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&[][..], |i| &resp[i + 4..]);
+    (status(&resp), String::from_utf8_lossy(body).into_owned())
+}
+
+/// One `/metrics` scrape: every sample by its full name, labels included, as written
+/// (`wsgate_connections_refused_total{limit="origin"}`).
+#[derive(Debug, Clone)]
+pub struct Scrape(pub std::collections::BTreeMap<String, f64>);
+
+impl Scrape {
+    /// A sample's value; a labelled counter that was never counted is absent, which is 0.
+    pub fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+}
+
+/// Scrapes `/metrics` on the admin listener and parses the Prometheus text format strictly:
+/// `# HELP` / `# TYPE` comments, and every other line `name{labels} value`, where each sample
+/// belongs to a family declared by a `# TYPE` line before it. Panics on anything else.
+pub fn scrape(admin: SocketAddr) -> Scrape {
+    let (code, body) = http_get(admin, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    parse_prometheus(&body)
+}
+
+/// Scrapes until `key` reads `want` (a counter bumped just after the event a test can see,
+/// e.g. `messages_out` after the publish that delivered the message), or panics after [`WAIT`].
+pub fn wait_metric(admin: SocketAddr, key: &str, want: f64) -> Scrape {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = scrape(admin);
+        let got = m.get(key);
+        if got == want {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} is {got}, not {want}, after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The parser behind [`scrape`].
+pub fn parse_prometheus(text: &str) -> Scrape {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix("# ") {
+            let mut w = c.splitn(3, ' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some("HELP"), Some(n), Some(_)) => assert!(valid_name(n), "{line}"),
+                (Some("TYPE"), Some(n), Some(t)) => {
+                    assert!(valid_name(n), "{line}");
+                    assert!(["counter", "gauge"].contains(&t), "{line}");
+                    typed.insert(n.to_string());
+                }
+                _ => panic!("bad comment line: {line:?}"),
+            }
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        let name = match key.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels: {line:?}"));
+                for pair in labels.split(',') {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label: {line:?}"));
+                    assert!(valid_name(k), "{line}");
+                    assert!(
+                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+                name
+            }
+            None => key,
+        };
+        assert!(valid_name(name), "{line}");
+        assert!(typed.contains(name), "sample before its # TYPE: {line:?}");
+        assert!(
+            samples.insert(key.to_string(), value).is_none(),
+            "duplicate sample: {line:?}"
+        );
+    }
+    Scrape(samples)
+}
+
+/// Sends an upgrade request for `path` (after `prefix`, e.g. a PROXY header) with `extra`
+/// header lines, and reads the response head. Returns the status, the head and the socket,
+/// which stays open after a 101.
+pub async fn upgrade(
+    addr: SocketAddr,
+    prefix: &[u8],
+    path: &str,
+    extra: &str,
+) -> (u16, String, Async<TcpStream>) {
+    let mut s = Async::<TcpStream>::connect(addr).await.unwrap();
+    let mut req = prefix.to_vec();
+    req.extend_from_slice(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .as_bytes(),
+    );
+    s.write_all(&req).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).or(timeout_err()).await.unwrap();
+        assert!(n == 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    (status(&head), String::from_utf8(head).unwrap(), s)
+}
+
+/// Reads until the server's Close frame and returns its code and reason.
+pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let m = ws
+            .next()
+            .or(async {
+                Timer::after(WAIT).await;
+                panic!("no close within {WAIT:?}")
+            })
+            .await;
+        match m {
+            Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("error instead of a close frame: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
