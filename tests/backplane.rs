@@ -4,7 +4,7 @@
 mod common;
 use async_tungstenite::tungstenite::Message;
 use common::{
-    field, free_port, next_msg, next_text, raw, require_program, wait_accepting, ws_connect,
+    free_port, next_msg, next_text, raw, require_program, scrape, wait_accepting, ws_connect,
     Gateway, Proc, Ws, WAIT,
 };
 use futures_lite::future;
@@ -108,20 +108,11 @@ fn node_env(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
     Gateway::start_env("127.0.0.1:0", &args, env)
 }
 
-fn admin(gw: &Gateway) -> SocketAddr {
-    let line = gw.wait_log(|l| l.contains(" listening "));
-    field(&line, "admin").unwrap().parse().unwrap()
-}
-
-/// The value of the sample line `name` on `/metrics`.
+/// The value of the sample `name` on `/metrics` (the whole page parsed strictly).
 fn metric(gw: &Gateway, name: &str) -> u64 {
-    let resp = raw(admin(gw), b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let text = String::from_utf8_lossy(&resp);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
+    let m = scrape(gw.admin_addr());
+    assert!(m.0.contains_key(name), "no {name} in {m:?}");
+    m.get(name) as u64
 }
 
 fn dropped(gw: &Gateway) -> u64 {
@@ -152,7 +143,7 @@ fn is_event(l: &str, event: &str) -> bool {
 
 /// Waits until `gw` has logged `backplane_up` `n` times.
 fn wait_up(gw: &Gateway, n: usize) {
-    gw.wait_logs(n, WAIT, |l| is_event(l, "backplane_up"));
+    gw.wait_events("backplane_up", n);
 }
 
 fn health(gw: &Gateway) -> String {
@@ -223,8 +214,9 @@ fn two_instances_share_rooms_in_order_without_duplicates() {
         assert_eq!(next_text(&mut a_other).await, "other room");
     });
     wait_metric(&a, "wsgate_backplane_published_total", |n| n == 202);
-    assert_eq!(metric(&b, "wsgate_backplane_received_total"), 202);
-    assert_eq!(metric(&a, "wsgate_backplane_received_total"), 3);
+    // Counters move just after the delivery a client sees: wait for them.
+    wait_metric(&b, "wsgate_backplane_received_total", |n| n == 202);
+    wait_metric(&a, "wsgate_backplane_received_total", |n| n == 3);
     assert_eq!(dropped(&a) + dropped(&b), 0);
 }
 
@@ -238,6 +230,8 @@ fn socket_io_events_cross_instances_with_the_bridging_rules() {
     smol::block_on(async {
         let mut plain_b = ws_connect(b.addr, "/ws/mix", b"").await;
         let mut sio_b = sio_connect(&b, "mix").await;
+        // sio_b's own `hi` has reached A (no one there yet) before sio_a joins.
+        wait_metric(&a, "wsgate_backplane_received_total", |n| n == 1);
         let mut sio_a = sio_connect(&a, "mix").await;
         // The newcomer's `hi` goes to the others, on the other instance too.
         assert_eq!(next_text(&mut sio_b).await, r#"42["hi"]"#);
@@ -300,10 +294,10 @@ fn redis_killed_then_restarted_local_rooms_keep_working_and_sharing_resumes() {
         send(&mut b2, "local on B").await;
         assert_eq!(next_text(&mut b1).await, "local on B");
         assert_eq!(next_text(&mut b2).await, "local on B");
-        assert!(
-            dropped(&a) >= 1,
-            "A's publish while down is counted as dropped"
-        );
+        // A's publish while down is counted as dropped (just after its local delivery).
+        wait_metric(&a, "wsgate_backplane_dropped_total{reason=\"down\"}", |n| {
+            n >= 1
+        });
 
         // Same port, no wsgate restart.
         let restarted = Instant::now();
@@ -486,5 +480,5 @@ fn load_tool_with_subscribers_on_one_instance_and_publishers_on_the_other() {
         json.contains(&format!("\"publish_addr\":\"{}\"", b.addr)),
         "{json}"
     );
-    assert_eq!(metric(&a, "wsgate_backplane_received_total"), num("sent"));
+    wait_metric(&a, "wsgate_backplane_received_total", |n| n == num("sent"));
 }
