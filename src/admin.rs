@@ -76,7 +76,10 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
     let head = method == "HEAD";
     match path {
         "/metrics" => {
-            let body = gw.metrics.render(gw.hub.rooms(), gw.is_draining());
+            let mut body = gw.metrics.render(gw.hub.rooms(), gw.is_draining());
+            if let Some(bp) = &gw.backplane {
+                bp.render_metrics(&mut body);
+            }
             http::response(
                 Status::Ok,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -91,10 +94,15 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
 }
 
 /// `/healthz`: 200 while serving, 503 once draining, so the load balancer stops sending.
+/// With `--redis` a second line says `backplane: up` or `backplane: down`; it stays 200 while
+/// Redis is down, since this instance still serves its own clients.
 pub fn health(gw: &Gateway, head: bool) -> Vec<u8> {
-    if gw.is_draining() {
-        http::response(Status::Unavailable, "text/plain", "", b"draining\n", head)
+    let (status, first) = if gw.is_draining() {
+        (Status::Unavailable, "draining\n")
     } else {
-        http::response(Status::Ok, "text/plain", "", b"ok\n", head)
-    }
+        (Status::Ok, "ok\n")
+    };
+    let detail = gw.backplane.as_ref().map_or("", |b| b.health_line());
+    let body = [first, detail].concat();
+    http::response(status, "text/plain", "", body.as_bytes(), head)
 }

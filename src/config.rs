@@ -33,6 +33,53 @@ pub struct Config {
     /// A directory whose files are served for GET requests that are not gateway routes
     /// (`/` is its `index.html`), replacing the embedded page. Default: off.
     pub static_dir: Option<std::path::PathBuf>,
+    /// The Redis pub/sub backplane that lets several instances share rooms (`--redis`).
+    /// Default: off, so a single instance needs no Redis.
+    pub backplane: Option<BackplaneConfig>,
+}
+
+/// Sharing rooms between instances through Redis pub/sub (see [`crate::backplane`]).
+#[derive(Debug, Clone, Default)]
+pub struct BackplaneConfig {
+    /// Where Redis is: `redis://[[user]:password@]host[:port][/db]`.
+    pub redis: RedisUrl,
+    /// Rooms travel on channels `{prefix}:{room}`; every instance subscribes to `{prefix}:*`.
+    /// Instances that share rooms use the same prefix; separate deployments on one Redis use
+    /// different ones (the `/db` of the URL does not separate them: Redis pub/sub ignores
+    /// it). Default `wsgate`.
+    pub channel_prefix: String,
+    /// Most messages waiting to be written to Redis (besides the batch being written).
+    /// **Full-policy: drop the newest**, counted in `wsgate_backplane_dropped_total`, so a
+    /// Redis that stops reading never slows local delivery. Default 4096.
+    pub queue_messages: usize,
+    /// Most bytes waiting, with the same policy, so large messages cannot pile up
+    /// `queue_messages` times `--max-message-bytes`. Default 16 MiB.
+    pub queue_bytes: usize,
+    /// Deadline for connecting (DNS, TCP, AUTH, SELECT and the first reply together); also
+    /// how long a connection may be silent before a PING is sent, and how much longer before
+    /// it counts as dead and is reset. Default 5 s (a dead Redis is noticed within 10 s).
+    pub timeout: Duration,
+    /// First reconnect delay; it doubles after each failure up to `backoff_max` (each delay
+    /// is randomised between half and all of it). Default 100 ms.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub backoff_max: Duration,
+}
+
+/// A parsed `redis://` URL. Its `Debug` hides the password and its `Display` is only
+/// `host:port`, so it can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Default 6379.
+    pub port: u16,
+    /// ACL user for `AUTH user password` (Redis 6+); `None` is `AUTH password`.
+    pub username: Option<String>,
+    /// Sent with `AUTH` after connecting; `None`: no `AUTH`.
+    pub password: Option<String>,
+    /// Database for `SELECT` (sent when not 0). Pub/sub channels are not per database.
+    pub db: u32,
 }
 
 /// Limits. Each refusal is counted in metrics, answered with a status or close code, and
@@ -138,8 +185,139 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             admin_listen: None,
             static_dir: None,
+            backplane: None,
         }
     }
+}
+
+impl BackplaneConfig {
+    /// The defaults, with Redis at `redis`.
+    pub fn new(redis: RedisUrl) -> Self {
+        BackplaneConfig {
+            redis,
+            channel_prefix: "wsgate".into(),
+            queue_messages: 4096,
+            queue_bytes: 16 * 1024 * 1024,
+            timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RedisUrl {
+    fn default() -> Self {
+        RedisUrl {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: 0,
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    /// `host:port` only: never the user or the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+    /// `redis://[[user]:password@]host[:port][/db]`; user and password may be
+    /// percent-encoded. Error messages never repeat the password.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("redis://").ok_or_else(|| {
+            if s.starts_with("rediss://") {
+                "invalid --redis: rediss:// (TLS) is not supported; use redis://".to_string()
+            } else {
+                "invalid --redis: expected redis://[[user]:password@]host[:port][/db]".to_string()
+            }
+        })?;
+        let mut url = RedisUrl::default();
+        let (authority, db) = match rest.split_once('/') {
+            Some((a, db)) => (a, Some(db)),
+            None => (rest, None),
+        };
+        let hostport = match authority.rsplit_once('@') {
+            Some((userinfo, hp)) => {
+                let (user, pass) = userinfo
+                    .split_once(':')
+                    .ok_or("invalid --redis: write credentials as :password@ or user:password@")?;
+                let decode = |v: &str, what: &str| {
+                    percent_decode(v).ok_or(format!("invalid --redis: bad %-escape in the {what}"))
+                };
+                url.username = Some(decode(user, "user name")?).filter(|u| !u.is_empty());
+                url.password = Some(decode(pass, "password")?).filter(|p| !p.is_empty());
+                hp
+            }
+            None => authority,
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or("invalid --redis: unclosed [ in the host")?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("invalid --redis: no host".into());
+        }
+        url.host = host.to_string();
+        if let Some(p) = port {
+            url.port = p
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("invalid --redis: bad port {p:?}"))?;
+        }
+        if let Some(db) = db.filter(|d| !d.is_empty()) {
+            url.db = db
+                .parse()
+                .map_err(|_| format!("invalid --redis: bad database number {db:?}"))?;
+        }
+        Ok(url)
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Default for LimitsConfig {
@@ -376,6 +554,36 @@ mod tests {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nope/8".parse::<Cidr>().is_err());
         assert_eq!(parse_cidr_list("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn redis_urls() {
+        let u: RedisUrl = "redis://10.0.0.5".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("10.0.0.5", 6379, 0));
+        assert_eq!((u.username, u.password), (None, None));
+        let u: RedisUrl = "redis://:p%40ss:w@cache.internal:6380/2".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("cache.internal", 6380, 2));
+        assert_eq!(u.username, None);
+        assert_eq!(u.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(u.to_string(), "cache.internal:6380");
+        assert!(!format!("{u:?}").contains("p@ss"));
+        let u: RedisUrl = "redis://app:secret@[::1]:7000/".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.to_string(), "[::1]:7000");
+        for bad in [
+            "10.0.0.5:6379",
+            "rediss://h",
+            "redis://",
+            "redis://h:0",
+            "redis://h:port",
+            "redis://h/x",
+            "redis://secret@h",
+            "redis://:%zz@h",
+        ] {
+            let e = bad.parse::<RedisUrl>().unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+        }
     }
 
     #[test]

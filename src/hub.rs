@@ -15,7 +15,10 @@
 //! * `join` and `leave` take the room map lock; `publish` takes only the room's member lock
 //!   (shared), so rooms publish in parallel on all executor threads.
 //! * Hooks for other protocols and a backplane: members carry a [`Protocol`], and
-//!   [`Hub::publish`] encodes one frame per protocol present, on first need.
+//!   [`Hub::publish`] encodes one frame per protocol present, on first need. A [`Relay`]
+//!   (the Redis backplane) gets every publish made through a [`Membership`] after local
+//!   delivery; what other instances send comes in through [`Hub::deliver`], which never
+//!   relays, so nothing goes round twice.
 
 use crate::frame::{self, Frame, Kind};
 use std::collections::{HashMap, VecDeque};
@@ -77,10 +80,18 @@ pub struct Delivery {
     pub evicted: usize,
 }
 
+/// Where publishes also go besides this instance's members: the backplane.
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    /// Called once per publish made through a [`Membership`], after local delivery. Must
+    /// not wait: whatever cannot be taken at once is dropped (and counted) by the relay.
+    fn relay(&self, room: &str, payload: &Payload<'_>);
+}
+
 /// The shared rooms.
 #[derive(Debug)]
 pub struct Hub {
     rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
+    relay: Option<Arc<dyn Relay>>,
     outbox_frames: usize,
     next_member: AtomicU64,
     /// Set by [`Hub::going_away`]: members joining later are told at once.
@@ -124,8 +135,14 @@ pub struct Membership {
 impl Hub {
     /// A hub whose member outboxes hold at most `outbox_frames` frames each.
     pub fn new(outbox_frames: usize) -> Arc<Hub> {
+        Hub::with_relay(outbox_frames, None)
+    }
+
+    /// A hub that also hands every member's publish to `relay`.
+    pub fn with_relay(outbox_frames: usize, relay: Option<Arc<dyn Relay>>) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
+            relay,
             outbox_frames: outbox_frames.max(1),
             next_member: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -226,6 +243,21 @@ impl Hub {
             }
         }
         d
+    }
+
+    /// Delivers a message from another instance to this instance's members of `room` (if
+    /// any). It is not relayed again.
+    pub fn deliver(&self, room: &str, payload: Payload<'_>) -> Delivery {
+        let Some(room) = lock(&self.rooms).get(room).cloned() else {
+            return Delivery::default();
+        };
+        self.publish(
+            &room,
+            &Message {
+                payload,
+                except: None,
+            },
+        )
     }
 
     /// Tells every member the server is going away (they close with 1001).
@@ -393,10 +425,15 @@ impl Membership {
     }
 
     /// Publishes `payload` into this member's room; with `others_only`, not to itself
-    /// (`socket.broadcast.emit`), otherwise to everyone (`io.emit`).
+    /// (`socket.broadcast.emit`), otherwise to everyone (`io.emit`). The hub's [`Relay`], if
+    /// any, gets it too (other instances have no such member, so there it reaches everyone).
     pub fn publish_payload(&self, payload: Payload<'_>, others_only: bool) -> Delivery {
         let except = others_only.then_some(self.member.id);
-        self.hub.publish(&self.room, &Message { payload, except })
+        let d = self.hub.publish(&self.room, &Message { payload, except });
+        if let Some(relay) = &self.hub.relay {
+            relay.relay(&self.room.name, &payload);
+        }
+        d
     }
 }
 
@@ -565,6 +602,56 @@ mod tests {
         );
         assert_eq!(d.delivered, 0);
         assert_eq!(drain(&raw).0, Poll::Pending);
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(String, String)>>);
+    impl Relay for Recorder {
+        fn relay(&self, room: &str, payload: &Payload<'_>) {
+            lock(&self.0).push((room.into(), format!("{payload:?}")));
+        }
+    }
+
+    #[test]
+    fn member_publishes_are_relayed_once_and_deliveries_are_not() {
+        let rec = Arc::new(Recorder::default());
+        let hub = Hub::with_relay(8, Some(rec.clone()));
+        let a = hub.join("r", Protocol::Raw);
+        let sio = hub.join("r", Protocol::SocketIo);
+        let other = hub.join("q", Protocol::Raw);
+        a.publish(Kind::Text, b"local");
+        sio.publish_payload(
+            Payload::SocketIo {
+                args: "[\"hi\"]",
+                chat: None,
+            },
+            true,
+        );
+        assert_eq!(
+            *lock(&rec.0),
+            [
+                (
+                    "r".into(),
+                    "Raw { kind: Text, data: [108, 111, 99, 97, 108] }".into()
+                ),
+                (
+                    "r".into(),
+                    "SocketIo { args: \"[\\\"hi\\\"]\", chat: None }".into()
+                ),
+            ]
+        );
+        let _ = (drain(&a), drain(&sio));
+        // From another instance: everyone in the room, bridged as usual, and not relayed.
+        let remote = Payload::SocketIo {
+            args: "[\"chat message\",\"x\"]",
+            chat: Some("x"),
+        };
+        assert_eq!(hub.deliver("r", remote).delivered, 2);
+        assert_eq!(drain(&a).1, vec![b"\x81\x01x".to_vec()]);
+        assert_eq!(&drain(&sio).1[0][2..], b"42[\"chat message\",\"x\"]");
+        assert_eq!(drain(&other).0, Poll::Pending);
+        assert_eq!(hub.deliver("nobody-here", remote), Delivery::default());
+        assert_eq!(lock(&rec.0).len(), 2);
     }
 
     #[test]

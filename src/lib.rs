@@ -8,6 +8,7 @@
 //!                                             └──> handshake ─> session task
 //! session: socket ─> tungstenite ─> hub::publish ─> member outboxes (bounded, evict when full)
 //!          outbox ─> one writev of pre-encoded frames ─> socket
+//! --redis: hub ─> backplane::relay ─> queue ─> PUBLISH ─> Redis ─> PSUBSCRIBE ─> hub::deliver
 //! ```
 //!
 //! # Modules
@@ -27,10 +28,13 @@
 //! * [`log`]: one structured line per event.
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
+//! * [`backplane`]: `--redis`: rooms shared between instances through Redis pub/sub.
+//! * [`resp`]: the Redis wire format (RESP2 subset), pure.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod admin;
+pub mod backplane;
 pub mod config;
 mod conn;
 pub mod executor;
@@ -41,6 +45,7 @@ pub mod hub;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod resp;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -111,6 +111,38 @@ struct Args {
     /// embedded page (default off)
     #[argh(option)]
     r#static: Option<std::path::PathBuf>,
+
+    /// share rooms with other instances through Redis pub/sub:
+    /// redis://[[user]:password@]HOST[:PORT][/DB] (default off). The password can instead
+    /// come from WSGATE_REDIS_PASSWORD (the URL's wins when both are set)
+    #[argh(option)]
+    redis: Option<String>,
+
+    /// prefix of the Redis channels, PREFIX:ROOM; instances sharing rooms use the same (default
+    /// wsgate)
+    #[argh(option, default = "String::from(\"wsgate\")")]
+    redis_channel_prefix: String,
+
+    /// messages waiting for Redis before new ones are dropped, counted (default 4096)
+    #[argh(option, default = "4096")]
+    redis_queue: usize,
+
+    /// bytes waiting for Redis before new messages are dropped, counted (default 16MiB)
+    #[argh(option, default = "16 * 1024 * 1024", from_str_fn(bytes))]
+    redis_queue_bytes: usize,
+
+    /// connect deadline; also the silence after which Redis is pinged, and then declared
+    /// dead (default 5s)
+    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
+    redis_timeout: Duration,
+
+    /// first reconnect delay to Redis, doubling per failure (default 100ms)
+    #[argh(option, default = "Duration::from_millis(100)", from_str_fn(duration))]
+    redis_backoff_min: Duration,
+
+    /// longest reconnect delay to Redis (default 5s)
+    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
+    redis_backoff_max: Duration,
 }
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
@@ -132,7 +164,8 @@ fn cidrs(s: &str) -> Result<Vec<config::Cidr>, String> {
 }
 
 impl Args {
-    fn into_config(self) -> Result<Config, String> {
+    /// `env_password` is `WSGATE_REDIS_PASSWORD`, used when the URL has no password.
+    fn into_config(self, env_password: Option<String>) -> Result<Config, String> {
         let mut c = Config {
             listen: self.listen,
             listen_backlog: self.listen_backlog,
@@ -173,6 +206,35 @@ impl Args {
         if c.session.ping_interval.is_zero() || c.session.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be above zero".into());
         }
+        if let Some(url) = &self.redis {
+            // Parsed here rather than by argh, whose error would repeat the value (and the
+            // password in it).
+            let mut redis: config::RedisUrl = url.parse()?;
+            if redis.password.is_none() {
+                redis.password = env_password.filter(|p| !p.is_empty());
+            }
+            let mut b = config::BackplaneConfig::new(redis);
+            b.channel_prefix = self.redis_channel_prefix;
+            b.queue_messages = self.redis_queue;
+            b.queue_bytes = self.redis_queue_bytes;
+            b.timeout = self.redis_timeout;
+            b.backoff_min = self.redis_backoff_min;
+            b.backoff_max = self.redis_backoff_max;
+            if b.channel_prefix.is_empty() {
+                return Err("--redis-channel-prefix must not be empty".into());
+            }
+            if b.queue_messages == 0 || b.queue_bytes == 0 {
+                return Err("--redis-queue and --redis-queue-bytes must be at least 1".into());
+            }
+            if b.timeout.is_zero() || b.backoff_min.is_zero() || b.backoff_min > b.backoff_max {
+                return Err(
+                    "--redis-timeout and --redis-backoff-min must be above zero, and \
+                     --redis-backoff-min at most --redis-backoff-max"
+                        .into(),
+                );
+            }
+            c.backplane = Some(b);
+        }
         Ok(c)
     }
 }
@@ -180,7 +242,8 @@ impl Args {
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
     wsgate::log::set_format(args.log_format);
-    let config = match args.into_config() {
+    let env_password = std::env::var("WSGATE_REDIS_PASSWORD").ok();
+    let config = match args.into_config(env_password) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsgate: {e}");
@@ -240,6 +303,7 @@ fn main() -> ExitCode {
         version = env!("CARGO_PKG_VERSION")
     );
     let gw = Gateway::new(config, executor.clone());
+    wsgate::backplane::start(&gw);
     if let Some(admin) = admin {
         executor
             .spawn(wsgate::admin::run(admin, gw.clone()))

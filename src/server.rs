@@ -1,8 +1,9 @@
 //! The accept loop, the state every connection shares, and the permits that count sessions.
 
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::executor::Executor;
-use crate::hub::Hub;
+use crate::hub::{Hub, Relay};
 use crate::metrics::{Family, Metrics};
 use crate::{conn, error, info};
 use futures_lite::FutureExt;
@@ -28,6 +29,9 @@ pub struct Gateway {
     pub executor: Executor,
     /// Counters and gauges.
     pub metrics: Metrics,
+    /// The Redis backplane when `--redis` is set; its tasks start with
+    /// [`crate::backplane::start`].
+    pub backplane: Option<Arc<Backplane>>,
     draining: AtomicBool,
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
@@ -63,8 +67,11 @@ pub struct SessionPermit {
 impl Gateway {
     /// Shared state for one listener.
     pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
+        let backplane = config.backplane.clone().map(Backplane::new);
+        let relay = backplane.clone().map(|b| b as Arc<dyn Relay>);
         Arc::new(Gateway {
-            hub: Hub::new(config.session.outbox_frames),
+            hub: Hub::with_relay(config.session.outbox_frames, relay),
+            backplane,
             config,
             executor,
             metrics: Metrics::default(),

@@ -1,7 +1,7 @@
 # Test dependencies, installed only when missing, so `make test` works on a fresh machine.
 # Debian packages: haproxy (the CLB/NLB stand-in), chromium (browser tests),
-# qemu-user-static (runs the aarch64 build). npm: ws, socket.io-client, playwright-core
-# (into tests/node). PyPI: websockets.
+# qemu-user-static (runs the aarch64 build), redis-server (the backplane tests).
+# npm: ws, socket.io-client, playwright-core (into tests/node). PyPI: websockets.
 
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 NODE_DIR := tests/node
@@ -16,6 +16,7 @@ apt-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \

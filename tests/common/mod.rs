@@ -37,6 +37,11 @@ impl Gateway {
     }
 
     pub fn start_on(listen: &str, args: &[&str]) -> Gateway {
+        Self::start_env(listen, args, &[])
+    }
+
+    /// [`Gateway::start_on`] with extra environment variables.
+    pub fn start_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let runner = std::env::var("WSGATE_RUNNER")
             .ok()
             .filter(|r| !r.is_empty());
@@ -48,7 +53,10 @@ impl Gateway {
             }
             None => Command::new(binary()),
         };
-        cmd.arg("--listen").arg(listen).args(args);
+        cmd.arg("--listen")
+            .arg(listen)
+            .args(args)
+            .envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -85,7 +85,7 @@ pub(crate) fn io_reason(e: &io::Error) -> String {
 }
 
 /// Everything needed to open clients against one server, shared by all of them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Dialer {
     /// Where to connect; the only address the tool ever sends to.
     pub(crate) url: Url,

@@ -15,6 +15,10 @@
 //! least 95% of the offered rate. The top-level fields are the best step that kept up (the best
 //! step at all if none did).
 //!
+//! With `--publish-url` the publishers connect to another server (an instance sharing rooms
+//! through Redis), and the latency percentiles are the subscribers' only, so they measure
+//! the hop between instances.
+//!
 //! CPU per delivery, over the step and its drain: `cpu_us_per_delivery` is the `--pid` trees'
 //! user + system time, `tool_cpu_us_per_delivery` this process's, and
 //! `machine_cpu_us_per_delivery` all cores' busy time (`/proc/stat`). When the machine figure
@@ -76,6 +80,9 @@ with_common_flags! {
         /// new connections per second while setting up; default 2000
         #[argh(option, default = "2000.0")]
         pub(crate) connect_rate: f64,
+        /// publishers connect here instead of --url, ws://HOST:PORT/PATH (e.g. another instance sharing rooms through Redis), so latency includes the hop between instances; default: --url
+        #[argh(option)]
+        pub(crate) publish_url: Option<String>,
     }
 }
 
@@ -198,6 +205,15 @@ impl StepResult {
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let rates = a.rates()?;
     let (subs, pubs, rooms) = (c.clients, a.publishers, a.rooms);
+    // Publishers dial `--publish-url` when given (same protocol, PROXY and sources).
+    let pub_dialer = match &a.publish_url {
+        Some(u) => Arc::new(crate::client::Dialer {
+            url: crate::target::Url::parse(u, a.allow_remote)
+                .map_err(|e| e.replace("--url", "--publish-url"))?,
+            ..(*c.dialer).clone()
+        }),
+        None => c.dialer.clone(),
+    };
     let shared = Arc::new(Shared {
         steps: rates
             .iter()
@@ -258,9 +274,13 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         } else {
             (m - subs) % rooms
         };
-        let target = c.dialer.url.request_target(c.dialer.protocol, room, rooms);
+        let dialer = if m < subs { &c.dialer } else { &pub_dialer };
+        // With --publish-url a publisher's own copies never cross instances: they are
+        // counted (lost, duplicated, order) but kept out of the latency percentiles.
+        let timed = m < subs || a.publish_url.is_none();
+        let target = dialer.url.request_target(dialer.protocol, room, rooms);
         let (dialer, sh, report, opened) = (
-            c.dialer.clone(),
+            dialer.clone(),
             shared.clone(),
             report.clone(),
             opened.clone(),
@@ -277,7 +297,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             opened.fetch_add(1, Relaxed);
             let _ = report.send((m, Some(client.tx.clone()))).await;
             drop(report);
-            receive(&mut client.rx, room, &sh).await;
+            receive(&mut client.rx, room, &sh, timed).await;
         }));
     }
     drop(report);
@@ -352,8 +372,12 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .map(|(i, _)| i)
         .unwrap_or(0);
 
+    let publishers_at = match &a.publish_url {
+        Some(_) => format!(", publishers against {}", pub_dialer.url.addr),
+        None => String::new(),
+    };
     println!(
-        "fanout against {} ({:?}{}): {subs} subscribers + {pubs} publishers in {rooms} room(s), {} B payloads, {:.1}s per step",
+        "fanout against {}{publishers_at} ({:?}{}): {subs} subscribers + {pubs} publishers in {rooms} room(s), {} B payloads, {:.1}s per step",
         c.dialer.url.addr,
         c.dialer.protocol,
         c.dialer.proxy.map(|p| format!(", PROXY {p:?}")).unwrap_or_default(),
@@ -407,6 +431,9 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .with("disconnected", shared.disconnected.load(Relaxed))
         .with("foreign", shared.foreign.load(Relaxed))
         .with("rss_kb_before", rss_before);
+    if a.publish_url.is_some() {
+        j.push("publish_addr", pub_dialer.url.addr.to_string().as_str());
+    }
     if let (Json::Obj(fields), Json::Obj(top)) = (&mut j, results[best].json()) {
         fields.extend(top);
     }
@@ -420,8 +447,9 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     Ok(j)
 }
 
-/// A member's receive loop: checks and counts every chat message until the session ends.
-async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared) {
+/// A member's receive loop: checks and counts every chat message until the session ends;
+/// with `timed`, its deliveries' latencies are recorded.
+async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared, timed: bool) {
     let mut checks = vec![SeqCheck::default(); sh.publishers.div_ceil(sh.rooms)];
     loop {
         let payload = match rx.next_event().await {
@@ -455,7 +483,9 @@ async fn receive(rx: &mut crate::client::Rx, room: usize, sh: &Shared) {
             }
         }
         st.unique.fetch_add(1, Relaxed);
-        st.latency.record(now.saturating_sub(stamp.sent_ns));
+        if timed {
+            st.latency.record(now.saturating_sub(stamp.sent_ns));
+        }
     }
 }
 
