@@ -107,8 +107,8 @@ fn render(
     Ok(())
 }
 
-/// JSON string escaping (also used inside quoted text values).
-struct Escaped<'a>(&'a str);
+/// JSON string escaping (also used inside quoted text values, and for Socket.IO packets).
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
 
 impl Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -209,7 +209,7 @@ pub fn chat_text(args: &str) -> Option<String> {
 pub fn chat_packet(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 24);
     out.push_str("42[\"chat message\",\"");
-    escape_into(&mut out, text);
+    let _ = write!(out, "{}", crate::log::Escaped(text));
     out.push_str("\"]");
     out
 }
@@ -249,22 +249,6 @@ pub fn ack(id: u64) -> String {
 pub fn new_sid() -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     (0..20).map(|_| A[fastrand::usize(..64)] as char).collect()
-}
-
-fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
 }
 
 /// Decodes the inside of a JSON string (already validated by [`string_len`]).
