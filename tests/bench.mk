@@ -15,8 +15,9 @@
 BENCH_OUT ?= target/bench
 # Messages per second over all 10 publishers; x1,010 members = deliveries per second offered.
 # `bench` starts at ~100k deliveries/s; `bench-compare` starts lower, where the peers saturate.
-BENCH_LADDER ?= 100,150,220,330,500,750,1100,1600,2400
-BENCH_COMPARE_LADDER ?= 20,30,45,70,$(BENCH_LADDER)
+# Steps of about x1.25, so a capacity is known to within 25%.
+BENCH_LADDER ?= 100,125,160,200,250,320,400,500,630,800,1000,1250,1600,2000,2500,3200
+BENCH_COMPARE_LADDER ?= 20,25,32,40,50,63,80,$(BENCH_LADDER)
 BENCH_PEERS ?= wsgate wsgate-sio classic node-ws
 BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 # Root runs apt-get itself; anyone else goes through sudo.

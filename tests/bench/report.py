@@ -6,6 +6,7 @@
   report.py one-line JSONFILE NAME        one progress line for a finished run
   report.py kept-up MAXP99 JSONFILE       exit 0 when the run's last (heaviest) step kept up
   report.py merge-ladder MAXP99 OUT PART...   one ladder JSON from its chunks
+  report.py wait-quiet MAX_S CORES        wait until fewer than CORES cores are busy (at most MAX_S)
   report.py machine OUT                   nproc, lscpu, kernel, load, git commit, settings
   report.py table MAXP99 DIR PEER...      prints the table, writes DIR/summary.json
   report.py compare MAXP99 DIR PEER...    prints ratios and goals, writes compare.json, compare.md
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 PEER_NAMES = {
     "wsgate": "wsgate",
@@ -34,6 +36,8 @@ GOAL_KIB_PER_CONN = 3.0
 GOAL_IDLE_CLIENTS = 10000
 # A step is marked as limited by the machine or by the tool when they were this busy.
 BUSY = 0.9
+# A step is marked as disturbed when other processes kept this many cores busy during it.
+OTHER_LOAD = 0.25
 
 
 def load(path):
@@ -179,6 +183,34 @@ def sh(cmd):
         return ""
 
 
+def busy_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+def cmd_wait_quiet(max_s, cores):
+    """Waits (at most max_s seconds) until the whole machine keeps fewer than `cores` cores busy
+    over half a second, so that other work on a shared machine disturbs a run less."""
+    t0 = time.monotonic()
+    n = os.cpu_count() or 1
+    busy = 0.0
+    while True:
+        b0, t0j = busy_jiffies()
+        time.sleep(0.5)
+        b1, t1j = busy_jiffies()
+        busy = n * (b1 - b0) / max(1, t1j - t0j)
+        waited = time.monotonic() - t0
+        if busy < cores:
+            if waited > 1.0:
+                print(f"  (waited {waited:.0f}s for the machine to go quiet)")
+            return
+        if waited >= max_s:
+            print(f"  (machine still busy after {waited:.0f}s: {busy:.1f} cores; going on)")
+            return
+
+
 def cmd_machine(out):
     lscpu = sh(["lscpu"]).splitlines()
     model = next((l.split(":", 1)[1].strip() for l in lscpu if l.startswith("Model name")), "")
@@ -223,7 +255,20 @@ def step_notes(step, nproc, threads):
     tool = step.get("tool_cpu_us_per_delivery")
     if tool is not None and rate and tool * rate / 1e6 >= BUSY * threads:
         notes.append(f"tool {tool * rate / 1e6:.2f}/{threads} core")
+    other = other_cores(step)
+    if other is not None and other >= OTHER_LOAD:
+        notes.append(f"other processes {other:.1f} cores")
     return notes
+
+
+def other_cores(step):
+    """Cores busy with neither the server nor the tool (other work on the machine) in a step."""
+    rate = step.get("deliveries_per_s") or 0
+    parts = [step.get(k) for k in ("machine_cpu_us_per_delivery", "cpu_us_per_delivery",
+                                   "tool_cpu_us_per_delivery")]
+    if not rate or any(v is None for v in parts):
+        return None
+    return max(0.0, (parts[0] - parts[1] - parts[2]) * rate / 1e6)
 
 
 def rows_for(peer, res, nproc, threads):
@@ -324,7 +369,8 @@ def cmd_table(max_p99, d, peers):
         lad = summary["peers"][peer]["fanout-ladder"]
         if not lad.get("steps"):
             continue
-        print(f"\n{peer} ladder (1,010 members; keeping up = tool's keeping_up and p99 <= {max_p99:g} ms):")
+        print(f"\n{peer} ladder (keeping up = tool's keeping_up and p99 <= {max_p99:g} ms; "
+              f"CPU in us per delivery; other cores = machine - server - tool):")
         srows = []
         for s in lad["steps"]:
             lat = s.get("latency_ms") or {}
@@ -332,9 +378,10 @@ def cmd_table(max_p99, d, peers):
                           fmt(s.get("deliveries_per_s"), 0), fmt(lat.get("p50"), 1),
                           fmt(lat.get("p99"), 1), fmt(lat.get("max"), 1), fmt(s.get("lost"), 0),
                           fmt(s.get("cpu_us_per_delivery"), 2), fmt(s.get("tool_cpu_us_per_delivery"), 2),
-                          fmt(s.get("machine_cpu_us_per_delivery"), 2), "yes" if s["kept_up"] else "NO"))
+                          fmt(s.get("machine_cpu_us_per_delivery"), 2), fmt(other_cores(s), 2),
+                          "yes" if s["kept_up"] else "NO"))
         head = ("msg/s", "offered/s", "deliveries/s", "p50 ms", "p99 ms", "max ms", "lost",
-                "server us", "tool us", "machine us", "kept up")
+                "server us", "tool us", "machine us", "other cores", "kept up")
         widths = [max(len(r[i]) for r in [head] + srows) for i in range(len(head))]
         for k, r in enumerate([head] + srows):
             print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
@@ -369,7 +416,6 @@ def cmd_compare(max_p99, d, peers):
     m, nproc, threads = settings(d)
     res = {p: peer_results(d, p) for p in peers}
     base = "wsgate" if "wsgate" in peers else peers[0]
-    b = res[base]
     per = {}
     for p in peers:
         r = res[p]
@@ -380,8 +426,10 @@ def cmd_compare(max_p99, d, peers):
             "capacity_rate_msg_per_s": cs.get("rate"),
             "capacity_p99_ms": (cs.get("latency_ms") or {}).get("p99"),
             "capacity_cpu_us_per_delivery": cs.get("cpu_us_per_delivery"),
+            "capacity_notes": step_notes(cs, nproc, threads) if cs else [],
             "saturated": r["fanout-ladder"].get("saturated"),
             "first_miss": r["fanout-ladder"].get("first_miss"),
+            "fixed_notes": step_notes(fs, nproc, threads) if fs else [],
             "fixed_rate_msg_per_s": fs.get("rate"),
             "fixed_deliveries_per_s": fs.get("deliveries_per_s"),
             "fixed_p50_ms": (fs.get("latency_ms") or {}).get("p50"),
@@ -445,8 +493,8 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     names = [per[p]["name"] for p in peers]
     lines = [
         f"Measured on {m.get('cpu_model')} x {nproc} ({m.get('mem_gib')} GiB, {m.get('kernel')}), "
-        f"wsgate {m.get('git_commit')}, nginx {m['versions'].get('nginx')}, "
-        f"{m['versions'].get('haproxy').split(' - ')[0]}, Node {m['versions'].get('node')}; "
+        f"wsgate {m.get('git_commit')}, {m['versions'].get('nginx')}, "
+        f"HAProxy {haproxy_version(m)}, Node {m['versions'].get('node')}; "
         f"server and `wsgate-load` on the same machine over loopback. "
         f"Load average at start / end: {loadavg(m.get('uptime_start'))} / {loadavg(m.get('uptime_end'))}.",
         "",
@@ -460,6 +508,8 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     row("fan-out capacity, deliveries/s keeping up (1,000 subscribers x 64 B)",
         [fmt(per[p]["capacity_deliveries_per_s"], 0) + ("" if per[p]["saturated"] else " (not saturated)")
          for p in peers])
+    row("next ladder step (missed), deliveries/s offered",
+        [fmt((per[p]["first_miss"] or {}).get("offered_per_s"), 0) for p in peers])
     row("p99 at capacity, ms", [fmt(per[p]["capacity_p99_ms"], 1) for p in peers])
     row("server CPU per delivery at capacity, us", [fmt(per[p]["capacity_cpu_us_per_delivery"], 2) for p in peers])
     fr = per[base]["fixed_rate_msg_per_s"] or 100
@@ -470,15 +520,23 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     row(f"server CPU per delivery at {fr:g} msg/s, us", [fmt(per[p]["fixed_cpu_us_per_delivery"], 2) for p in peers])
     row("KiB per idle connection",
         [fmt(per[p]["kib_per_conn"], 2) + f" ({fmt(per[p]['idle_held'], 0)} conns)" for p in peers])
-    row("wsgate's capacity relative to it", [xs(per[p]["wsgate_capacity_x"]) for p in peers])
-    row("its KiB per connection relative to wsgate's", [xs(per[p]["peer_kib_per_conn_x"]) for p in peers])
-    row("its CPU per delivery relative to wsgate's (at capacity)", [xs(per[p]["peer_cpu_per_delivery_x"]) for p in peers])
+    def rel(p, key):
+        return "-" if p == base else xs(per[p][key])
+
+    row("wsgate's capacity relative to it", [rel(p, "wsgate_capacity_x") for p in peers])
+    row("its KiB per connection relative to wsgate's", [rel(p, "peer_kib_per_conn_x") for p in peers])
+    row("its CPU per delivery relative to wsgate's (at capacity)",
+        [rel(p, "peer_cpu_per_delivery_x") for p in peers])
+    row("limits seen at capacity",
+        ["; ".join(per[p]["capacity_notes"]) or "-" for p in peers])
     lines += [
         "",
         f"Capacity: the most deliveries/s of a `fanout` ladder step that kept up (nothing lost, "
         f">= 95% of the offered rate, p99 <= {max_p99:g} ms); 10 publishers, one room. "
         f"CPU: user + system time of the server processes (for the classic stack haproxy + nginx + node) "
-        f"per delivery.",
+        f"per delivery. Limits: \"machine N/2 cores busy\": server, tool and anything else "
+        f"filled the machine, so the server's own ceiling is higher; \"other processes\": CPU "
+        f"used by neither server nor tool during the step (other work on the machine).",
         "",
         "| goal (issue 5) | measured | |",
         "|---|---:|---|",
@@ -486,6 +544,11 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     for g in goals:
         lines.append(f"| {g['goal']} | {fmt(g['measured'], 2)} | {'met' if g['met'] else 'missed'} ({g['by']}) |")
     return "\n".join(lines) + "\n"
+
+
+def haproxy_version(m):
+    words = (m.get("versions", {}).get("haproxy") or "").split()
+    return words[2] if len(words) > 2 else "-"
 
 
 def loadavg(uptime):
@@ -506,6 +569,8 @@ def main(argv):
         cmd_kept_up(float(args[0]), args[1])
     elif cmd == "merge-ladder":
         cmd_merge_ladder(float(args[0]), args[1], args[2:])
+    elif cmd == "wait-quiet":
+        cmd_wait_quiet(float(args[0]), float(args[1]))
     elif cmd == "machine":
         cmd_machine(args[0])
     elif cmd == "table":
