@@ -4,7 +4,7 @@
   report.py last-json OUTFILE RC          the last JSON line of a wsgate-load stdout (or an error)
   report.py error-json MESSAGE            {"error": MESSAGE}
   report.py one-line JSONFILE NAME        one progress line for a finished run
-  report.py kept-up MAXP99 JSONFILE       exit 0 when the run's last (heaviest) step kept up
+  report.py climb MAXP99 JSONFILE...      exit 0 while the ladder should go on (see cmd_climb)
   report.py merge-ladder MAXP99 OUT PART...   one ladder JSON from its chunks
   report.py wait-quiet MAX_S CORES        wait until fewer than CORES cores are busy (at most MAX_S)
   report.py machine OUT                   nproc, lscpu, kernel, load, git commit, settings
@@ -85,12 +85,18 @@ def kept_up(step, max_p99):
     return bool(step.get("keeping_up")) and (lat.get("p99") or 0) <= max_p99
 
 
-def cmd_kept_up(max_p99, path):
-    """Whether a ladder chunk's last (heaviest) step kept up: a miss before it is noise."""
-    run = load(path)
-    steps = steps_of(run)
-    ok = bool(steps) and "error" not in run and kept_up(steps[-1], max_p99)
-    sys.exit(0 if ok else 1)
+def cmd_climb(max_p99, paths):
+    """Whether the ladder goes on after these chunks: not when a chunk failed, nor when the two
+    heaviest steps so far both missed. One miss alone is often another process's burst on a
+    shared machine, and a later step that keeps up shows it."""
+    steps = []
+    for path in paths:
+        run = load(path)
+        if "error" in run and not steps_of(run):
+            sys.exit(1)
+        steps += steps_of(run)
+    tail = steps[-2:]
+    sys.exit(1 if len(tail) == 2 and not any(kept_up(s, max_p99) for s in tail) else 0)
 
 
 def cmd_merge_ladder(max_p99, out, parts):
@@ -119,9 +125,13 @@ def cmd_merge_ladder(max_p99, out, parts):
     best = max(up, key=lambda s: s["deliveries_per_s"]) if up else None
     merged["capacity_deliveries_per_s"] = best["deliveries_per_s"] if best else 0.0
     merged["capacity_step"] = merged["steps"].index(best) if best else None
-    missed = [s for s in merged["steps"] if not s["kept_up"]]
+    # The step after the capacity step, which did not keep up.
+    after = merged["steps"][merged["capacity_step"] + 1:] if best else merged["steps"]
+    missed = [s for s in after if not s["kept_up"]]
     merged["saturated"] = bool(missed)
     merged["first_miss"] = describe_miss(missed[0], max_p99) if missed else None
+    merged["missed_below_capacity"] = sum(1 for s in merged["steps"][:merged["capacity_step"] or 0]
+                                          if not s["kept_up"])
     if not merged["steps"]:
         merged["error"] = "; ".join(errors) or "no step ran"
     dump(merged, out)
@@ -309,6 +319,8 @@ def rows_for(peer, res, nproc, threads):
         else:
             s = max(lad["steps"], key=lambda x: x.get("deliveries_per_s", 0))
             note = ["no step kept up; best step shown"]
+        if lad.get("missed_below_capacity"):
+            note.append(f"{lad['missed_below_capacity']} lower step(s) missed")
         miss = lad.get("first_miss")
         if miss:
             note.append(f"next: {miss['why']} at {fmt(miss['offered_per_s'], 0)}/s offered")
@@ -565,8 +577,8 @@ def main(argv):
         print(json.dumps({"error": args[0]}))
     elif cmd == "one-line":
         cmd_one_line(args[0], args[1])
-    elif cmd == "kept-up":
-        cmd_kept_up(float(args[0]), args[1])
+    elif cmd == "climb":
+        cmd_climb(float(args[0]), args[1:])
     elif cmd == "merge-ladder":
         cmd_merge_ladder(float(args[0]), args[1], args[2:])
     elif cmd == "wait-quiet":
