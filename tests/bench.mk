@@ -40,8 +40,8 @@ bench-deps: bench-apt-deps $(addsuffix /node_modules/.bench-installed,$(BENCH_NO
 # One `apt-get update` at most, and only when something is missing.
 bench-apt-deps:
 	@missing=""; \
-	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
-	command -v nginx >/dev/null || missing="$$missing nginx"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v python3 >/dev/null || missing="$$missing python3"; \

@@ -14,6 +14,9 @@
 
 # Most wsgate sessions at once: far above the 10,000 idle clients plus the fanout members.
 BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-100000}
+# Debian puts these in /usr/sbin, which is not on every user's PATH.
+NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+HAPROXY_BIN=${HAPROXY_BIN:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 # How long a server may take to print its listening line / open its port.
 PEER_START_TIMEOUT_S=${PEER_START_TIMEOUT_S:-20}
 
@@ -91,7 +94,8 @@ start_classic() {
     -e "s|@WORKER_CONNECTIONS@|$((nofile - 100))|g" \
     -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@NGINX_PORT@|$nginx_port|g" \
     "$conf/nginx.conf.in" >"$PEER_DIR/nginx/nginx.conf"
-  nginx -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" -g 'daemon off;' \
+  "$NGINX_BIN" -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" -e "$PEER_DIR/nginx/error.log" \
+    -g 'daemon off;' \
     >"$PEER_DIR/nginx/stdout.log" 2>&1 &
   PEER_PID_LIST+=("$!")
   local nginx_pid=$!
@@ -99,7 +103,7 @@ start_classic() {
   sed -e "s|@TMP@|$PEER_DIR|g" -e "s|@MAXCONN@|$BENCH_CLASSIC_MAXCONN|g" \
     -e "s|@HAPROXY_PORT@|$haproxy_port|g" -e "s|@NGINX_PORT@|$nginx_port|g" \
     "$conf/haproxy.cfg.in" >"$PEER_DIR/haproxy.cfg"
-  haproxy -db -f "$PEER_DIR/haproxy.cfg" >"$PEER_DIR/haproxy.log" 2>&1 &
+  "$HAPROXY_BIN" -db -f "$PEER_DIR/haproxy.cfg" >"$PEER_DIR/haproxy.log" 2>&1 &
   PEER_PID_LIST+=("$!")
   local haproxy_pid=$!
   wait_port "$haproxy_port" "$haproxy_pid" || { cat "$PEER_DIR/haproxy.log" >&2; return 1; }

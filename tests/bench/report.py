@@ -243,8 +243,8 @@ def cmd_machine(out):
         "git_commit": sh(["git", "-C", root, "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(sh(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])),
         "versions": {
-            "nginx": sh(["sh", "-c", "nginx -v 2>&1"]).replace("nginx version: ", ""),
-            "haproxy": (sh(["haproxy", "-v"]).splitlines() or [""])[0],
+            "nginx": sh(["sh", "-c", '"${NGINX_BIN:-nginx}" -v 2>&1']).replace("nginx version: ", ""),
+            "haproxy": (sh(["sh", "-c", '"${HAPROXY_BIN:-haproxy}" -v']).splitlines() or [""])[0],
             "node": sh(["node", "--version"]),
         },
         "settings": os.environ.get("BENCH_SETTINGS", ""),

@@ -186,7 +186,8 @@ done
 load_end=$(uptime)
 echo "bench: uptime at end: $load_end"
 
-BENCH_STARTED=$started BENCH_LOAD_START=$load_start BENCH_LOAD_END=$load_end \
+NGINX_BIN=$NGINX_BIN HAPROXY_BIN=$HAPROXY_BIN \
+  BENCH_STARTED=$started BENCH_LOAD_START=$load_start BENCH_LOAD_END=$load_end \
   BENCH_SETTINGS="subscribers=$BENCH_SUBSCRIBERS publishers=$BENCH_PUBLISHERS size=$BENCH_SIZE duration=$BENCH_DURATION drain=$BENCH_DRAIN fixed_rate=$BENCH_FIXED_RATE fixed_duration=$BENCH_FIXED_DURATION ladder=$BENCH_LADDER chunk=$BENCH_CHUNK idle_clients=$BENCH_IDLE_CLIENTS sio_idle_clients=$BENCH_SIO_IDLE_CLIENTS idle_hold=$BENCH_IDLE_HOLD tool_threads=$BENCH_TOOL_THREADS max_p99_ms=$BENCH_MAX_P99_MS quiet_wait=$BENCH_QUIET_WAIT quiet_cores=$BENCH_QUIET_CORES" \
   report machine "$out/machine.json"
 report table "$BENCH_MAX_P99_MS" "$out" "${peers[@]}"
