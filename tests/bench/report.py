@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tests/bench/report.py: the JSON plumbing and the tables of tests/bench/run.sh (stdlib only).
 
-  report.py last-json OUTFILE RC          the last JSON line of a wsgate-load stdout (or an error)
+  report.py last-json OUTFILE RC THREADS  the last JSON line of a wsgate-load stdout (or an error)
   report.py error-json MESSAGE            {"error": MESSAGE}
   report.py one-line JSONFILE NAME        one progress line for a finished run
   report.py climb MAXP99 JSONFILE...      exit 0 while the ladder should go on (see cmd_climb)
@@ -54,7 +54,7 @@ def dump(obj, path):
         f.write("\n")
 
 
-def cmd_last_json(out, rc):
+def cmd_last_json(out, rc, threads):
     last = None
     try:
         with open(out) as f:
@@ -70,6 +70,7 @@ def cmd_last_json(out, rc):
     if not isinstance(last, dict):
         last = {"error": f"wsgate-load printed no JSON (exit code {rc})"}
     last["exit_code"] = int(rc)
+    last["tool_threads"] = int(threads)
     print(json.dumps(last))
 
 
@@ -102,7 +103,7 @@ def cmd_climb(max_p99, paths):
 def cmd_merge_ladder(max_p99, out, parts):
     runs = [load(p) for p in parts]
     merged = {"scenario": "fanout-ladder", "max_p99_ms": max_p99, "chunks": len(runs), "steps": []}
-    for key in ("clients", "publishers", "rooms", "size", "duration_s"):
+    for key in ("clients", "publishers", "rooms", "size", "duration_s", "tool_threads"):
         merged[key] = next((r[key] for r in runs if key in r), None)
     merged["connected"] = min((r.get("connected", 0) for r in runs), default=0)
     merged["connect_failed"] = sum(r.get("connect_failed", 0) for r in runs)
@@ -264,7 +265,7 @@ def step_notes(step, nproc, threads):
         notes.append(f"machine {machine * rate / 1e6:.1f}/{nproc} cores busy")
     tool = step.get("tool_cpu_us_per_delivery")
     if tool is not None and rate and tool * rate / 1e6 >= BUSY * threads:
-        notes.append(f"tool {tool * rate / 1e6:.2f}/{threads} core")
+        notes.append(f"tool {tool * rate / 1e6:.2f}/{threads} core{'s' if threads > 1 else ''}")
     other = other_cores(step)
     if other is not None and other >= OTHER_LOAD:
         notes.append(f"other processes {other:.1f} cores")
@@ -301,7 +302,7 @@ def rows_for(peer, res, nproc, threads):
     steps = steps_of(fixed)
     if steps:
         s = steps[0]
-        note = step_notes(s, nproc, threads)
+        note = step_notes(s, nproc, fixed.get("tool_threads", threads))
         if fixed.get("connect_failed"):
             note.append(f"{fixed['connect_failed']} members failed to connect")
         if fixed.get("disconnected"):
@@ -315,7 +316,7 @@ def rows_for(peer, res, nproc, threads):
     if lad.get("steps"):
         if lad.get("capacity_step") is not None:
             s = lad["steps"][lad["capacity_step"]]
-            note = step_notes(s, nproc, threads)
+            note = step_notes(s, nproc, lad.get("tool_threads", threads))
         else:
             s = max(lad["steps"], key=lambda x: x.get("deliveries_per_s", 0))
             note = ["no step kept up; best step shown"]
@@ -438,10 +439,11 @@ def cmd_compare(max_p99, d, peers):
             "capacity_rate_msg_per_s": cs.get("rate"),
             "capacity_p99_ms": (cs.get("latency_ms") or {}).get("p99"),
             "capacity_cpu_us_per_delivery": cs.get("cpu_us_per_delivery"),
-            "capacity_notes": step_notes(cs, nproc, threads) if cs else [],
+            "capacity_notes": step_notes(cs, nproc, r["fanout-ladder"].get("tool_threads", threads)) if cs else [],
             "saturated": r["fanout-ladder"].get("saturated"),
             "first_miss": r["fanout-ladder"].get("first_miss"),
-            "fixed_notes": step_notes(fs, nproc, threads) if fs else [],
+            "fixed_notes": step_notes(fs, nproc, r["fanout-100"].get("tool_threads", threads)) if fs else [],
+            "fixed_tool_threads": r["fanout-100"].get("tool_threads"),
             "fixed_rate_msg_per_s": fs.get("rate"),
             "fixed_deliveries_per_s": fs.get("deliveries_per_s"),
             "fixed_p50_ms": (fs.get("latency_ms") or {}).get("p50"),
@@ -517,19 +519,24 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     def row(label, vals):
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
 
-    row("fan-out capacity, deliveries/s keeping up (1,000 subscribers x 64 B)",
-        [fmt(per[p]["capacity_deliveries_per_s"], 0) + ("" if per[p]["saturated"] else " (not saturated)")
-         for p in peers])
+    def cap(p):
+        if not per[p]["capacity_deliveries_per_s"]:
+            return "no step kept up"
+        return fmt(per[p]["capacity_deliveries_per_s"], 0) + ("" if per[p]["saturated"] else " (not saturated)")
+
+    row("fan-out capacity, deliveries/s keeping up (1,000 subscribers x 64 B)", [cap(p) for p in peers])
     row("next ladder step (missed), deliveries/s offered",
         [fmt((per[p]["first_miss"] or {}).get("offered_per_s"), 0) for p in peers])
     row("p99 at capacity, ms", [fmt(per[p]["capacity_p99_ms"], 1) for p in peers])
     row("server CPU per delivery at capacity, us", [fmt(per[p]["capacity_cpu_us_per_delivery"], 2) for p in peers])
     fr = per[base]["fixed_rate_msg_per_s"] or 100
-    row(f"p50 / p99 at {fr:g} msg/s (101k deliveries/s offered), ms",
+    tt = per[base].get("fixed_tool_threads")
+    row(f"p50 / p99 at {fr:g} msg/s (101k deliveries/s offered; tool on {tt} threads), ms",
         [f"{fmt(per[p]['fixed_p50_ms'], 1)} / {fmt(per[p]['fixed_p99_ms'], 1)}"
          + ("" if per[p]["fixed_keeping_up"] else f" (not keeping up, lost {fmt(per[p]['fixed_lost'], 0)})")
          for p in peers])
     row(f"server CPU per delivery at {fr:g} msg/s, us", [fmt(per[p]["fixed_cpu_us_per_delivery"], 2) for p in peers])
+    row(f"limits seen at {fr:g} msg/s", ["; ".join(per[p]["fixed_notes"]) or "-" for p in peers])
     row("KiB per idle connection",
         [fmt(per[p]["kib_per_conn"], 2) + f" ({fmt(per[p]['idle_held'], 0)} conns)" for p in peers])
     def rel(p, key):
@@ -572,7 +579,7 @@ def main(argv):
         sys.exit(__doc__)
     cmd, args = argv[1], argv[2:]
     if cmd == "last-json":
-        cmd_last_json(args[0], args[1])
+        cmd_last_json(args[0], args[1], args[2])
     elif cmd == "error-json":
         print(json.dumps({"error": args[0]}))
     elif cmd == "one-line":

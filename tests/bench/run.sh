@@ -12,7 +12,8 @@
 #                connections over 39 loopback source addresses, held BENCH_IDLE_HOLD;
 #                kb_per_conn = the server's RSS growth per connection
 #   fanout-100   1,000 subscribers + 10 publishers in one room, 64 B, a fixed 100 msg/s in total
-#                (101,000 deliveries/s offered) for BENCH_FIXED_DURATION; p99 latency
+#                (101,000 deliveries/s offered) for BENCH_FIXED_DURATION; p99 latency (the tool on
+#                BENCH_FIXED_TOOL_THREADS threads, 2; the other runs on BENCH_TOOL_THREADS, 1)
 #   fanout-ladder  the same members, BENCH_LADDER msg/s (x1,010 = deliveries/s offered), run in
 #                chunks of BENCH_CHUNK steps, each chunk on one set of connections; the ladder
 #                stops after the chunk in which two steps in a row missed, so a server is pushed a
@@ -48,7 +49,11 @@ BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-3s}
 BENCH_SOURCE_IPS=${BENCH_SOURCE_IPS:-127.0.0.2-127.0.0.40}
 BENCH_CONNECT_RATE=${BENCH_CONNECT_RATE:-2000}
 BENCH_CONNECT_TIMEOUT=${BENCH_CONNECT_TIMEOUT:-10s}
+# The tool's threads: one leaves the other core to the server (idle, ladder). The fixed-rate
+# latency run gets two: on one thread the tool itself is ~90% busy receiving 100k frames/s
+# and its own queueing adds to the p99 it reports.
 BENCH_TOOL_THREADS=${BENCH_TOOL_THREADS:-1}
+BENCH_FIXED_TOOL_THREADS=${BENCH_FIXED_TOOL_THREADS:-2}
 # Before each run, wait up to BENCH_QUIET_WAIT seconds until other processes keep fewer than
 # BENCH_QUIET_CORES cores busy (a shared machine); the tables flag steps disturbed anyway.
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-10}
@@ -101,15 +106,15 @@ report() { python3 "$BENCH_DIR/report.py" "$@"; }
 # load NAME SCENARIO ARGS...: runs wsgate-load against the current peer; DIR/NAME.json gets its
 # last stdout line, DIR/NAME.log its human summary and progress lines.
 load() {
-  local name=$1 scenario=$2 rc=0
+  local name=$1 scenario=$2 rc=0 threads=${LOAD_THREADS:-$BENCH_TOOL_THREADS}
   shift 2
   report wait-quiet "$BENCH_QUIET_WAIT" "$BENCH_QUIET_CORES"
-  echo "  wsgate-load $scenario $* --url $PEER_URL --protocol $PEER_PROTOCOL --pid $PEER_PIDS" \
+  echo "  wsgate-load $scenario $* --url $PEER_URL --protocol $PEER_PROTOCOL --pid $PEER_PIDS --threads $threads" \
     >"$out/$name.log"
   "$LOAD_BIN" "$scenario" --url "$PEER_URL" --protocol "$PEER_PROTOCOL" --pid "$PEER_PIDS" \
-    --threads "$BENCH_TOOL_THREADS" "$@" >"$out/$name.out" 2>>"$out/$name.log" || rc=$?
+    --threads "$threads" "$@" >"$out/$name.out" 2>>"$out/$name.log" || rc=$?
   cat "$out/$name.out" >>"$out/$name.log"
-  report last-json "$out/$name.out" "$rc" >"$out/$name.json"
+  report last-json "$out/$name.out" "$rc" "$threads" >"$out/$name.json"
   rm -f "$out/$name.out"
   report one-line "$out/$name.json" "$name"
 }
@@ -149,7 +154,7 @@ bench_peer() {
 
   start_or_fail "$peer" "$peer-fanout-100" || return 0
   # shellcheck disable=SC2046
-  load "$peer-fanout-100" fanout $(fanout_args) --rate "$BENCH_FIXED_RATE" \
+  LOAD_THREADS=$BENCH_FIXED_TOOL_THREADS load "$peer-fanout-100" fanout $(fanout_args) --rate "$BENCH_FIXED_RATE" \
     --duration "$BENCH_FIXED_DURATION"
   peer_stop
 
@@ -188,7 +193,7 @@ echo "bench: uptime at end: $load_end"
 
 NGINX_BIN=$NGINX_BIN HAPROXY_BIN=$HAPROXY_BIN \
   BENCH_STARTED=$started BENCH_LOAD_START=$load_start BENCH_LOAD_END=$load_end \
-  BENCH_SETTINGS="subscribers=$BENCH_SUBSCRIBERS publishers=$BENCH_PUBLISHERS size=$BENCH_SIZE duration=$BENCH_DURATION drain=$BENCH_DRAIN fixed_rate=$BENCH_FIXED_RATE fixed_duration=$BENCH_FIXED_DURATION ladder=$BENCH_LADDER chunk=$BENCH_CHUNK idle_clients=$BENCH_IDLE_CLIENTS sio_idle_clients=$BENCH_SIO_IDLE_CLIENTS idle_hold=$BENCH_IDLE_HOLD tool_threads=$BENCH_TOOL_THREADS max_p99_ms=$BENCH_MAX_P99_MS quiet_wait=$BENCH_QUIET_WAIT quiet_cores=$BENCH_QUIET_CORES" \
+  BENCH_SETTINGS="subscribers=$BENCH_SUBSCRIBERS publishers=$BENCH_PUBLISHERS size=$BENCH_SIZE duration=$BENCH_DURATION drain=$BENCH_DRAIN fixed_rate=$BENCH_FIXED_RATE fixed_duration=$BENCH_FIXED_DURATION ladder=$BENCH_LADDER chunk=$BENCH_CHUNK idle_clients=$BENCH_IDLE_CLIENTS sio_idle_clients=$BENCH_SIO_IDLE_CLIENTS idle_hold=$BENCH_IDLE_HOLD tool_threads=$BENCH_TOOL_THREADS fixed_tool_threads=$BENCH_FIXED_TOOL_THREADS max_p99_ms=$BENCH_MAX_P99_MS quiet_wait=$BENCH_QUIET_WAIT quiet_cores=$BENCH_QUIET_CORES" \
   report machine "$out/machine.json"
 report table "$BENCH_MAX_P99_MS" "$out" "${peers[@]}"
 if [ "$compare" = 1 ]; then
