@@ -31,3 +31,4 @@ test: check test-deps
 -include tests/deps.mk
 -include cross/cross.mk
 -include fuzz/fuzz.mk
+-include tests/bench.mk

@@ -1,0 +1,57 @@
+# tests/bench.mk: measure wsgate with wsgate-load on this machine. Included by the top Makefile,
+# so every path here is relative to the repository root. See tests/bench/run.sh for the scenarios.
+#
+#   make bench           wsgate alone: idle 10,000, fanout 100 msg/s, fanout rate ladder;
+#                        prints a table, writes target/bench/<peer>-<scenario>.json, summary.json
+#   make bench-compare   the same against wsgate (raw and Socket.IO), the classic stack
+#                        (HAProxy send-proxy -> nginx proxy_protocol -> Node socket.io chat) and
+#                        a Node `ws` server, in one run; adds compare.json and compare.md
+#   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
+#                        node + npm (Debian packages), and the peers' npm packages (npm ci)
+#
+# Knobs (environment or make variables): BENCH_OUT, BENCH_LADDER, BENCH_DURATION, BENCH_IDLE_CLIENTS,
+# BENCH_MAX_P99_MS and the others at the top of tests/bench/run.sh.
+
+BENCH_OUT ?= target/bench
+# Messages per second over all 10 publishers; x1,010 members = deliveries per second offered.
+# `bench` starts at ~100k deliveries/s; `bench-compare` starts lower, where the peers saturate.
+# Steps of about x1.25, so a capacity is known to within 25%.
+BENCH_LADDER ?= 100,125,160,200,250,320,400,500,630,800,1000,1250,1600,2000,2500,3200
+BENCH_COMPARE_LADDER ?= 20,25,32,40,50,63,80,$(BENCH_LADDER)
+BENCH_PEERS ?= wsgate wsgate-sio classic node-ws
+BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+# Root runs apt-get itself; anyone else goes through sudo.
+BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
+
+.PHONY: bench bench-compare bench-deps bench-apt-deps bench-release
+
+bench-release:
+	$(CARGO) build --release --bins
+
+bench: bench-release
+	BENCH_LADDER='$(BENCH_LADDER)' tests/bench/run.sh --out '$(BENCH_OUT)' wsgate
+
+bench-compare: bench-release bench-deps
+	BENCH_LADDER='$(BENCH_COMPARE_LADDER)' tests/bench/run.sh --compare --out '$(BENCH_OUT)' $(BENCH_PEERS)
+
+bench-deps: bench-apt-deps $(addsuffix /node_modules/.bench-installed,$(BENCH_NODE_PEERS))
+
+# One `apt-get update` at most, and only when something is missing.
+bench-apt-deps:
+	@missing=""; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(BENCH_SUDO) $(BENCH_APT_GET) update -qq && \
+	  $(BENCH_SUDO) $(BENCH_APT_GET) install -y -qq $$missing >/dev/null; \
+	fi
+
+# Versions pinned by each peer's package-lock.json.
+tests/peers/%/node_modules/.bench-installed: tests/peers/%/package-lock.json | bench-apt-deps
+	npm ci --prefix tests/peers/$* --no-audit --no-fund --silent
+	touch $@
