@@ -307,22 +307,7 @@ pub async fn next_text(ws: &mut Ws) -> String {
 
 /// Reads until the server's Close frame and returns its code.
 pub async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        let m = ws
-            .next()
-            .or(async {
-                Timer::after(WAIT).await;
-                panic!("no close within {WAIT:?}")
-            })
-            .await;
-        match m {
-            Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
-            Some(Ok(Message::Close(None))) => return 1005,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("error instead of a close frame: {e}"),
-            None => panic!("stream ended without a close frame"),
-        }
-    }
+    close_frame(ws).await.0
 }
 
 /// A PROXY v1 header.

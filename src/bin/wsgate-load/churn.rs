@@ -135,15 +135,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
 
     let (ok, errors) = (ok.load(Relaxed), failed.load(Relaxed));
     let hist = cycle_hist.snapshot();
-    println!(
-        "churn against {} ({:?}{})",
-        c.dialer.url.addr,
-        c.dialer.protocol,
-        c.dialer
-            .proxy
-            .map(|p| format!(", PROXY {p:?}"))
-            .unwrap_or_default()
-    );
+    println!("churn against {}", c.dialer.describe());
     println!(
         "  cycles         {total} in {elapsed:.2}s ({:.0}/s): {ok} ok, {errors} errors",
         total as f64 / elapsed

@@ -155,6 +155,15 @@ impl Payload {
 }
 
 impl Dialer {
+    /// `"<addr> (<protocol>[, PROXY <v>])"`, for the summaries' first line.
+    pub(crate) fn describe(&self) -> String {
+        let proxy = self
+            .proxy
+            .map(|p| format!(", PROXY {p:?}"))
+            .unwrap_or_default();
+        format!("{} ({:?}{proxy})", self.url.addr, self.protocol)
+    }
+
     /// Opens client number `index` on `target` (path and query), within the dialer's timeout.
     pub(crate) async fn open(&self, index: u64, target: &str) -> Result<Client, OpenError> {
         self.open_inner(index, target)

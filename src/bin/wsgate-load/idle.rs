@@ -179,15 +179,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         _ => None,
     };
     let hist = connect_hist.snapshot();
-    println!(
-        "idle against {} ({:?}{})",
-        c.dialer.url.addr,
-        c.dialer.protocol,
-        c.dialer
-            .proxy
-            .map(|p| format!(", PROXY {p:?}"))
-            .unwrap_or_default()
-    );
+    println!("idle against {}", c.dialer.describe());
     println!(
         "  connected      {opened} of {n} in {connect_s:.2}s ({connect_rate:.0}/s), failed {}",
         counters.failed.load(Relaxed)
