@@ -7,8 +7,8 @@
 //! working size), then measured publishes. Asserted:
 //! * at most [`MAX_PER_PUBLISH`] allocations per publish in each room (plus slack);
 //! * zero allocations per delivery: the big room's 80,000 extra deliveries may cost no more
-//!   than [`NOISE`] allocations more than the small room's (timer and reactor bookkeeping
-//!   that does not depend on the number of members).
+//!   than [`ROOM_DIFFERENCE`] allocations more than the small room's (the exact bound,
+//!   0.0025 per delivery; what makes up the difference is explained there).
 //!
 //! The set-up cost per connection is printed.
 use async_tungstenite::tungstenite::Message;
@@ -50,6 +50,14 @@ const MEMBERS: usize = 50;
 const SMALL: usize = 10;
 /// Allocations that may differ between two identical runs (reactor and timer bookkeeping).
 const NOISE: u64 = 40;
+/// How many more allocations the big room may show than the small one. Not per delivery:
+/// measured by allocation size, the difference is pairs of 448- and 544-byte allocations,
+/// tungstenite re-allocating the *publisher's* read buffer when several client frames arrive
+/// in one read. A bigger room makes each publish take longer, so frames pile up in that buffer
+/// more often: a per-publish cost that depends on timing (0 to 120 over the least of three
+/// rounds, seen on a loaded 2-core machine). Any real per-delivery allocation, even one in a
+/// hundred deliveries, would add 800 and fail.
+const ROOM_DIFFERENCE: u64 = 200;
 const WARM_UP: usize = 2000;
 /// Measured rounds per room; the least is reported.
 const ROUNDS: usize = 3;
@@ -149,7 +157,7 @@ fn server() {
         big.1, small.1
     );
     assert!(
-        big.1 <= small.1 + NOISE,
+        big.1 <= small.1 + ROOM_DIFFERENCE,
         "{per_delivery} allocations per delivery: {} more allocations for {extra_deliveries} more deliveries",
         big.1.saturating_sub(small.1)
     );
