@@ -2,6 +2,8 @@
 # tests need when it is missing and runs them all. See README.md.
 SHELL := /bin/bash
 CARGO ?= cargo
+# haproxy, nginx and ip live in /usr/sbin, which a non-login root shell may not have on PATH.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 .PHONY: all run build release test check fmt clippy
 all: aarch64 x86_64

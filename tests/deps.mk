@@ -27,5 +27,14 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json
 	cd $(NODE_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent
 	touch $@
 
+# Whichever python3 is first on PATH: a pyenv one takes a plain pip install; Debian's own is
+# "externally managed" (PEP 668) and may lack pip, so it gets python3-pip and an explicit
+# --break-system-packages (a test machine's system Python, root only).
+PY_WEBSOCKETS := 'websockets>=13,<18'
 py-deps:
-	@python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13,<18'
+	@python3 -c 'import websockets' 2>/dev/null || { \
+	  python3 -m pip --version >/dev/null 2>&1 || \
+	    { $(APT_GET) update -qq && $(APT_GET) install -y -qq python3-pip >/dev/null; }; \
+	  python3 -m pip install --quiet $(PY_WEBSOCKETS) 2>/dev/null || \
+	    python3 -m pip install --quiet --break-system-packages $(PY_WEBSOCKETS); \
+	}
