@@ -33,6 +33,7 @@
 use crate::config::BackplaneConfig;
 use crate::frame;
 use crate::hub::{Payload, Relay};
+use crate::lock::mutex as lock;
 use crate::resp::{self, Parsed, Value};
 use crate::server::Gateway;
 use crate::{error, info};
@@ -870,10 +871,6 @@ pub fn decode(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         k => return Err(EnvelopeError::Kind(k)),
     };
     Ok(Envelope { node, body })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

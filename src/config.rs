@@ -263,7 +263,9 @@ impl FromStr for RedisUrl {
                     .split_once(':')
                     .ok_or("invalid --redis: write credentials as :password@ or user:password@")?;
                 let decode = |v: &str, what: &str| {
-                    percent_decode(v).ok_or(format!("invalid --redis: bad %-escape in the {what}"))
+                    crate::http::percent_decode(v.as_bytes())
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or(format!("invalid --redis: bad %-escape in the {what}"))
                 };
                 url.username = Some(decode(user, "user name")?).filter(|u| !u.is_empty());
                 url.password = Some(decode(pass, "password")?).filter(|p| !p.is_empty());
@@ -271,17 +273,8 @@ impl FromStr for RedisUrl {
             }
             None => authority,
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or("invalid --redis: unclosed [ in the host")?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
+        let (host, port) =
+            split_host_port(hostport).ok_or("invalid --redis: unclosed [ in the host")?;
         if host.is_empty() {
             return Err("invalid --redis: no host".into());
         }
@@ -300,24 +293,6 @@ impl FromStr for RedisUrl {
         }
         Ok(url)
     }
-}
-
-/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl Default for LimitsConfig {
@@ -461,6 +436,21 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Splits `host[:port]` or `[v6][:port]` into the host (without brackets) and the port text,
+/// if any; `None` for an unclosed `[`. Pure; the caller parses and checks the port.
+pub fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        return Some((h, after.strip_prefix(':')));
+    }
+    Some(match authority.rsplit_once(':') {
+        // More than one colon and no brackets: a bare IPv6 address, no port.
+        Some((h, _)) if h.contains(':') => (authority, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    })
+}
+
 /// Parses `CIDR[,CIDR...]`. An empty string is an empty list (trust nobody).
 pub fn parse_cidr_list(s: &str) -> Result<Vec<Cidr>, String> {
     s.split(',')
@@ -470,29 +460,32 @@ pub fn parse_cidr_list(s: &str) -> Result<Vec<Cidr>, String> {
         .collect()
 }
 
-/// Parses a duration written as `250ms`, `25s`, `5m` or `1h`. A bare number is refused, so
-/// that nobody wonders which unit it was.
+/// Parses a duration written as a number and a unit: `250ms`, `25s`, `1.5s`, `5m` or `1h`.
+/// A bare number is refused, so that nobody wonders which unit it was. (The load tool, which
+/// takes bare seconds, adds the `s` itself.)
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("invalid duration {s:?}: add a unit (ms, s, m, h)"))?;
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
+    let bad = || format!("invalid duration {s:?}: expected a number and a unit");
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
         _ => {
             return Err(format!(
                 "invalid duration {s:?}: unit must be ms, s, m or h"
             ))
         }
     };
-    Ok(d)
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}: too large"))
 }
 
 /// Parses a byte count: `65536`, `64KiB`, `1MiB`.

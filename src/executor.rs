@@ -42,7 +42,7 @@ struct State {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::mutex(&self.state)
     }
 
     fn push(&self, r: Runnable) {

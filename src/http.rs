@@ -128,6 +128,25 @@ fn error_text(e: httparse::Error) -> &'static str {
     }
 }
 
+/// Decodes `%XX` escapes (either case) in a URL part; `None` for a lone or malformed `%`.
+/// The one percent-decoder: static file paths and `redis://` credentials use it.
+pub fn percent_decode(b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+            let (hi, lo) = (hex(b.get(i + 1))?, hex(b.get(i + 2))?);
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Whether a comma-separated header value contains `token` (case-insensitive).
 pub fn has_token(value: &[u8], token: &str) -> bool {
     value

@@ -21,6 +21,7 @@
 //!   relays, so nothing goes round twice.
 
 use crate::frame::{self, Frame, Kind};
+use crate::lock::{mutex as lock, read, write};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -452,15 +453,6 @@ impl Drop for Membership {
 
 // A poisoned lock means a panic happened while holding it; the data (queues, member lists)
 // is still consistent at every await-free step, so keep serving rather than cascade panics.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,8 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod hub;
+pub mod json;
+pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod proxy;

@@ -1,6 +1,7 @@
 //! One log line per event on stderr: `<UTC time> <LEVEL> <event> key=value ...`, or one JSON
 //! object per line. Fields are structured so both formats carry the same data.
 
+use crate::json::Escaped;
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -105,26 +106,6 @@ fn render(
         }
     }
     Ok(())
-}
-
-/// JSON string escaping (also used inside quoted text values, and for Socket.IO packets).
-pub(crate) struct Escaped<'a>(pub(crate) &'a str);
-
-impl Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
 }
 
 /// RFC 3339 UTC time with milliseconds.

@@ -5,6 +5,7 @@
 //! through a small locked table keyed by `&'static str` labels, which only grows by the number
 //! of distinct labels.
 
+use crate::lock;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -91,7 +92,7 @@ const FAMILIES: [Family; 5] = [
 impl Metrics {
     /// Adds one to `family{label}`.
     pub fn count(&self, family: Family, label: &'static str) {
-        let mut t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = lock::mutex(&self.labelled);
         match t.iter_mut().find(|(f, l, _)| *f == family && *l == label) {
             Some(entry) => entry.2 += 1,
             None => t.push((family, label, 1)),
@@ -100,7 +101,7 @@ impl Metrics {
 
     /// The value of `family{label}` (0 if never counted).
     pub fn get(&self, family: Family, label: &str) -> u64 {
-        let t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let t = lock::mutex(&self.labelled);
         t.iter()
             .find(|(f, l, _)| *f == family && *l == label)
             .map_or(0, |e| e.2)
@@ -186,7 +187,7 @@ impl Metrics {
             "Clients closed for not answering a ping.",
             &self.pong_timeouts,
         );
-        let t = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let t = lock::mutex(&self.labelled);
         for fam in FAMILIES {
             let (name, label, help) = fam.name();
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

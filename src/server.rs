@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::hub::{Hub, Relay};
 use crate::metrics::{Family, Metrics};
-use crate::{conn, error, info};
+use crate::{conn, error, info, lock};
 use futures_lite::FutureExt;
 use smol::{Async, Timer};
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ impl Gateway {
             ip: None,
         };
         if limits.max_connections_per_ip > 0 {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock::mutex(&self.per_ip);
             let n = map.entry(ip).or_insert(0);
             if *n as usize >= limits.max_connections_per_ip {
                 drop(map);
@@ -128,7 +128,7 @@ impl Drop for SessionPermit {
     fn drop(&mut self) {
         self.gw.metrics.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(ip) = self.ip {
-            let mut map = self.gw.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock::mutex(&self.gw.per_ip);
             if let Some(n) = map.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {

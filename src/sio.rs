@@ -13,6 +13,7 @@
 //! (`connect`, `disconnect`, ...) are refused: a stock client that receives one fails to
 //! decode it and drops its connection, so relaying it would disconnect the whole room.
 
+use crate::json;
 use std::fmt::Write as _;
 
 /// A client packet, borrowing from the frame's text.
@@ -146,21 +147,22 @@ fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
 /// Whether `data` is empty, or exactly one JSON value that starts with `open` (`{` or `[`).
 fn optional_json(data: &str, open: u8) -> bool {
     let b = data.as_bytes();
-    b.is_empty() || (b.get(skip_ws(b, 0)) == Some(&open) && json_value_len(b) == Some(b.len()))
+    b.is_empty()
+        || (b.get(json::skip_ws(b, 0)) == Some(&open) && json::value_len(b) == Some(b.len()))
 }
 
 /// The raw (still escaped) event name of a JSON array `["name", ...]`, if `args` is exactly
 /// one valid JSON array whose first element is a string.
 fn event_name(args: &str) -> Option<&str> {
     let b = args.as_bytes();
-    if json_value_len(b)? != b.len() || b.first() != Some(&b'[') {
+    if json::value_len(b)? != b.len() || b.first() != Some(&b'[') {
         return None;
     }
-    let i = skip_ws(b, 1);
+    let i = json::skip_ws(b, 1);
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let end = i + string_len(&b[i..])?;
+    let end = i + json::string_len(&b[i..])?;
     Some(&args[i + 1..end - 1])
 }
 
@@ -178,7 +180,7 @@ const RESERVED_EVENTS: [&str; 6] = [
 /// `"dis\u0063onnect"` does not slip through.
 fn is_reserved(raw: &str) -> bool {
     if raw.contains('\\') {
-        decode_string(raw).is_some_and(|n| RESERVED_EVENTS.contains(&n.as_str()))
+        json::unescape(raw).is_some_and(|n| RESERVED_EVENTS.contains(&n.as_str()))
     } else {
         RESERVED_EVENTS.contains(&raw)
     }
@@ -187,29 +189,29 @@ fn is_reserved(raw: &str) -> bool {
 /// If `args` is `["chat message", "<string>"]` (exactly), the decoded string.
 pub fn chat_text(args: &str) -> Option<String> {
     let b = args.as_bytes();
-    let i = skip_ws(b, 1);
-    let name_end = i + string_len(&b[i..])?;
+    let i = json::skip_ws(b, 1);
+    let name_end = i + json::string_len(&b[i..])?;
     if &args[i..name_end] != "\"chat message\"" {
         return None;
     }
-    let j = skip_ws(b, name_end);
+    let j = json::skip_ws(b, name_end);
     if b.get(j) != Some(&b',') {
         return None;
     }
-    let k = skip_ws(b, j + 1);
-    let s_end = k + string_len(&b[k..])?;
-    let close = skip_ws(b, s_end);
+    let k = json::skip_ws(b, j + 1);
+    let s_end = k + json::string_len(&b[k..])?;
+    let close = json::skip_ws(b, s_end);
     if b.get(close) != Some(&b']') || close + 1 != b.len() {
         return None;
     }
-    decode_string(&args[k + 1..s_end - 1])
+    json::unescape(&args[k + 1..s_end - 1])
 }
 
 /// `42["chat message","<text>"]` for a plain client's text.
 pub fn chat_packet(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 24);
     out.push_str("42[\"chat message\",\"");
-    let _ = write!(out, "{}", crate::log::Escaped(text));
+    let _ = write!(out, "{}", json::Escaped(text));
     out.push_str("\"]");
     out
 }
@@ -249,167 +251,6 @@ pub fn ack(id: u64) -> String {
 pub fn new_sid() -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     (0..20).map(|_| A[fastrand::usize(..64)] as char).collect()
-}
-
-/// Decodes the inside of a JSON string (already validated by [`string_len`]).
-fn decode_string(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next()? {
-            '"' => out.push('"'),
-            '\\' => out.push('\\'),
-            '/' => out.push('/'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let hi = hex4(&mut it)?;
-                let cp = if (0xD800..0xDC00).contains(&hi) {
-                    if it.next()? != '\\' || it.next()? != 'u' {
-                        return None;
-                    }
-                    let lo = hex4(&mut it)?;
-                    if !(0xDC00..0xE000).contains(&lo) {
-                        return None;
-                    }
-                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                } else {
-                    hi
-                };
-                out.push(char::from_u32(cp)?);
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn hex4(it: &mut std::str::Chars<'_>) -> Option<u32> {
-    (0..4).try_fold(0u32, |acc, _| Some(acc * 16 + it.next()?.to_digit(16)?))
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// Most nesting a packet may have; deeper is refused rather than recursed into.
-const MAX_DEPTH: usize = 32;
-
-/// Length of the JSON value at the start of `b` (after leading whitespace), or None.
-fn json_value_len(b: &[u8]) -> Option<usize> {
-    value_len(b, skip_ws(b, 0), 0).map(|end| skip_ws(b, end))
-}
-
-fn value_len(b: &[u8], i: usize, depth: usize) -> Option<usize> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    match *b.get(i)? {
-        b'"' => Some(i + string_len(&b[i..])?),
-        b'[' => container(b, i, b']', depth, false),
-        b'{' => container(b, i, b'}', depth, true),
-        b't' => literal(b, i, b"true"),
-        b'f' => literal(b, i, b"false"),
-        b'n' => literal(b, i, b"null"),
-        b'-' | b'0'..=b'9' => number_len(b, i),
-        _ => None,
-    }
-}
-
-fn container(b: &[u8], start: usize, close: u8, depth: usize, object: bool) -> Option<usize> {
-    let mut i = skip_ws(b, start + 1);
-    if b.get(i) == Some(&close) {
-        return Some(i + 1);
-    }
-    loop {
-        if object {
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            i = skip_ws(b, i + string_len(&b[i..])?);
-            if b.get(i) != Some(&b':') {
-                return None;
-            }
-            i = skip_ws(b, i + 1);
-        }
-        i = skip_ws(b, value_len(b, i, depth + 1)?);
-        match b.get(i)? {
-            b',' => i = skip_ws(b, i + 1),
-            c if *c == close => return Some(i + 1),
-            _ => return None,
-        }
-    }
-}
-
-fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
-    b[i..].starts_with(word).then_some(i + word.len())
-}
-
-fn number_len(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits = |b: &[u8], i: usize| i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-    if b.get(i) == Some(&b'-') {
-        i += 1;
-    }
-    let start = i;
-    i = digits(b, i);
-    if i == start || (b[start] == b'0' && i - start > 1) {
-        return None;
-    }
-    if b.get(i) == Some(&b'.') {
-        let s = i + 1;
-        i = digits(b, s);
-        if i == s {
-            return None;
-        }
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let s = i;
-        i = digits(b, s);
-        if i == s {
-            return None;
-        }
-    }
-    Some(i)
-}
-
-/// Length of the JSON string at the start of `b` (quotes included), validating escapes.
-fn string_len(b: &[u8]) -> Option<usize> {
-    if b.first() != Some(&b'"') {
-        return None;
-    }
-    let mut i = 1;
-    loop {
-        match *b.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => match *b.get(i + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                b'u' => {
-                    let hex = b.get(i + 2..i + 6)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    i += 6;
-                }
-                _ => return None,
-            },
-            c if c < 0x20 => return None,
-            _ => i += 1,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -111,7 +111,8 @@ pub async fn serve(dir: &Path, method: &str, target: &str) -> Vec<u8> {
 pub fn sanitize(target: &str) -> Result<PathBuf, PathError> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolutePath)?;
-    let decoded = percent_decode(rest.as_bytes())?;
+    let decoded =
+        crate::http::percent_decode(rest.as_bytes()).ok_or(PathError::BadPercentEncoding)?;
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
     if decoded.contains('\0') {
         return Err(PathError::Nul);
@@ -142,26 +143,6 @@ fn segment(seg: &str) -> Result<&str, PathError> {
         "." | ".." => Err(PathError::DotSegment),
         s => Ok(s),
     }
-}
-
-/// Decodes `%XX` escapes (either case); a lone or malformed `%` is an error.
-fn percent_decode(b: &[u8]) -> Result<Vec<u8>, PathError> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
-            let (Some(hi), Some(lo)) = (hex(b.get(i + 1)), hex(b.get(i + 2))) else {
-                return Err(PathError::BadPercentEncoding);
-            };
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
 }
 
 /// The `Content-Type` for a file name, by its extension (case-insensitive).

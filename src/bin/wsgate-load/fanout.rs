@@ -244,7 +244,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         let total = (subs + pubs) as u64;
         crate::progress(ex, move |t| {
             let delivered: u64 = sh.steps.iter().map(|s| s.unique.load(Relaxed)).sum();
-            let mut prev = last.lock().unwrap_or_else(|e| e.into_inner());
+            let mut prev = wsgate::lock::mutex(&last);
             let rate = (delivered - prev.0) as f64 / (t - prev.1).max(1e-3);
             *prev = (delivered, t);
             let step = cur.load(Relaxed);

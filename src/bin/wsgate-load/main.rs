@@ -194,22 +194,14 @@ pub(crate) fn seed() -> u64 {
     })
 }
 
-/// `250ms`, `25s`, `5m`, or a bare number of seconds (`2.5`).
+/// `250ms`, `25s`, `5m`, or a bare number of seconds (`2.5`): the gateway's parser
+/// ([`wsgate::config::parse_duration`]), with `s` as the unit of a bare number.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (use 250ms, 25s, 5m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad duration {s:?}"))
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        return wsgate::config::parse_duration(&format!("{s}s"));
+    }
+    wsgate::config::parse_duration(s)
 }
 
 /// Raises the soft open-files limit to the hard one and checks that `needed` fds fit.
@@ -384,7 +376,8 @@ mod tests {
         assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5d").is_err());
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("-1s").is_err());
     }

@@ -1,6 +1,7 @@
 //! Results: a minimal JSON value for the final stdout line, and a tally of failures by reason.
 
 use std::{collections::BTreeMap, fmt, sync::Mutex};
+use wsgate::lock;
 
 /// A JSON value; objects keep their insertion order.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,30 +121,19 @@ pub(crate) struct Reasons(Mutex<BTreeMap<String, u64>>);
 impl Reasons {
     /// Counts one failure.
     pub(crate) fn add(&self, reason: impl Into<String>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason.into())
-            .or_default() += 1;
+        *lock::mutex(&self.0).entry(reason.into()).or_default() += 1;
     }
 
     /// All failures.
     #[cfg(test)]
     pub(crate) fn total(&self) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
+        lock::mutex(&self.0).values().sum()
     }
 
     /// `{"reason": count, ...}`.
     pub(crate) fn to_json(&self) -> Json {
         Json::Obj(
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            lock::mutex(&self.0)
                 .iter()
                 .map(|(k, v)| (k.clone(), Json::U(*v)))
                 .collect(),
@@ -152,7 +142,7 @@ impl Reasons {
 
     /// `reason=count, ...` for the human summary, or `none`.
     pub(crate) fn summary(&self) -> String {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock::mutex(&self.0);
         if map.is_empty() {
             return "none".into();
         }

@@ -12,6 +12,7 @@
 //! ```
 
 use std::borrow::Cow;
+use wsgate::json;
 
 /// The Engine.IO path and query that select protocol v4 over a bare WebSocket.
 pub(crate) const ENGINE_PATH: &str = "socket.io/?EIO=4&transport=websocket";
@@ -150,85 +151,24 @@ fn parse_event(text: &str, mut at: usize) -> Result<Packet<'_>, Error> {
 }
 
 /// The JSON string starting with `"` at byte `at`, and the offset just past its closing quote.
-/// Borrows when there is nothing to unescape.
+/// Borrows when there is nothing to unescape. The scanning and decoding are the gateway's own
+/// ([`wsgate::json`]).
 fn json_string(text: &str, at: usize) -> Result<(Cow<'_, str>, usize), Error> {
-    let b = text.as_bytes();
-    if b.get(at) != Some(&b'"') {
-        return Err(Error::BadEvent(at));
-    }
-    let start = at + 1;
-    let mut i = start;
-    while i < b.len() && b[i] != b'"' && b[i] != b'\\' {
-        i += 1;
-    }
-    match b.get(i) {
-        Some(b'"') => return Ok((Cow::Borrowed(&text[start..i]), i + 1)),
-        None => return Err(Error::BadEvent(i)),
-        Some(_) => {}
-    }
-    let mut out = String::from(&text[start..i]);
-    let mut chars = text[i..].char_indices();
-    while let Some((off, c)) = chars.next() {
-        match c {
-            '"' => return Ok((Cow::Owned(out), i + off + 1)),
-            '\\' => {
-                let (_, e) = chars.next().ok_or(Error::BadEvent(i + off))?;
-                match e {
-                    '"' | '\\' | '/' => out.push(e),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'n' => out.push('\n'),
-                    'r' => out.push('\r'),
-                    't' => out.push('\t'),
-                    'u' => {
-                        let bad = Error::BadEvent(i + off);
-                        let hi = hex4(&mut chars).ok_or(bad)?;
-                        let code = if (0xD800..0xDC00).contains(&hi)
-                            && chars.as_str().starts_with("\\u")
-                        {
-                            // A character outside the BMP is written as a surrogate pair.
-                            chars.next();
-                            chars.next();
-                            let lo = hex4(&mut chars).ok_or(bad)?;
-                            0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)
-                        } else {
-                            hi
-                        };
-                        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
-                    }
-                    _ => return Err(Error::BadEvent(i + off)),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    Err(Error::BadEvent(b.len()))
-}
-
-/// The four hex digits of a `\\u` escape.
-fn hex4(chars: &mut std::str::CharIndices<'_>) -> Option<u32> {
-    let mut v = 0;
-    for _ in 0..4 {
-        v = v * 16 + chars.next()?.1.to_digit(16)?;
-    }
-    Some(v)
+    let len = json::string_end(text.as_bytes().get(at..).unwrap_or_default())
+        .map_err(|off| Error::BadEvent(at + off))?;
+    let inner = &text[at + 1..at + len - 1];
+    let s = if inner.contains('\\') {
+        Cow::Owned(json::unescape(inner).ok_or(Error::BadEvent(at))?)
+    } else {
+        Cow::Borrowed(inner)
+    };
+    Ok((s, at + len))
 }
 
 /// Appends `s` as a quoted JSON string.
 pub(crate) fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    use std::fmt::Write as _;
+    let _ = write!(out, "\"{}\"", json::Escaped(s));
 }
 
 /// The unsigned integer value of `"key":` in a flat JSON object, if present.

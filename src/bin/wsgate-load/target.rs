@@ -58,7 +58,7 @@ impl Url {
         };
         let path = if path.is_empty() { "/" } else { path };
         let (host, port) = split_host_port(authority)?;
-        let ip = match host.trim_start_matches('[').trim_end_matches(']') {
+        let ip = match host {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
             h => match h.parse::<IpAddr>() {
                 Ok(ip) => ip,
@@ -115,17 +115,11 @@ impl Url {
     }
 }
 
-/// `host[:port]` or `[v6][:port]`; the port defaults to 80.
+/// `host[:port]` or `[v6][:port]` (split by the gateway's own [`wsgate::config::split_host_port`]);
+/// the port defaults to 80.
 fn split_host_port(authority: &str) -> Result<(&str, u16), String> {
-    let (host, port) = if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
-        let after = &authority[end + 2..];
-        (&authority[..end + 2], after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = wsgate::config::split_host_port(authority)
+        .ok_or_else(|| format!("--url has an unclosed [ in {authority:?}"))?;
     if host.is_empty() {
         return Err("--url has no host".into());
     }
