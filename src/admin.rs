@@ -3,7 +3,7 @@
 //! address that the load balancer does not forward to.
 
 use crate::error;
-use crate::http::{self, Head, Status};
+use crate::prelude::http::{self, Head, Status};
 use crate::server::Gateway;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};

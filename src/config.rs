@@ -263,7 +263,7 @@ impl FromStr for RedisUrl {
                     .split_once(':')
                     .ok_or("invalid --redis: write credentials as :password@ or user:password@")?;
                 let decode = |v: &str, what: &str| {
-                    crate::http::percent_decode(v.as_bytes())
+                    crate::prelude::http::percent_decode(v.as_bytes())
                         .and_then(|b| String::from_utf8(b).ok())
                         .ok_or(format!("invalid --redis: bad %-escape in the {what}"))
                 };

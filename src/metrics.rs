@@ -111,91 +111,116 @@ impl Metrics {
     /// `rooms` and `draining` are read from their owners at render time.
     pub fn render(&self, rooms: usize, draining: bool) -> String {
         let mut out = String::with_capacity(4096);
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let v = v.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
+        let mut w = Text(&mut out);
+        w.gauge(
             "wsgate_connections_open",
             "WebSocket sessions open now.",
             self.open.load(Relaxed),
         );
-        gauge(
-            &mut out,
+        w.gauge(
             "wsgate_rooms",
             "Rooms with at least one member.",
             rooms as u64,
         );
-        gauge(
-            &mut out,
+        w.gauge(
             "wsgate_draining",
             "1 while shutting down (healthz answers 503).",
             u64::from(draining),
         );
-        counter(
-            &mut out,
-            "wsgate_connections_accepted_total",
-            "TCP connections accepted.",
-            &self.accepted,
-        );
-        counter(
-            &mut out,
-            "wsgate_messages_in_total",
-            "Messages received from clients.",
-            &self.messages_in,
-        );
-        counter(
-            &mut out,
-            "wsgate_bytes_in_total",
-            "Message payload bytes received from clients.",
-            &self.bytes_in,
-        );
-        counter(
-            &mut out,
-            "wsgate_messages_out_total",
-            "Frames queued to clients (one per member per publish).",
-            &self.messages_out,
-        );
-        counter(
-            &mut out,
-            "wsgate_bytes_out_total",
-            "Frame bytes queued to clients.",
-            &self.bytes_out,
-        );
-        counter(
-            &mut out,
-            "wsgate_slow_consumer_evictions_total",
-            "Clients closed because their outbox was full.",
-            &self.evictions,
-        );
-        counter(
-            &mut out,
-            "wsgate_pings_sent_total",
-            "WebSocket pings sent.",
-            &self.pings,
-        );
-        counter(
-            &mut out,
-            "wsgate_pong_timeouts_total",
-            "Clients closed for not answering a ping.",
-            &self.pong_timeouts,
-        );
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            (
+                "wsgate_connections_accepted_total",
+                "TCP connections accepted.",
+                &self.accepted,
+            ),
+            (
+                "wsgate_messages_in_total",
+                "Messages received from clients.",
+                &self.messages_in,
+            ),
+            (
+                "wsgate_bytes_in_total",
+                "Message payload bytes received from clients.",
+                &self.bytes_in,
+            ),
+            (
+                "wsgate_messages_out_total",
+                "Frames queued to clients (one per member per publish).",
+                &self.messages_out,
+            ),
+            (
+                "wsgate_bytes_out_total",
+                "Frame bytes queued to clients.",
+                &self.bytes_out,
+            ),
+            (
+                "wsgate_slow_consumer_evictions_total",
+                "Clients closed because their outbox was full.",
+                &self.evictions,
+            ),
+            (
+                "wsgate_pings_sent_total",
+                "WebSocket pings sent.",
+                &self.pings,
+            ),
+            (
+                "wsgate_pong_timeouts_total",
+                "Clients closed for not answering a ping.",
+                &self.pong_timeouts,
+            ),
+        ];
+        for (name, help, v) in counters {
+            w.counter(name, help, v.load(Relaxed));
+        }
         let t = lock::mutex(&self.labelled);
         for fam in FAMILIES {
             let (name, label, help) = fam.name();
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (_, l, v) in t.iter().filter(|(f, _, _)| *f == fam) {
-                let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
-            }
+            let values = t
+                .iter()
+                .filter(|(f, _, _)| *f == fam)
+                .map(|(_, l, v)| (*l, *v));
+            w.labelled(name, "counter", help, label, values);
         }
+        drop(t);
         out
+    }
+}
+
+/// The one writer of the Prometheus text format: each metric with its `# HELP` and `# TYPE`.
+#[derive(Debug)]
+pub struct Text<'a>(pub &'a mut String);
+
+impl Text<'_> {
+    /// A gauge without labels.
+    pub fn gauge(&mut self, name: &str, help: &str, v: u64) {
+        self.one(name, "gauge", help, v);
+    }
+
+    /// A counter without labels.
+    pub fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.one(name, "counter", help, v);
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: u64) {
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+
+    /// A family of one label: `name{label="value"} v` per entry (the header even when empty).
+    pub fn labelled<'v>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'v str, u64)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (l, v) in values {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{l}\"}} {v}");
+        }
     }
 }
 

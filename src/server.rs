@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::hub::{Hub, Relay};
 use crate::metrics::{Family, Metrics};
-use crate::{conn, error, info, lock};
+use crate::{error, info, lock, prelude};
 use futures_lite::FutureExt;
 use smol::{Async, Timer};
 use std::collections::HashMap;
@@ -152,7 +152,7 @@ pub async fn run(
                     gw.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.get_ref().set_nodelay(true);
                     gw.executor
-                        .spawn(conn::serve(stream, peer, gw.clone()))
+                        .spawn(prelude::serve(stream, peer, gw.clone()))
                         .detach();
                 }
                 Err(e) => {

@@ -1,4 +1,4 @@
-//! Differential test: `wsgate::proxy::decode` against the `ppp` crate 2.3 over hundreds of
+//! Differential test: `wsgate::prelude::proxy::decode` against the `ppp` crate 2.3 over hundreds of
 //! thousands of inputs: generated valid v1/v2 headers, their strict prefixes, and mutations
 //! of them (bytes changed, inserted, deleted, fields swapped, truncated, extended). A
 //! fixed-seed xorshift PRNG keeps every run the same. A counting allocator also shows that
@@ -34,7 +34,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use wsgate::proxy::{
+use wsgate::prelude::proxy::{
     decode, Addresses, Command, Decoded, ProxyError, V1_MAX_LEN, V1_SIGNATURE, V2_FIXED_LEN,
     V2_SIGNATURE,
 };

@@ -3,12 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::http::{parse_head, Head};
+use wsgate::prelude::http::{parse_head, Head};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Head::Complete { len, request }) = parse_head(data) {
         assert!(len <= data.len());
-        let _ = wsgate::route::route(request.method, request.target);
-        let _ = wsgate::handshake::check(&request);
+        let _ = wsgate::prelude::route::route(request.method, request.target);
+        let _ = wsgate::prelude::handshake::check(&request);
     }
 });

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::proxy::{decode, Decoded};
+use wsgate::prelude::proxy::{decode, Decoded};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Decoded::Complete { consumed, header }) = decode(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::resp::{parse, Parsed, Value};
+use wsgate::backplane::resp::{parse, Parsed, Value};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Parsed::Complete { value, consumed }) = parse(data) {

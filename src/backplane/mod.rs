@@ -30,14 +30,17 @@
 //!   The state is logged once per change (`backplane_up`, `backplane_down` with the reason and
 //!   `host:port`, never the password), shown on `/healthz` and in `/metrics`.
 
+pub mod resp;
+
 use crate::config::BackplaneConfig;
 use crate::frame;
 use crate::hub::{Payload, Relay};
 use crate::lock::mutex as lock;
-use crate::resp::{self, Parsed, Value};
+use crate::metrics;
 use crate::server::Gateway;
 use crate::{error, info};
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+use resp::{Parsed, Value};
 use smol::{Async, Timer};
 use std::fmt::Write as _;
 use std::io;
@@ -172,57 +175,46 @@ impl Backplane {
     pub fn render_metrics(&self, out: &mut String) {
         let queued = lock(&self.queue).entries;
         let s = &self.stats;
-        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        one(
+        let mut w = metrics::Text(out);
+        w.gauge(
             "wsgate_backplane_up",
-            "gauge",
             "1 while both Redis connections (publish, subscribe) are up.",
             u64::from(self.is_up()),
         );
-        one(
+        w.gauge(
             "wsgate_backplane_queued",
-            "gauge",
             "Messages waiting to be written to Redis.",
             queued as u64,
         );
-        one(
+        w.counter(
             "wsgate_backplane_published_total",
-            "counter",
             "Messages PUBLISHed to Redis and acknowledged.",
             s.published.load(Relaxed),
         );
-        one(
+        w.counter(
             "wsgate_backplane_received_total",
-            "counter",
             "Messages from other instances delivered to this instance's rooms.",
             s.received.load(Relaxed),
         );
-        one(
+        w.counter(
             "wsgate_backplane_invalid_total",
-            "counter",
             "Messages on our channels that were not a valid envelope, skipped.",
             s.invalid.load(Relaxed),
         );
-        one(
+        w.counter(
             "wsgate_backplane_failures_total",
-            "counter",
             "Redis connection attempts that failed and connections lost.",
             s.failures.load(Relaxed),
         );
-        let name = "wsgate_backplane_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Messages not sent to other instances (local members got them), by reason.\n\
-             # TYPE {name} counter\n\
-             {name}{{reason=\"queue_full\"}} {}\n\
-             {name}{{reason=\"down\"}} {}",
-            s.dropped_full.load(Relaxed),
-            s.dropped_down.load(Relaxed)
+        w.labelled(
+            "wsgate_backplane_dropped_total",
+            "counter",
+            "Messages not sent to other instances (local members got them), by reason.",
+            "reason",
+            [
+                ("queue_full", s.dropped_full.load(Relaxed)),
+                ("down", s.dropped_down.load(Relaxed)),
+            ],
         );
     }
 
@@ -321,7 +313,7 @@ impl Backplane {
             .strip_prefix(self.cfg.channel_prefix.as_bytes())
             .and_then(|r| r.strip_prefix(b":"))
             .and_then(|r| std::str::from_utf8(r).ok())
-            .filter(|r| crate::route::valid_room(r));
+            .filter(|r| crate::prelude::route::valid_room(r));
         let (Some(room), Ok(env)) = (room, decode(message)) else {
             self.stats.invalid.fetch_add(1, Relaxed);
             return;

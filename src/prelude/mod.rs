@@ -7,20 +7,25 @@
 //!                                                        └────> handshake ─> session task
 //! ```
 
+pub mod handshake;
+pub mod http;
+pub mod proxy;
+pub mod route;
+pub mod static_files;
+
 use crate::admin;
+
 use crate::config::ProxyMode;
-use crate::handshake;
-use crate::http::{self, Head, HttpError, Status};
 use crate::hub::{Membership, Protocol};
 use crate::log::Level;
 use crate::metrics::Family;
-use crate::proxy::{self, Decoded, ProxyError};
-use crate::route::{self, Route};
 use crate::server::{Gateway, Refusal, SessionPermit};
 use crate::session::{self, Peer, Stats};
-use crate::static_files;
 use crate::{info, warn};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use http::{Head, HttpError, Status};
+use proxy::{Decoded, ProxyError};
+use route::Route;
 use smol::{Async, Timer};
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
