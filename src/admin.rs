@@ -3,8 +3,9 @@
 //! address that the load balancer does not forward to.
 
 use crate::error;
+use crate::gateway::Gateway;
+use crate::prelude::health_response;
 use crate::prelude::http::{self, Head, Status};
-use crate::server::Gateway;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
 use std::net::{TcpListener, TcpStream};
@@ -88,21 +89,7 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
                 head,
             )
         }
-        "/healthz" => health(gw, head),
+        "/healthz" => health_response(gw.health(), head),
         _ => http::error_response(Status::NotFound, "", &"try /metrics or /healthz"),
     }
-}
-
-/// `/healthz`: 200 while serving, 503 once draining, so the load balancer stops sending.
-/// With `--redis` a second line says `backplane: up` or `backplane: down`; it stays 200 while
-/// Redis is down, since this instance still serves its own clients.
-pub fn health(gw: &Gateway, head: bool) -> Vec<u8> {
-    let (status, first) = if gw.is_draining() {
-        (Status::Unavailable, "draining\n")
-    } else {
-        (Status::Ok, "ok\n")
-    };
-    let detail = gw.backplane.as_ref().map_or("", |b| b.health_line());
-    let body = [first, detail].concat();
-    http::response(status, "text/plain", "", body.as_bytes(), head)
 }

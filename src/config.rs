@@ -1,6 +1,11 @@
 //! Configuration as plain data with documented defaults. The CLI (`main.rs`) is one source of
 //! it; tests build it directly. Each component takes only its own sub-struct.
+//!
+//! Every default is written once, in the `Default` impls here: the CLI's flags are `Option`s
+//! laid over [`Config::default`], and `--help` lists [`defaults`]. [`Config::validate`] is the
+//! one check of a whole configuration, whoever built it.
 
+use crate::log::Format as LogFormat;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -17,6 +22,8 @@ pub struct Config {
     pub listen_backlog: u32,
     /// Executor threads. Default: the number of available cores.
     pub threads: usize,
+    /// Log line format. Default text (`key=value`); `json` for log shippers.
+    pub log_format: LogFormat,
     /// PROXY protocol handling.
     pub proxy: ProxyConfig,
     /// Limits on the connection prelude (PROXY header + HTTP head).
@@ -38,7 +45,130 @@ pub struct Config {
     pub backplane: Option<BackplaneConfig>,
 }
 
-/// Sharing rooms between instances through Redis pub/sub (see [`crate::backplane`]).
+/// Smallest `max_head_bytes`: room for a PROXY v1 header and a request line.
+pub const MIN_HEAD_BYTES: usize = 64;
+
+impl Config {
+    /// Checks the whole configuration; the error names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if self.prelude.max_head_bytes < MIN_HEAD_BYTES {
+            return Err(format!(
+                "--max-head-bytes must be at least {MIN_HEAD_BYTES}"
+            ));
+        }
+        if self.prelude.header_timeout.is_zero() {
+            return Err("--header-timeout must be above zero".into());
+        }
+        let s = &self.session;
+        if s.ping_interval.is_zero() || s.pong_timeout.is_zero() {
+            return Err("--ping-interval and --pong-timeout must be above zero".into());
+        }
+        if s.outbox_frames == 0 {
+            return Err("--outbox-frames must be at least 1".into());
+        }
+        if s.max_message_bytes == 0 {
+            return Err("--max-message-bytes must be at least 1".into());
+        }
+        if let Some(b) = &self.backplane {
+            if b.channel_prefix.is_empty() {
+                return Err("--redis-channel-prefix must not be empty".into());
+            }
+            if b.queue_messages == 0 || b.queue_bytes == 0 {
+                return Err("--redis-queue and --redis-queue-bytes must be at least 1".into());
+            }
+            if b.timeout.is_zero() || b.backoff_min.is_zero() || b.backoff_min > b.backoff_max {
+                return Err(
+                    "--redis-timeout and --redis-backoff-min must be above zero, and \
+                     --redis-backoff-min at most --redis-backoff-max"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each flag's default, rendered from the `Default` impls, for `--help`.
+pub fn defaults() -> Vec<(&'static str, String)> {
+    let c = Config::default();
+    let b = BackplaneConfig::new(RedisUrl::default());
+    let d = |d: Duration| format_duration(d);
+    let trusted: Vec<String> = c.proxy.trusted.iter().map(Cidr::to_string).collect();
+    vec![
+        ("listen", c.listen.to_string()),
+        ("listen-backlog", c.listen_backlog.to_string()),
+        ("proxy-protocol", c.proxy.mode.as_str().into()),
+        ("trusted-proxies", trusted.join(",")),
+        ("header-timeout", d(c.prelude.header_timeout)),
+        ("max-head-bytes", c.prelude.max_head_bytes.to_string()),
+        ("ping-interval", d(c.session.ping_interval)),
+        ("pong-timeout", d(c.session.pong_timeout)),
+        ("max-message-bytes", c.session.max_message_bytes.to_string()),
+        ("outbox-frames", c.session.outbox_frames.to_string()),
+        ("close-timeout", d(c.session.close_timeout)),
+        ("threads", format!("{} (the cores available)", c.threads)),
+        ("log-format", c.log_format.as_str().into()),
+        ("max-connections", c.limits.max_connections.to_string()),
+        (
+            "max-connections-per-ip",
+            c.limits.max_connections_per_ip.to_string(),
+        ),
+        (
+            "max-messages-per-second",
+            c.limits.max_messages_per_second.to_string(),
+        ),
+        ("allowed-origins", "(all)".into()),
+        ("drain-delay", d(c.shutdown.drain_delay)),
+        ("shutdown-timeout", d(c.shutdown.shutdown_timeout)),
+        ("admin-listen", "(off)".into()),
+        ("static", "(off: the embedded page)".into()),
+        ("redis", "(off)".into()),
+        ("redis-channel-prefix", b.channel_prefix),
+        ("redis-queue", b.queue_messages.to_string()),
+        ("redis-queue-bytes", b.queue_bytes.to_string()),
+        ("redis-timeout", d(b.timeout)),
+        ("redis-backoff-min", d(b.backoff_min)),
+        ("redis-backoff-max", d(b.backoff_max)),
+    ]
+}
+
+/// A duration the way the flags take it: `250ms`, `25s`, `5m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// One of a few words, for flags that name a mode: `keyword(s, "--proxy-protocol",
+/// &[("off", Off), ...])`. The error lists the words.
+pub fn keyword<T: Copy>(s: &str, flag: &str, words: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, v)) = words.iter().find(|(w, _)| *w == s) {
+        return Ok(*v);
+    }
+    let list: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+    Err(format!(
+        "{flag} must be one of {}, not {s:?}",
+        list.join(", ")
+    ))
+}
+
+/// A comma-separated list, trimmed, empty items dropped.
+pub fn parse_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+/// Sharing rooms between instances through Redis pub/sub (the `backplane` module).
 #[derive(Debug, Clone, Default)]
 pub struct BackplaneConfig {
     /// Where Redis is: `redis://[[user]:password@]host[:port][/db]`.
@@ -178,6 +308,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             listen_backlog: 4096,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            log_format: LogFormat::Text,
             proxy: ProxyConfig::default(),
             prelude: PreludeConfig::default(),
             session: SessionConfig::default(),
@@ -263,7 +394,7 @@ impl FromStr for RedisUrl {
                     .split_once(':')
                     .ok_or("invalid --redis: write credentials as :password@ or user:password@")?;
                 let decode = |v: &str, what: &str| {
-                    crate::prelude::http::percent_decode(v.as_bytes())
+                    crate::percent::decode(v.as_bytes())
                         .and_then(|b| String::from_utf8(b).ok())
                         .ok_or(format!("invalid --redis: bad %-escape in the {what}"))
                 };
@@ -358,17 +489,22 @@ impl ProxyConfig {
     }
 }
 
+impl ProxyMode {
+    /// The flag's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Off => "off",
+            ProxyMode::Optional => "optional",
+            ProxyMode::Required => "required",
+        }
+    }
+}
+
 impl FromStr for ProxyMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(ProxyMode::Off),
-            "optional" => Ok(ProxyMode::Optional),
-            "required" => Ok(ProxyMode::Required),
-            _ => Err(format!(
-                "invalid proxy mode {s:?}: expected off, optional or required"
-            )),
-        }
+        let modes = [ProxyMode::Off, ProxyMode::Optional, ProxyMode::Required];
+        keyword(s, "--proxy-protocol", &modes.map(|m| (m.as_str(), m)))
     }
 }
 
@@ -509,6 +645,30 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_validate_and_are_listed_for_every_flag() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let d = defaults();
+        let get = |k: &str| d.iter().find(|(f, _)| *f == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("ping-interval"), Some("25s"));
+        assert_eq!(get("max-head-bytes"), Some("8192"));
+        assert_eq!(get("redis-backoff-min"), Some("100ms"));
+        assert_eq!(get("proxy-protocol"), Some("off"));
+        let mut c = Config::default();
+        c.session.outbox_frames = 0;
+        assert!(c.validate().unwrap_err().contains("--outbox-frames"));
+        let mut b = BackplaneConfig::new(RedisUrl::default());
+        b.backoff_min = Duration::from_secs(9);
+        let c = Config {
+            backplane: Some(b),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("--redis-backoff-min"));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("1.s").is_err() && parse_duration(".5s").is_err());
+        assert!(parse_duration("5").is_err());
+    }
 
     #[test]
     fn durations() {

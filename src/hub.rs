@@ -22,6 +22,7 @@
 
 use crate::frame::{self, Frame, Kind};
 use crate::lock::{mutex as lock, read, write};
+use crate::metrics::Metrics;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -79,6 +80,8 @@ pub struct Delivery {
     pub delivered: usize,
     /// Members evicted by this publish because their outbox was full.
     pub evicted: usize,
+    /// Bytes of the frames queued: each member's frame in its own protocol.
+    pub bytes: u64,
 }
 
 /// Where publishes also go besides this instance's members: the backplane.
@@ -93,6 +96,8 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
 pub struct Hub {
     rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
     relay: Option<Arc<dyn Relay>>,
+    /// Where deliveries, frame bytes and evictions are counted, once per publish.
+    metrics: Arc<Metrics>,
     outbox_frames: usize,
     next_member: AtomicU64,
     /// Set by [`Hub::going_away`]: members joining later are told at once.
@@ -134,16 +139,22 @@ pub struct Membership {
 }
 
 impl Hub {
-    /// A hub whose member outboxes hold at most `outbox_frames` frames each.
+    /// A hub whose member outboxes hold at most `outbox_frames` frames each, counting into
+    /// metrics of its own.
     pub fn new(outbox_frames: usize) -> Arc<Hub> {
-        Hub::with_relay(outbox_frames, None)
+        Hub::with(outbox_frames, None, Arc::default())
     }
 
-    /// A hub that also hands every member's publish to `relay`.
-    pub fn with_relay(outbox_frames: usize, relay: Option<Arc<dyn Relay>>) -> Arc<Hub> {
+    /// A hub that also hands every member's publish to `relay`, and counts into `metrics`.
+    pub fn with(
+        outbox_frames: usize,
+        relay: Option<Arc<dyn Relay>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             relay,
+            metrics,
             outbox_frames: outbox_frames.max(1),
             next_member: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -237,13 +248,32 @@ impl Hub {
             else {
                 continue;
             };
+            let len = f.len() as u64;
             match m.push(f) {
-                Push::Queued => d.delivered += 1,
+                Push::Queued => {
+                    d.delivered += 1;
+                    d.bytes += len;
+                }
                 Push::Evicted => d.evicted += 1,
                 Push::Closed => {}
             }
         }
+        drop(members);
+        self.count(&d);
         d
+    }
+
+    /// Adds one publish's delivery to the metrics: three atomic adds, whatever the room size.
+    fn count(&self, d: &Delivery) {
+        let m = &self.metrics;
+        if d.delivered > 0 {
+            m.messages_out
+                .fetch_add(d.delivered as u64, Ordering::Relaxed);
+            m.bytes_out.fetch_add(d.bytes, Ordering::Relaxed);
+        }
+        if d.evicted > 0 {
+            m.evictions.fetch_add(d.evicted as u64, Ordering::Relaxed);
+        }
     }
 
     /// Delivers a message from another instance to this instance's members of `room` (if
@@ -284,6 +314,19 @@ impl Hub {
             .get(room)
             .map_or(0, |r| read(&r.members).len())
     }
+}
+
+/// Longest room name.
+pub const MAX_ROOM_LEN: usize = 64;
+
+/// Whether `name` is an acceptable room name: `[A-Za-z0-9_.-]{1,64}`. Checked wherever a
+/// name comes from outside (a request path, a Redis channel).
+pub fn valid_room(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROOM_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// The frame a member of `protocol` gets for `payload`, if it has one.
@@ -451,9 +494,6 @@ impl Drop for Membership {
     }
 }
 
-// A poisoned lock means a panic happened while holding it; the data (queues, member lists)
-// is still consistent at every await-free step, so keep serving rather than cascade panics.
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +512,29 @@ mod tests {
         let mut q = VecDeque::new();
         let p = m.member().poll_outbox(&mut cx, Some(&mut q));
         (p, q.iter().map(|f| f.to_vec()).collect())
+    }
+
+    #[test]
+    fn bytes_out_counts_each_members_own_frame_in_a_mixed_room() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::with(8, None, metrics.clone());
+        let raw = hub.join("mixed", Protocol::Raw);
+        let sio = hub.join("mixed", Protocol::SocketIo);
+        // "hi": 2 + 2 bytes as a plain frame; `42["chat message","hi"]` (23) + 2 for Socket.IO.
+        let d = raw.publish(Kind::Text, b"hi");
+        assert_eq!((d.delivered, d.bytes), (2, 4 + 25));
+        assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.bytes_out.load(Ordering::Relaxed), 29);
+        // A Socket.IO event other than `chat message` has no plain form: one delivery.
+        let d = sio.publish_payload(
+            Payload::SocketIo {
+                args: "[\"x\",1]",
+                chat: None,
+            },
+            false,
+        );
+        assert_eq!((d.delivered, d.bytes), (1, 2 + 9));
+        assert_eq!(metrics.bytes_out.load(Ordering::Relaxed), 40);
     }
 
     #[test]
@@ -607,7 +670,7 @@ mod tests {
     #[test]
     fn member_publishes_are_relayed_once_and_deliveries_are_not() {
         let rec = Arc::new(Recorder::default());
-        let hub = Hub::with_relay(8, Some(rec.clone()));
+        let hub = Hub::with(8, Some(rec.clone()), Arc::default());
         let a = hub.join("r", Protocol::Raw);
         let sio = hub.join("r", Protocol::SocketIo);
         let other = hub.join("q", Protocol::Raw);

@@ -3,33 +3,43 @@
 //!
 //! # Data flow
 //! ```text
-//! accept (server) ─> conn: one buffer, one cap, one deadline
-//!     proxy::decode ─> http::parse_head ─> route ─> page | healthz | 4xx
-//!                                             └──> handshake ─> session task
+//! server::accept ─> prelude::serve: one buffer, one cap, one deadline
+//!     proxy::decode ─> http::parse_head ─> route ─> page | healthz | static | Reject
+//!                                             └──> handshake ─> Gateway::admit ─> session task
 //! session: socket ─> tungstenite ─> hub::publish ─> member outboxes (bounded, evict when full)
-//!          outbox ─> one writev of pre-encoded frames ─> socket
-//! --redis: hub ─> backplane::relay ─> queue ─> PUBLISH ─> Redis ─> PSUBSCRIBE ─> hub::deliver
+//!          outbox ─> writer: one writev of pre-encoded frames ─> socket
+//! --redis: hub ─> backplane::relay ─> queue ─> link (PUBLISH) ─> Redis ─> link (PSUBSCRIBE)
+//!          ─> envelope::decode ─> hub::deliver
 //! ```
 //!
-//! # Modules
-//! * [`config`]: plain data with documented defaults; duration, size and CIDR parsing.
-//! * [`server`]: accept loop and shared state.
+//! # Modules, in the order of the flow
+//! * [`server`]: the accept loop and the SIGTERM drain (waits for the last session permit).
+//! * [`prelude`]: the connection prelude, one folder per check: [`prelude::proxy`] (PROXY
+//!   v1/v2, pure), [`prelude::http`] (request heads and responses, pure), [`prelude::route`]
+//!   (pure), [`prelude::handshake`] (RFC 6455, pure), [`prelude::static_files`], and one
+//!   `Reject` answered in one place.
+//! * [`session`]: one WebSocket connection (the loop, its writer, `End`, the Socket.IO
+//!   handler); it sees only a [`session::SessionCtx`], never the gateway.
+//! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction, delivery counting; never sees a
+//!   socket.
+//! * [`backplane`]: `--redis`: the relay queue, [`backplane::envelope`] (pure),
+//!   the link (one Redis connection's life) and [`backplane::resp`] (pure).
+//! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
+//!
+//! Shared by them:
+//! * [`gateway`]: the shared state and nothing else: components, admission permits, the
+//!   draining flag, the health status.
+//! * [`config`]: plain data; the only place a default is written; `Config::validate`.
 //! * [`executor`]: worker threads on `async-task` with a run queue that does not allocate.
-//! * `conn`: the prelude (PROXY header + HTTP head) and dispatch.
-//! * [`proxy`]: PROXY v1/v2 decoding, pure.
-//! * [`http`]: request-head parsing and plain responses, pure.
-//! * [`route`]: which page, health check or upgrade a request is, pure.
-//! * [`handshake`]: RFC 6455 upgrade checks and the 101 response, pure.
-//! * [`session`]: one WebSocket connection: reads, writes, pings, close codes.
-//! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction; never sees a socket.
+//! * [`metrics`]: atomic counters and the one Prometheus text writer.
+//! * [`log`]: one structured line per event.
 //! * [`frame`]: server frames encoded once per publish.
 //! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets, pure.
-//! * [`static_files`]: `--static DIR`.
-//! * [`log`]: one structured line per event.
-//! * [`metrics`]: counters and gauges in the Prometheus text format.
-//! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
-//! * [`backplane`]: `--redis`: rooms shared between instances through Redis pub/sub.
-//! * [`resp`]: the Redis wire format (RESP2 subset), pure.
+//! * [`json`], [`percent`], [`lock`]: small helpers written once.
+//!
+//! Imports point one way only (checked by reading the `crate::` paths): leaves (`frame`, `json`, `lock`,
+//! `percent`) <- `log`, `metrics`, `sio`, `executor`, `config` <- `hub` <- `session`,
+//! `backplane` <- `gateway` <- `prelude` <- `admin`, `server`.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
@@ -38,11 +48,13 @@ pub mod backplane;
 pub mod config;
 pub mod executor;
 pub mod frame;
+pub mod gateway;
 pub mod hub;
 pub mod json;
 pub mod lock;
 pub mod log;
 pub mod metrics;
+pub mod percent;
 pub mod prelude;
 pub mod server;
 pub mod session;

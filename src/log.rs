@@ -24,6 +24,24 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    /// The flag's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let formats = [Format::Text, Format::Json];
+        crate::config::keyword(s, "--log-format", &formats.map(|f| (f.as_str(), f)))
+    }
+}
+
 static FORMAT: AtomicU8 = AtomicU8::new(0);
 
 /// Chooses the line format for the whole process.

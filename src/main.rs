@@ -2,106 +2,105 @@
 
 use argh::FromArgs;
 use async_signal::{Signal, Signals};
-use futures_lite::{FutureExt, StreamExt};
-use smol::{Async, Timer};
+use futures_lite::StreamExt;
+use smol::Async;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wsgate::config::{self, Config, ProxyMode};
 use wsgate::executor::Executor;
+use wsgate::gateway::Gateway;
 use wsgate::log::Format as LogFormat;
-use wsgate::server::{self, Gateway};
+use wsgate::server;
 use wsgate::{error, info};
 
 /// wsgate: a WebSocket gateway for AWS Classic and Network Load Balancers (PROXY v1/v2),
 /// with broadcast rooms and an embedded chat page. Durations take a unit: 250ms, 25s, 5m.
+/// Every default is listed after the options (they are kept in one place, config.rs).
 #[derive(FromArgs, Debug)]
 struct Args {
-    /// address to listen on (default 0.0.0.0:8080)
-    #[argh(option, default = "SocketAddr::from(([0, 0, 0, 0], 8080))")]
-    listen: SocketAddr,
+    /// address to listen on
+    #[argh(option)]
+    listen: Option<SocketAddr>,
 
-    /// accept queue length for listen(2), capped by net.core.somaxconn (default 4096)
-    #[argh(option, default = "4096")]
-    listen_backlog: u32,
+    /// accept queue length for listen(2), capped by net.core.somaxconn
+    #[argh(option)]
+    listen_backlog: Option<u32>,
 
-    /// PROXY protocol: off, optional or required (default off); v1 and v2 are detected
-    #[argh(option, default = "ProxyMode::Off")]
-    proxy_protocol: ProxyMode,
+    /// PROXY protocol: off, optional or required; v1 and v2 are detected
+    #[argh(option)]
+    proxy_protocol: Option<ProxyMode>,
 
-    /// sources allowed to send PROXY headers, CIDR[,CIDR...] (default
-    /// 127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7)
+    /// sources allowed to send PROXY headers, CIDR[,CIDR...]
     #[argh(option, from_str_fn(cidrs))]
     trusted_proxies: Option<Vec<config::Cidr>>,
 
-    /// one deadline for the PROXY header and HTTP head together (default 5s)
-    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
-    header_timeout: Duration,
+    /// one deadline for the PROXY header and HTTP head together
+    #[argh(option, from_str_fn(duration))]
+    header_timeout: Option<Duration>,
 
-    /// byte cap for the PROXY header and HTTP head together; past it 431 (default 8192)
-    #[argh(option, default = "8192", from_str_fn(bytes))]
-    max_head_bytes: usize,
+    /// byte cap for the PROXY header and HTTP head together; past it 431 (at least 64)
+    #[argh(option, from_str_fn(bytes))]
+    max_head_bytes: Option<usize>,
 
-    /// interval between server pings (default 25s; keep it well inside the LB idle timeout)
-    #[argh(option, default = "Duration::from_secs(25)", from_str_fn(duration))]
-    ping_interval: Duration,
+    /// interval between server pings (keep it well inside the LB idle timeout)
+    #[argh(option, from_str_fn(duration))]
+    ping_interval: Option<Duration>,
 
-    /// close a client that sends nothing within this long after a ping (default 10s)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(duration))]
-    pong_timeout: Duration,
+    /// close a client that sends nothing within this long after a ping
+    #[argh(option, from_str_fn(duration))]
+    pong_timeout: Option<Duration>,
 
-    /// largest incoming message; past it the client is closed with 1009 (default 64KiB)
-    #[argh(option, default = "64 * 1024", from_str_fn(bytes))]
-    max_message_bytes: usize,
+    /// largest incoming message; past it the client is closed with 1009
+    #[argh(option, from_str_fn(bytes))]
+    max_message_bytes: Option<usize>,
 
-    /// frames queued per client before it is closed as a slow consumer, 1008 (default 256)
-    #[argh(option, default = "256")]
-    outbox_frames: usize,
+    /// frames queued per client before it is closed as a slow consumer, 1008
+    #[argh(option)]
+    outbox_frames: Option<usize>,
 
-    /// how long a closing connection waits for the client's close and last bytes (default 2s)
-    #[argh(option, default = "Duration::from_secs(2)", from_str_fn(duration))]
-    close_timeout: Duration,
+    /// how long a closing connection waits for the client's close and last bytes
+    #[argh(option, from_str_fn(duration))]
+    close_timeout: Option<Duration>,
 
     /// executor threads (default: the number of available cores)
     #[argh(option)]
     threads: Option<usize>,
 
-    /// log each chat message with the real client address (default off)
+    /// log each chat message with the real client address
     #[argh(switch)]
     log_messages: bool,
 
-    /// log line format: text or json (default text)
-    #[argh(option, default = "LogFormat::Text", from_str_fn(log_format))]
-    log_format: LogFormat,
+    /// log line format: text or json
+    #[argh(option, from_str_fn(log_format))]
+    log_format: Option<LogFormat>,
 
-    /// most WebSocket sessions at once; past it upgrades get 503 (default 100000)
-    #[argh(option, default = "100_000")]
-    max_connections: usize,
+    /// most WebSocket sessions at once; past it upgrades get 503
+    #[argh(option)]
+    max_connections: Option<usize>,
 
-    /// most sessions per real client address; past it 429 (default 0 = off)
-    #[argh(option, default = "0")]
-    max_connections_per_ip: usize,
+    /// most sessions per real client address; past it 429 (0 = off)
+    #[argh(option)]
+    max_connections_per_ip: Option<usize>,
 
     /// messages per second per client (burst: one second's worth); past it close 1008
-    /// (default 0 = off)
-    #[argh(option, default = "0")]
-    max_messages_per_second: u32,
+    /// (0 = off)
+    #[argh(option)]
+    max_messages_per_second: Option<u32>,
 
     /// allowed Origin values, comma separated; others get 403; requests without
     /// Origin are allowed (default: all)
     #[argh(option)]
     allowed_origins: Option<String>,
 
-    /// after SIGTERM, keep serving this long before closing clients with 1001 (default 0s;
-    /// set it just below the load balancer's deregistration delay)
-    #[argh(option, default = "Duration::ZERO", from_str_fn(duration))]
-    drain_delay: Duration,
+    /// after SIGTERM, keep serving this long before closing clients with 1001 (set it just
+    /// below the load balancer's deregistration delay)
+    #[argh(option, from_str_fn(duration))]
+    drain_delay: Option<Duration>,
 
-    /// after the 1001 closes, wait this long for clients to go, then exit (default 10s)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(duration))]
-    shutdown_timeout: Duration,
+    /// after the 1001 closes, wait this long for clients to go, then exit
+    #[argh(option, from_str_fn(duration))]
+    shutdown_timeout: Option<Duration>,
 
     /// address for /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090 (default off)
     #[argh(option)]
@@ -118,41 +117,35 @@ struct Args {
     #[argh(option)]
     redis: Option<String>,
 
-    /// prefix of the Redis channels, PREFIX:ROOM; instances sharing rooms use the same (default
-    /// wsgate)
-    #[argh(option, default = "String::from(\"wsgate\")")]
-    redis_channel_prefix: String,
+    /// prefix of the Redis channels, PREFIX:ROOM; instances sharing rooms use the same
+    #[argh(option)]
+    redis_channel_prefix: Option<String>,
 
-    /// messages waiting for Redis before new ones are dropped, counted (default 4096)
-    #[argh(option, default = "4096")]
-    redis_queue: usize,
+    /// messages waiting for Redis before new ones are dropped, counted
+    #[argh(option)]
+    redis_queue: Option<usize>,
 
-    /// bytes waiting for Redis before new messages are dropped, counted (default 16MiB)
-    #[argh(option, default = "16 * 1024 * 1024", from_str_fn(bytes))]
-    redis_queue_bytes: usize,
+    /// bytes waiting for Redis before new messages are dropped, counted
+    #[argh(option, from_str_fn(bytes))]
+    redis_queue_bytes: Option<usize>,
 
     /// connect deadline; also the silence after which Redis is pinged, and then declared
-    /// dead (default 5s)
-    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
-    redis_timeout: Duration,
+    /// dead
+    #[argh(option, from_str_fn(duration))]
+    redis_timeout: Option<Duration>,
 
-    /// first reconnect delay to Redis, doubling per failure (default 100ms)
-    #[argh(option, default = "Duration::from_millis(100)", from_str_fn(duration))]
-    redis_backoff_min: Duration,
+    /// first reconnect delay to Redis, doubling per failure
+    #[argh(option, from_str_fn(duration))]
+    redis_backoff_min: Option<Duration>,
 
-    /// longest reconnect delay to Redis (default 5s)
-    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
-    redis_backoff_max: Duration,
+    /// longest reconnect delay to Redis
+    #[argh(option, from_str_fn(duration))]
+    redis_backoff_max: Option<Duration>,
 }
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
-    match s {
-        "text" => Ok(LogFormat::Text),
-        "json" => Ok(LogFormat::Json),
-        _ => Err(format!("invalid log format {s:?}: expected text or json")),
-    }
+    s.parse()
 }
-
 fn duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
 }
@@ -163,48 +156,43 @@ fn cidrs(s: &str) -> Result<Vec<config::Cidr>, String> {
     config::parse_cidr_list(s)
 }
 
+/// `target = value` for each flag given; a flag not given leaves the default.
+macro_rules! set {
+    ($($target:expr => $value:expr),* $(,)?) => {
+        $(if let Some(v) = $value { $target = v; })*
+    };
+}
+
 impl Args {
-    /// `env_password` is `WSGATE_REDIS_PASSWORD`, used when the URL has no password.
+    /// The flags over [`Config::default`], validated. `env_password` is
+    /// `WSGATE_REDIS_PASSWORD`, used when the URL has no password.
     fn into_config(self, env_password: Option<String>) -> Result<Config, String> {
-        let mut c = Config {
-            listen: self.listen,
-            listen_backlog: self.listen_backlog,
-            ..Config::default()
-        };
-        if let Some(t) = self.threads {
-            if t == 0 {
-                return Err("--threads must be at least 1".into());
-            }
-            c.threads = t;
+        let mut c = Config::default();
+        set! {
+            c.listen => self.listen,
+            c.listen_backlog => self.listen_backlog,
+            c.threads => self.threads,
+            c.log_format => self.log_format,
+            c.proxy.mode => self.proxy_protocol,
+            c.proxy.trusted => self.trusted_proxies,
+            c.prelude.header_timeout => self.header_timeout,
+            c.prelude.max_head_bytes => self.max_head_bytes,
+            c.session.ping_interval => self.ping_interval,
+            c.session.pong_timeout => self.pong_timeout,
+            c.session.max_message_bytes => self.max_message_bytes,
+            c.session.outbox_frames => self.outbox_frames,
+            c.session.close_timeout => self.close_timeout,
+            c.limits.max_connections => self.max_connections,
+            c.limits.max_connections_per_ip => self.max_connections_per_ip,
+            c.limits.max_messages_per_second => self.max_messages_per_second,
+            c.shutdown.drain_delay => self.drain_delay,
+            c.shutdown.shutdown_timeout => self.shutdown_timeout,
         }
-        c.proxy.mode = self.proxy_protocol;
-        if let Some(t) = self.trusted_proxies {
-            c.proxy.trusted = t;
-        }
-        c.prelude.header_timeout = self.header_timeout;
-        c.prelude.max_head_bytes = self.max_head_bytes.max(64);
-        c.session.ping_interval = self.ping_interval;
-        c.session.pong_timeout = self.pong_timeout;
-        c.session.max_message_bytes = self.max_message_bytes;
-        c.session.outbox_frames = self.outbox_frames.max(1);
-        c.session.close_timeout = self.close_timeout;
-        c.session.log_messages = self.log_messages;
-        c.limits.max_connections = self.max_connections;
-        c.limits.max_connections_per_ip = self.max_connections_per_ip;
-        c.limits.max_messages_per_second = self.max_messages_per_second;
-        c.limits.allowed_origins = self
-            .allowed_origins
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|o| o.trim().to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
-        c.shutdown.drain_delay = self.drain_delay;
-        c.shutdown.shutdown_timeout = self.shutdown_timeout;
-        c.admin_listen = self.admin_listen;
-        c.static_dir = self.r#static;
-        if c.session.ping_interval.is_zero() || c.session.pong_timeout.is_zero() {
-            return Err("--ping-interval and --pong-timeout must be above zero".into());
+        c.session.log_messages |= self.log_messages;
+        c.admin_listen = self.admin_listen.or(c.admin_listen);
+        c.static_dir = self.r#static.or(c.static_dir);
+        if let Some(list) = &self.allowed_origins {
+            c.limits.allowed_origins = config::parse_list(list);
         }
         if let Some(url) = &self.redis {
             // Parsed here rather than by argh, whose error would repeat the value (and the
@@ -214,34 +202,48 @@ impl Args {
                 redis.password = env_password.filter(|p| !p.is_empty());
             }
             let mut b = config::BackplaneConfig::new(redis);
-            b.channel_prefix = self.redis_channel_prefix;
-            b.queue_messages = self.redis_queue;
-            b.queue_bytes = self.redis_queue_bytes;
-            b.timeout = self.redis_timeout;
-            b.backoff_min = self.redis_backoff_min;
-            b.backoff_max = self.redis_backoff_max;
-            if b.channel_prefix.is_empty() {
-                return Err("--redis-channel-prefix must not be empty".into());
-            }
-            if b.queue_messages == 0 || b.queue_bytes == 0 {
-                return Err("--redis-queue and --redis-queue-bytes must be at least 1".into());
-            }
-            if b.timeout.is_zero() || b.backoff_min.is_zero() || b.backoff_min > b.backoff_max {
-                return Err(
-                    "--redis-timeout and --redis-backoff-min must be above zero, and \
-                     --redis-backoff-min at most --redis-backoff-max"
-                        .into(),
-                );
+            set! {
+                b.channel_prefix => self.redis_channel_prefix,
+                b.queue_messages => self.redis_queue,
+                b.queue_bytes => self.redis_queue_bytes,
+                b.timeout => self.redis_timeout,
+                b.backoff_min => self.redis_backoff_min,
+                b.backoff_max => self.redis_backoff_max,
             }
             c.backplane = Some(b);
         }
+        c.validate()?;
         Ok(c)
     }
 }
 
+/// Parses the command line. `--help` prints argh's text and then every default, from
+/// [`config::defaults`].
+fn parse_args() -> Result<Args, ExitCode> {
+    let all: Vec<String> = std::env::args().collect();
+    let cmd = all.first().map_or("wsgate", String::as_str);
+    let rest: Vec<&str> = all.iter().skip(1).map(String::as_str).collect();
+    Args::from_args(&[cmd], &rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            print!("{}", exit.output);
+            println!("\nDefaults:");
+            for (flag, value) in config::defaults() {
+                println!("  --{flag:<26} {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("{}\nRun {cmd} --help for more information.", exit.output);
+            ExitCode::from(1)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
-    wsgate::log::set_format(args.log_format);
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let env_password = std::env::var("WSGATE_REDIS_PASSWORD").ok();
     let config = match args.into_config(env_password) {
         Ok(c) => c,
@@ -250,6 +252,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    wsgate::log::set_format(config.log_format);
     // Signals are registered before anything else, so an early SIGTERM is not lost.
     let signals = match Signals::new([Signal::Term, Signal::Int]) {
         Ok(s) => s,
@@ -303,83 +306,25 @@ fn main() -> ExitCode {
         version = env!("CARGO_PKG_VERSION")
     );
     let gw = Gateway::new(config, executor.clone());
-    wsgate::backplane::start(&gw);
+    wsgate::backplane::start(&gw.backplane, &gw.hub, &gw.executor);
     if let Some(admin) = admin {
         executor
             .spawn(wsgate::admin::run(admin, gw.clone()))
             .detach();
     }
-    let code = executor.run(lifecycle(listener, gw, signals));
+    let signals = signals.filter_map(|s| match s {
+        Ok(Signal::Term) => Some(server::Signal::Term),
+        Ok(Signal::Int) => Some(server::Signal::Int),
+        _ => None,
+    });
+    let stopped = executor.run(server::run(listener, gw, signals));
     drop(stop);
-    code
-}
-
-/// Serves until SIGTERM, then drains: healthz 503 -> `drain_delay` -> Close 1001 ->
-/// up to `shutdown_timeout` for the clients to go -> exit 0. SIGINT, or a second SIGTERM,
-/// exits at once.
-async fn lifecycle(
-    listener: Async<TcpListener>,
-    gw: Arc<Gateway>,
-    mut signals: Signals,
-) -> ExitCode {
-    let (stop_accepting, accept_stopped) = async_channel::bounded::<()>(1);
-    let accept = gw
-        .executor
-        .spawn(server::run(listener, gw.clone(), async move {
-            let _ = accept_stopped.recv().await;
-        }));
-    let at_once = |sig: Signal| {
-        info!("exit_now", signal = format!("{sig:?}"));
-        ExitCode::from(if sig == Signal::Int { 130 } else { 143 })
-    };
-    match signals.next().await {
-        Some(Ok(Signal::Term)) => {}
-        Some(Ok(sig)) => return at_once(sig),
-        _ => return ExitCode::from(1),
-    }
-    let shutdown = gw.config.shutdown.clone();
-    gw.start_draining();
-    info!(
-        "draining",
-        drain_delay = format!("{:?}", shutdown.drain_delay),
-        open = gw.metrics.open.load(Ordering::Relaxed)
-    );
-    let next_signal = async {
-        match signals.next().await {
-            Some(Ok(sig)) => Some(sig),
-            _ => std::future::pending().await,
+    match stopped {
+        server::Stopped::Drained { .. } => ExitCode::SUCCESS,
+        server::Stopped::Now(sig) => {
+            info!("exit_now", signal = format!("{sig:?}"));
+            ExitCode::from(if sig == server::Signal::Int { 130 } else { 143 })
         }
-    };
-    let mut next_signal = Box::pin(next_signal);
-    let interrupted = async {
-        Timer::after(shutdown.drain_delay).await;
-        None
+        server::Stopped::NoSignals => ExitCode::from(1),
     }
-    .or(next_signal.as_mut())
-    .await;
-    if let Some(sig) = interrupted {
-        return at_once(sig);
-    }
-    drop(stop_accepting);
-    accept.await;
-    gw.hub.going_away();
-    let open = gw.metrics.open.load(Ordering::Relaxed);
-    info!("closing_clients", code = 1001, open = open);
-    let deadline = Instant::now() + shutdown.shutdown_timeout;
-    let drained = async {
-        while gw.metrics.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            Timer::after(Duration::from_millis(20)).await;
-        }
-        None
-    }
-    .or(next_signal.as_mut())
-    .await;
-    if let Some(sig) = drained {
-        return at_once(sig);
-    }
-    info!(
-        "stopped",
-        left_open = gw.metrics.open.load(Ordering::Relaxed)
-    );
-    ExitCode::SUCCESS
 }

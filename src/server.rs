@@ -1,148 +1,49 @@
-//! The accept loop, the state every connection shares, and the permits that count sessions.
+//! The accept loop and the drain sequence.
+//!
+//! ```text
+//! run: accept ─> prelude::serve task per connection, until SIGTERM or SIGINT
+//! SIGTERM: healthz 503 ─> drain_delay ─> stop accepting ─> Close 1001 to every member
+//!          ─> wait for the last session permit (at most shutdown_timeout) ─> exit 0
+//! SIGINT, or a second SIGTERM at any point: exit at once
+//! ```
 
-use crate::backplane::Backplane;
-use crate::config::Config;
-use crate::executor::Executor;
-use crate::hub::{Hub, Relay};
-use crate::metrics::{Family, Metrics};
-use crate::{error, info, lock, prelude};
-use futures_lite::FutureExt;
+use crate::gateway::Gateway;
+use crate::{error, info, prelude};
+use futures_lite::{FutureExt, Stream, StreamExt};
 use smol::{Async, Timer};
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin a core.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Gateway {
-    /// The configuration the process runs with.
-    pub config: Config,
-    /// Rooms and members.
-    pub hub: Arc<Hub>,
-    /// Where connection and session tasks run.
-    pub executor: Executor,
-    /// Counters and gauges.
-    pub metrics: Metrics,
-    /// The Redis backplane when `--redis` is set; its tasks start with
-    /// [`crate::backplane::start`].
-    pub backplane: Option<Arc<Backplane>>,
-    draining: AtomicBool,
-    next_conn: AtomicU64,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// Why a session was not admitted.
+/// The signals the server acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `--max-connections` reached: 503.
-    MaxConnections,
-    /// `--max-connections-per-ip` reached for this client: 429.
-    PerIp,
+pub enum Signal {
+    /// Drain, then exit (a second one: exit at once).
+    Term,
+    /// Exit at once.
+    Int,
 }
 
-impl Refusal {
-    /// Stable label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::PerIp => "max_connections_per_ip",
-        }
-    }
-}
-
-/// An admitted session: counted in the open gauge and in its address's count until dropped,
-/// on every exit path.
-#[derive(Debug)]
-pub struct SessionPermit {
-    gw: Arc<Gateway>,
-    ip: Option<IpAddr>,
-}
-
-impl Gateway {
-    /// Shared state for one listener.
-    pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
-        let backplane = config.backplane.clone().map(Backplane::new);
-        let relay = backplane.clone().map(|b| b as Arc<dyn Relay>);
-        Arc::new(Gateway {
-            hub: Hub::with_relay(config.session.outbox_frames, relay),
-            backplane,
-            config,
-            executor,
-            metrics: Metrics::default(),
-            draining: AtomicBool::new(false),
-            next_conn: AtomicU64::new(1),
-            per_ip: Mutex::new(HashMap::new()),
-        })
-    }
-
-    pub(crate) fn next_conn(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether SIGTERM was received (`/healthz` answers 503).
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Starts the drain: `/healthz` answers 503 from now on.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Admits one more session for `ip`, or says which limit refuses it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SessionPermit, Refusal> {
-        let limits = &self.config.limits;
-        let open = &self.metrics.open;
-        if open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections as u64 {
-            open.fetch_sub(1, Ordering::Relaxed);
-            self.metrics
-                .count(Family::Refused, Refusal::MaxConnections.as_str());
-            return Err(Refusal::MaxConnections);
-        }
-        let mut permit = SessionPermit {
-            gw: self.clone(),
-            ip: None,
-        };
-        if limits.max_connections_per_ip > 0 {
-            let mut map = lock::mutex(&self.per_ip);
-            let n = map.entry(ip).or_insert(0);
-            if *n as usize >= limits.max_connections_per_ip {
-                drop(map);
-                self.metrics.count(Family::Refused, Refusal::PerIp.as_str());
-                return Err(Refusal::PerIp);
-            }
-            *n += 1;
-            permit.ip = Some(ip);
-        }
-        Ok(permit)
-    }
-}
-
-impl Drop for SessionPermit {
-    fn drop(&mut self) {
-        self.gw.metrics.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            let mut map = lock::mutex(&self.gw.per_ip);
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-    }
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The drain finished; `left_open` sessions were still open at the deadline.
+    Drained { left_open: u64 },
+    /// A signal ended it at once.
+    Now(Signal),
+    /// The signal stream ended (signal handling failed).
+    NoSignals,
 }
 
 /// Accepts connections until `shutdown` completes, spawning one task per connection.
-pub async fn run(
-    listener: Async<TcpListener>,
-    gw: Arc<Gateway>,
+pub async fn accept(
+    listener: &Async<TcpListener>,
+    gw: &Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
     let accept = async {
@@ -164,4 +65,71 @@ pub async fn run(
     };
     accept.or(shutdown).await;
     info!("stopped_accepting");
+}
+
+/// Serves until a signal from `signals`, then drains as the module docs say.
+pub async fn run(
+    listener: Async<TcpListener>,
+    gw: Arc<Gateway>,
+    mut signals: impl Stream<Item = Signal> + Unpin + Send,
+) -> Stopped {
+    let (stop_accepting, accept_stopped) = async_channel::bounded::<()>(1);
+    let accepting = {
+        let gw2 = gw.clone();
+        gw.executor.spawn(async move {
+            accept(&listener, &gw2, async move {
+                let _ = accept_stopped.recv().await;
+            })
+            .await
+        })
+    };
+    match signals.next().await {
+        Some(Signal::Term) => {}
+        Some(sig) => return Stopped::Now(sig),
+        None => return Stopped::NoSignals,
+    }
+    let shutdown = gw.config.shutdown.clone();
+    gw.start_draining();
+    info!(
+        "draining",
+        drain_delay = format!("{:?}", shutdown.drain_delay),
+        open = gw.metrics.open.load(Ordering::Relaxed)
+    );
+    let mut next_signal = async {
+        match signals.next().await {
+            Some(sig) => Some(sig),
+            None => std::future::pending().await,
+        }
+    }
+    .boxed();
+    let delayed = async {
+        Timer::after(shutdown.drain_delay).await;
+        None
+    }
+    .or(next_signal.as_mut())
+    .await;
+    if let Some(sig) = delayed {
+        return Stopped::Now(sig);
+    }
+    drop(stop_accepting);
+    accepting.await;
+    gw.hub.going_away();
+    let open = gw.metrics.open.load(Ordering::Relaxed);
+    info!("closing_clients", code = 1001, open = open);
+    let drained = async {
+        gw.last_permit_dropped()
+            .or(async {
+                Timer::after(shutdown.shutdown_timeout).await;
+            })
+            .await;
+        None
+    }
+    .or(next_signal.as_mut())
+    .await;
+    if let Some(sig) = drained {
+        return Stopped::Now(sig);
+    }
+    let left_open = gw.metrics.open.load(Ordering::Relaxed);
+    info!("stopped", left_open = left_open);
+    Stopped::Drained { left_open }
 }

@@ -79,6 +79,13 @@ impl SioError {
     }
 }
 
+/// Engine.IO ping, sent by the server every `pingInterval`.
+pub const PING: &str = "2";
+/// Engine.IO pong, the answer to a ping.
+pub const PONG: &str = "3";
+/// The arguments of the `hi` event a newcomer's room gets (`socket.broadcast.emit('hi')`).
+pub const HI_ARGS: &str = "[\"hi\"]";
+
 /// Parses one text frame from a Socket.IO client.
 pub fn parse(text: &str) -> Result<Packet<'_>, SioError> {
     // Types are single ASCII digits, so slicing after the first byte is on a char boundary.

@@ -6,9 +6,9 @@ use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use smol::{Async, Timer};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -457,11 +457,11 @@ impl HalfOpenNet {
 
     /// Starts `wsgate-load idle` inside the namespace: `n` clients that connect to `addr`, read
     /// (so they answer pings) and hold.
-    fn spawn_clients(&self, addr: SocketAddr, n: usize) -> Clients {
+    fn spawn_clients(&self, addr: SocketAddr, n: usize) -> Proc {
         let url = format!("ws://{addr}/ws/ho");
         let n = n.to_string();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
             .arg(env!("CARGO_BIN_EXE_wsgate-load"))
             .args(["idle", "--url", &url, "--allow-remote", "--clients", &n])
             .args([
@@ -471,21 +471,10 @@ impl HalfOpenNet {
                 "10m",
                 "--deadline",
                 "15m",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wsgate-load in the namespace");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Clients { child, log }
+            ]);
+        let mut proc = Proc::spawn("wsgate-load", cmd);
+        proc.term_on_drop = false;
+        proc
     }
 
     /// Takes the namespace's end of the link down: from now on nothing gets in or out, not
@@ -519,26 +508,6 @@ fn sweep_stale() {
             let _ = ip(&["link", "del", &format!("wsgh{pid}")]);
             let _ = ip(&["netns", "del", name]);
         }
-    }
-}
-
-/// The client process; killed on drop.
-struct Clients {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Clients {
-    fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        log[log.len().saturating_sub(5)..].join("\n")
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -597,8 +566,7 @@ fn half_open_connections_are_closed_by_the_pong_timeout_while_others_are_served(
         // They vanish: the link goes down, then the client process dies. Its FINs and RSTs go
         // nowhere, so the server sees nothing at all from them.
         net.cut();
-        let _ = clients.child.kill();
-        let _ = clients.child.wait();
+        clients.kill();
         let before = healthy.rounds;
         healthy
             .chat_until(
@@ -608,7 +576,7 @@ fn half_open_connections_are_closed_by_the_pong_timeout_while_others_are_served(
             )
             .await;
         // The healthy client kept chatting all along, and still does.
-        assert!(healthy.rounds - before >= 3, "{}", clients.log_tail());
+        assert!(healthy.rounds - before >= 3, "{}", clients.transcript());
         healthy.round().await;
         wait_metric(admin, "wsgate_connections_open", 1.0);
     });

@@ -14,35 +14,20 @@
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{AsyncWriteExt, StreamExt};
 use smol::Async;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use wsgate::config::{Config, ProxyMode};
 use wsgate::executor::Executor;
-use wsgate::server::{self, Gateway};
+use wsgate::gateway::Gateway;
+use wsgate::server;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Subscribers besides the publisher, in the big room.
 const MEMBERS: usize = 50;
@@ -91,7 +76,8 @@ fn server() {
     let listener = Async::<TcpListener>::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = listener.get_ref().local_addr().unwrap();
     let gw = Gateway::new(config, ex.clone());
-    ex.spawn(server::run(listener, gw.clone(), std::future::pending()))
+    let gw2 = gw.clone();
+    ex.spawn(async move { server::accept(&listener, &gw2, std::future::pending()).await })
         .detach();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -112,7 +98,7 @@ fn server() {
     let mut open = 0;
     for (room, subs) in [("small", SMALL), ("big", MEMBERS)] {
         let members = subs as u64 + 1;
-        let a0 = ALLOCS.load(Relaxed);
+        let a0 = counting_alloc::total();
         step(&format!("connect {room} {subs}"), "connected");
         open += members;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -121,16 +107,16 @@ fn server() {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(50));
-        let a1 = ALLOCS.load(Relaxed);
+        let a1 = counting_alloc::total();
         step("warm", "warmed");
         std::thread::sleep(Duration::from_millis(50));
         // Steady state: queues grow to a new peak only when a burst beats every earlier one,
         // so the least of a few identical rounds is the steady-state cost.
         let mut measured = u64::MAX;
         for _ in 0..ROUNDS {
-            let a2 = ALLOCS.load(Relaxed);
+            let a2 = counting_alloc::total();
             step("go", "done");
-            measured = measured.min(ALLOCS.load(Relaxed) - a2);
+            measured = measured.min(counting_alloc::total() - a2);
             std::thread::sleep(Duration::from_millis(20));
         }
         let setup = (a1 - a0) as f64 / members as f64;

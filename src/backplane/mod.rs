@@ -30,55 +30,63 @@
 //!   The state is logged once per change (`backplane_up`, `backplane_down` with the reason and
 //!   `host:port`, never the password), shown on `/healthz` and in `/metrics`.
 
+pub mod envelope;
+mod link;
 pub mod resp;
 
 use crate::config::BackplaneConfig;
+use crate::executor::Executor;
 use crate::frame;
-use crate::hub::{Payload, Relay};
+use crate::hub::{Hub, Payload, Relay};
 use crate::lock::mutex as lock;
 use crate::metrics;
-use crate::server::Gateway;
 use crate::{error, info};
-use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
-use resp::{Parsed, Value};
-use smol::{Async, Timer};
+use envelope::{decode, parts, Body, HEADER_LEN, NODE_ID_LEN};
+use link::LinkError;
 use std::fmt::Write as _;
-use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Envelope format version; messages of another version are counted as invalid and skipped.
-pub const VERSION: u8 = 1;
-/// Bytes of the random per-process node id.
-pub const NODE_ID_LEN: usize = 16;
-/// Bytes before the data: version, kind, node id.
-pub const HEADER_LEN: usize = 2 + NODE_ID_LEN;
-const KIND_TEXT: u8 = b't';
-const KIND_BINARY: u8 = b'b';
-const KIND_SOCKETIO: u8 = b's';
-
-/// First size of a connection's read buffer; it grows to the largest reply and shrinks back
-/// when the connection ends.
-const READ_BUF: usize = 4096;
-/// Least free space handed to a read; below it the buffer is compacted or grown.
-const MIN_READ: usize = 1024;
 /// A write batch that grew past this is shrunk back after a burst.
-const SHRINK_ABOVE: usize = 1 << 20;
-/// Reads or writes in one poll before the task yields, so a flood from Redis cannot starve
-/// the sessions on its executor thread.
-const BUDGET: u32 = 64;
+pub(crate) const SHRINK_ABOVE: usize = 1 << 20;
 /// Distinct failure reasons logged during one outage; later ones are only counted.
 const MAX_REASONS_LOGGED: usize = 8;
-const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+/// Bytes a channel name may add to a message in a `pmessage`: the prefix, `:`, a room name,
+/// and the pattern, with room to spare. Part of the RESP bulk limit.
+const CHANNEL_SLACK: usize = 1024;
+/// Items in the largest reply the backplane expects (`pmessage`, pattern, channel, message).
+const MAX_REPLY_ITEMS: usize = 8;
+
+/// The backplane's plain counters: name and help, in the order of `render_metrics`'s values.
+const COUNTERS: [(&str, &str); 4] = [
+    (
+        "wsgate_backplane_published_total",
+        "Messages PUBLISHed to Redis and acknowledged.",
+    ),
+    (
+        "wsgate_backplane_received_total",
+        "Messages from other instances delivered to this instance's rooms.",
+    ),
+    (
+        "wsgate_backplane_invalid_total",
+        "Messages on our channels that were not a valid envelope, skipped.",
+    ),
+    (
+        "wsgate_backplane_failures_total",
+        "Redis connection attempts that failed and connections lost.",
+    ),
+];
 
 /// One instance's side of the backplane: the queue to Redis, the node id, state and counters.
 #[derive(Debug)]
 pub struct Backplane {
     cfg: BackplaneConfig,
+    /// The largest reply accepted from Redis: a message of `--max-message-bytes` in its
+    /// envelope, with its channel name. Anything larger is not ours, and drops the connection
+    /// before a byte of it is buffered.
+    limits: resp::Limits,
     node: [u8; NODE_ID_LEN],
     queue: Mutex<Queue>,
     /// Whether the subscriber connection is subscribed (the publisher's is `Queue::up`).
@@ -105,8 +113,8 @@ struct StateLog {
     up: Option<bool>,
     /// When the current outage began.
     down_since: Option<Instant>,
-    /// Reasons already logged in the current outage.
-    reasons: Vec<String>,
+    /// Kinds of failure already logged in the current outage.
+    reasons: Vec<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +129,7 @@ struct Stats {
 
 /// Which of the two connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Publish,
     Subscribe,
 }
@@ -138,8 +146,13 @@ impl Role {
 impl Backplane {
     /// The backplane for `cfg`, with a fresh random node id. Nothing connects until
     /// [`start`].
-    pub fn new(cfg: BackplaneConfig) -> Arc<Backplane> {
+    pub fn new(cfg: BackplaneConfig, max_message_bytes: usize) -> Arc<Backplane> {
+        let max_bulk = HEADER_LEN + max_message_bytes + CHANNEL_SLACK;
         Arc::new(Backplane {
+            limits: resp::Limits {
+                max_bulk,
+                max_items: MAX_REPLY_ITEMS,
+            },
             cfg,
             node: fastrand::u128(..).to_be_bytes(),
             queue: Mutex::new(Queue::default()),
@@ -186,26 +199,10 @@ impl Backplane {
             "Messages waiting to be written to Redis.",
             queued as u64,
         );
-        w.counter(
-            "wsgate_backplane_published_total",
-            "Messages PUBLISHed to Redis and acknowledged.",
-            s.published.load(Relaxed),
-        );
-        w.counter(
-            "wsgate_backplane_received_total",
-            "Messages from other instances delivered to this instance's rooms.",
-            s.received.load(Relaxed),
-        );
-        w.counter(
-            "wsgate_backplane_invalid_total",
-            "Messages on our channels that were not a valid envelope, skipped.",
-            s.invalid.load(Relaxed),
-        );
-        w.counter(
-            "wsgate_backplane_failures_total",
-            "Redis connection attempts that failed and connections lost.",
-            s.failures.load(Relaxed),
-        );
+        let values = [&s.published, &s.received, &s.invalid, &s.failures];
+        for ((name, help), v) in COUNTERS.iter().zip(values) {
+            w.counter(name, help, v.load(Relaxed));
+        }
         w.labelled(
             "wsgate_backplane_dropped_total",
             "counter",
@@ -246,8 +243,8 @@ impl Backplane {
     }
 
     /// Records that a connection came up (`Ok`) or failed (`Err(reason)`), and logs a change
-    /// of the overall state once.
-    fn report(&self, role: Role, result: Result<(), &str>, retry_in: Duration) {
+    /// of the overall state once, and each kind of failure once per outage.
+    fn report(&self, role: Role, result: Result<(), &LinkError>, retry_in: Duration) {
         let up = result.is_ok();
         match role {
             Role::Publish => {
@@ -292,9 +289,9 @@ impl Backplane {
                 }
                 if first
                     || (log.reasons.len() < MAX_REASONS_LOGGED
-                        && !log.reasons.iter().any(|r| r == reason))
+                        && !log.reasons.contains(&reason.as_str()))
                 {
-                    log.reasons.push(reason.to_string());
+                    log.reasons.push(reason.as_str());
                     error!(
                         "backplane_down",
                         redis = self.cfg.redis,
@@ -308,12 +305,12 @@ impl Backplane {
     }
 
     /// Handles one message from the subscription.
-    fn on_message(&self, gw: &Gateway, channel: &[u8], message: &[u8]) {
+    fn on_message(&self, hub: &Hub, channel: &[u8], message: &[u8]) {
         let room = channel
             .strip_prefix(self.cfg.channel_prefix.as_bytes())
             .and_then(|r| r.strip_prefix(b":"))
             .and_then(|r| std::str::from_utf8(r).ok())
-            .filter(|r| crate::prelude::route::valid_room(r));
+            .filter(|r| crate::hub::valid_room(r));
         let (Some(room), Ok(env)) = (room, decode(message)) else {
             self.stats.invalid.fetch_add(1, Relaxed);
             return;
@@ -322,43 +319,25 @@ impl Backplane {
             return; // ours: delivered locally when it was published
         }
         let chat;
-        let (payload, len) = match env.body {
-            Body::Text(t) => (
-                Payload::Raw {
-                    kind: frame::Kind::Text,
-                    data: t.as_bytes(),
-                },
-                t.len(),
-            ),
-            Body::Binary(b) => (
-                Payload::Raw {
-                    kind: frame::Kind::Binary,
-                    data: b,
-                },
-                b.len(),
-            ),
+        let payload = match env.body {
+            Body::Text(t) => Payload::Raw {
+                kind: frame::Kind::Text,
+                data: t.as_bytes(),
+            },
+            Body::Binary(b) => Payload::Raw {
+                kind: frame::Kind::Binary,
+                data: b,
+            },
             Body::SocketIo(args) => {
                 chat = crate::sio::chat_text(args);
-                (
-                    Payload::SocketIo {
-                        args,
-                        chat: chat.as_deref(),
-                    },
-                    args.len(),
-                )
+                Payload::SocketIo {
+                    args,
+                    chat: chat.as_deref(),
+                }
             }
         };
-        let d = gw.hub.deliver(room, payload);
+        hub.deliver(room, payload);
         self.stats.received.fetch_add(1, Relaxed);
-        let m = &gw.metrics;
-        m.messages_out.fetch_add(d.delivered as u64, Relaxed);
-        m.bytes_out.fetch_add(
-            d.delivered as u64 * (frame::header_len(len) + len) as u64,
-            Relaxed,
-        );
-        if d.evicted > 0 {
-            m.evictions.fetch_add(d.evicted as u64, Relaxed);
-        }
     }
 }
 
@@ -390,7 +369,7 @@ impl Relay for Backplane {
         resp::array_header(buf, 3);
         resp::bulk(buf, &[b"PUBLISH"]);
         resp::bulk(buf, &[prefix, b":", room.as_bytes()]);
-        resp::bulk(buf, &[&[VERSION, kind], &self.node, data]);
+        resp::bulk(buf, &[&envelope::header(&self.node, kind), data]);
         q.entries += 1;
         let waker = q.waker.take();
         drop(q);
@@ -401,8 +380,8 @@ impl Relay for Backplane {
 }
 
 /// Starts the publisher and subscriber tasks on the gateway's executor (when `--redis`).
-pub fn start(gw: &Arc<Gateway>) {
-    let Some(bp) = gw.backplane.clone() else {
+pub fn start(backplane: &Option<Arc<Backplane>>, hub: &Arc<Hub>, executor: &Executor) {
+    let Some(bp) = backplane.clone() else {
         return;
     };
     let cfg = &bp.cfg;
@@ -420,449 +399,10 @@ pub fn start(gw: &Arc<Gateway>) {
         queue = cfg.queue_messages
     );
     for role in [Role::Publish, Role::Subscribe] {
-        let (gw2, bp2) = (gw.clone(), bp.clone());
-        gw.executor.spawn(connection(gw2, bp2, role)).detach();
+        executor
+            .spawn(link::run(bp.clone(), hub.clone(), role))
+            .detach();
     }
-}
-
-/// One connection's life: connect, serve until it fails, back off, again; forever.
-async fn connection(gw: Arc<Gateway>, bp: Arc<Backplane>, role: Role) {
-    let cfg = &bp.cfg;
-    let mut delay = cfg.backoff_min;
-    let mut rb = ReadBuf::default();
-    let mut out = Vec::new();
-    loop {
-        let reason = match connect(&bp, role, &mut rb).await {
-            Ok(mut stream) => {
-                bp.report(role, Ok(()), delay);
-                delay = cfg.backoff_min;
-                let reason = serve(&bp, &gw, role, &mut stream, &mut rb, &mut out).await;
-                // What is still unwritten is dropped (at-most-once); reset rather than close
-                // so the kernel does not deliver it late either.
-                let _ =
-                    rustix::net::sockopt::set_socket_linger(stream.get_ref(), Some(Duration::ZERO));
-                reason
-            }
-            Err(reason) => reason,
-        };
-        // A batch the connection did not finish is not known to have reached Redis.
-        if !out.is_empty() {
-            let messages = count_publishes(&out);
-            bp.stats.dropped_down.fetch_add(messages, Relaxed);
-            out.clear();
-        }
-        if out.capacity() > SHRINK_ABOVE {
-            out = Vec::new();
-        }
-        rb.reset();
-        // Full jitter in [delay/2, delay], so instances do not reconnect in lockstep.
-        let wait = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
-        bp.report(role, Err(&reason), wait);
-        Timer::after(wait).await;
-        delay = (delay * 2).min(cfg.backoff_max).max(cfg.backoff_min);
-    }
-}
-
-/// Connects and sends `AUTH`, `SELECT` and `PING` (publisher) or `PSUBSCRIBE` (subscriber),
-/// all within `timeout`.
-async fn connect(bp: &Backplane, role: Role, rb: &mut ReadBuf) -> Result<Async<TcpStream>, String> {
-    let cfg = &bp.cfg;
-    let url = &cfg.redis;
-    let work = async {
-        let addrs = resolve(&url.host, url.port)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        let mut stream = None;
-        for a in addrs {
-            match Async::<TcpStream>::connect(a).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let mut stream = stream.ok_or_else(|| format!("connect: {last}"))?;
-        let _ = stream.get_ref().set_nodelay(true);
-        let mut hello = Vec::new();
-        let mut expect: Vec<&'static str> = Vec::new();
-        if let Some(pass) = &url.password {
-            match &url.username {
-                Some(user) => {
-                    resp::command(&mut hello, &[b"AUTH", user.as_bytes(), pass.as_bytes()])
-                }
-                None => resp::command(&mut hello, &[b"AUTH", pass.as_bytes()]),
-            }
-            expect.push("AUTH");
-        }
-        if url.db != 0 {
-            resp::command(&mut hello, &[b"SELECT", url.db.to_string().as_bytes()]);
-            expect.push("SELECT");
-        }
-        match role {
-            Role::Publish => {
-                hello.extend_from_slice(PING);
-                expect.push("PING");
-            }
-            Role::Subscribe => {
-                resp::command(&mut hello, &[b"PSUBSCRIBE", &bp.pattern()]);
-                expect.push("PSUBSCRIBE");
-            }
-        }
-        let sent = stream.write_all(&hello).await;
-        hello.fill(0); // the password
-        sent.map_err(|e| format!("write: {e}"))?;
-        for cmd in expect {
-            let refusal = read_reply(&mut stream, rb).await?;
-            if let Some(text) = refusal {
-                // The same for both connections, whichever command met it first.
-                if text.starts_with("NOAUTH") {
-                    return Err(format!(
-                        "Redis wants a password ({text}): set WSGATE_REDIS_PASSWORD or \
-                         redis://:password@host"
-                    ));
-                }
-                return Err(format!("{cmd} refused: {text}"));
-            }
-        }
-        Ok(stream)
-    };
-    work.or(async {
-        Timer::after(cfg.timeout).await;
-        Err(format!("no connection and reply within {:?}", cfg.timeout))
-    })
-    .await
-}
-
-/// Reads one reply during the handshake: `Ok(None)` for success, `Ok(Some(text))` for an
-/// error reply.
-async fn read_reply(
-    stream: &mut Async<TcpStream>,
-    rb: &mut ReadBuf,
-) -> Result<Option<String>, String> {
-    loop {
-        match resp::parse(rb.data()) {
-            Ok(Parsed::Complete { value, consumed }) => {
-                let refusal = match value {
-                    Value::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
-                    _ => None,
-                };
-                rb.consume(consumed);
-                return Ok(refusal);
-            }
-            Ok(Parsed::Partial) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let n = future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, rb.spare()))
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed by Redis".into());
-        }
-        rb.filled(n);
-    }
-}
-
-/// Host names are resolved on a short-lived thread (`getaddrinfo` blocks); IP addresses
-/// need no lookup.
-async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let (tx, rx) = async_channel::bounded(1);
-    let host = host.to_string();
-    std::thread::Builder::new()
-        .name("wsgate-resolve".into())
-        .spawn(move || {
-            let r = (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>());
-            let _ = tx.try_send(r); // capacity 1, one send: never full
-        })?;
-    rx.recv()
-        .await
-        .map_err(|_| io::Error::other("resolver thread ended"))?
-}
-
-/// Serves one connection until it fails, and returns why. The publisher writes batches from
-/// the queue and counts the replies; the subscriber delivers messages. Both send a `PING`
-/// after `timeout` of silence and give up after another `timeout`.
-async fn serve(
-    bp: &Backplane,
-    gw: &Gateway,
-    role: Role,
-    stream: &mut Async<TcpStream>,
-    rb: &mut ReadBuf,
-    out: &mut Vec<u8>,
-) -> String {
-    let timeout = bp.cfg.timeout;
-    let mut last_read = Instant::now();
-    let mut pinged = false;
-    let mut ping_due = false;
-    let mut written = 0usize;
-    // Re-armed only when it fires, so a busy connection does not touch the timer wheel.
-    let mut timer = Timer::at(last_read + timeout);
-    // Replies that arrived with the handshake's last one.
-    if let Err(e) = handle_replies(bp, gw, role, rb) {
-        return e;
-    }
-    future::poll_fn(|cx| {
-        for _ in 0..BUDGET {
-            let mut progress = false;
-            match Pin::new(&mut *stream).poll_read(cx, rb.spare()) {
-                Poll::Ready(Ok(0)) => return Poll::Ready("connection closed by Redis".into()),
-                Poll::Ready(Ok(n)) => {
-                    rb.filled(n);
-                    last_read = Instant::now();
-                    pinged = false;
-                    if let Err(e) = handle_replies(bp, gw, role, rb) {
-                        return Poll::Ready(e);
-                    }
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(format!("read: {e}")),
-                Poll::Pending => {}
-            }
-            if written < out.len() {
-                match Pin::new(&mut *stream).poll_write(cx, &out[written..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready("write: wrote 0 bytes".into()),
-                    Poll::Ready(Ok(n)) => {
-                        written += n;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(format!("write: {e}")),
-                    Poll::Pending => {}
-                }
-            }
-            if written == out.len() {
-                if !out.is_empty() {
-                    out.clear();
-                    written = 0;
-                    if out.capacity() > SHRINK_ABOVE {
-                        out.shrink_to(SHRINK_ABOVE / 4);
-                    }
-                }
-                if ping_due {
-                    out.extend_from_slice(PING);
-                    (ping_due, pinged) = (false, true);
-                    progress = true;
-                } else if role == Role::Publish && bp.poll_take(cx, out).is_ready() {
-                    progress = true;
-                }
-            }
-            if Pin::new(&mut timer).poll(cx).is_ready() {
-                let silent = last_read.elapsed();
-                if silent >= timeout * 2 {
-                    return Poll::Ready(format!("no reply from Redis for {silent:.1?}"));
-                }
-                if silent >= timeout && !pinged {
-                    ping_due = true;
-                }
-                let wait = if pinged || ping_due {
-                    timeout * 2
-                } else {
-                    timeout
-                };
-                timer.set_at(last_read + wait);
-                progress = true;
-            }
-            if !progress {
-                return Poll::Pending;
-            }
-        }
-        // Out of budget with work left: let the other tasks on this thread run first.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
-}
-
-/// Handles every complete reply in `rb`.
-fn handle_replies(
-    bp: &Backplane,
-    gw: &Gateway,
-    role: Role,
-    rb: &mut ReadBuf,
-) -> Result<(), String> {
-    loop {
-        let (value, consumed) = match resp::parse(rb.data()) {
-            Ok(Parsed::Complete { value, consumed }) => (value, consumed),
-            Ok(Parsed::Partial) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        match (role, value) {
-            (_, Value::Error(e)) => {
-                return Err(format!("Redis error: {}", String::from_utf8_lossy(e)));
-            }
-            (Role::Publish, Value::Integer(_)) => {
-                bp.stats.published.fetch_add(1, Relaxed);
-            }
-            (Role::Subscribe, Value::Array(a)) => {
-                let mut items = a.iter();
-                // `pong` and `psubscribe` confirmations need nothing.
-                if items.next() == Some(Value::Bulk(b"pmessage")) {
-                    let _pattern = items.next();
-                    match (items.next(), items.next()) {
-                        (Some(Value::Bulk(channel)), Some(Value::Bulk(message))) => {
-                            bp.on_message(gw, channel, message);
-                        }
-                        _ => return Err("malformed pmessage".into()),
-                    }
-                }
-            }
-            // PONG, and anything else harmless.
-            _ => {}
-        }
-        rb.consume(consumed);
-    }
-}
-
-/// `PUBLISH` commands in a batch (each starts with `*3\r\n`; a `PING` starts with `*1`).
-fn count_publishes(mut buf: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Ok(Parsed::Complete { value, consumed }) = resp::parse(buf) {
-        if matches!(value, Value::Array(a) if a.len() == 3) {
-            n += 1;
-        }
-        buf = &buf[consumed..];
-    }
-    n
-}
-
-/// A connection's read buffer: `buf[start..end]` is unparsed data.
-#[derive(Debug, Default)]
-struct ReadBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl ReadBuf {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-    }
-
-    /// Free space for the next read: at least [`MIN_READ`] bytes, made by moving unparsed
-    /// data to the front or, when a reply is bigger than the buffer, by growing it.
-    fn spare(&mut self) -> &mut [u8] {
-        if self.buf.len() - self.end < MIN_READ {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            }
-            if self.buf.len() - self.end < MIN_READ {
-                let len = (self.buf.len() * 2).max(READ_BUF);
-                self.buf.resize(len, 0);
-            }
-        }
-        &mut self.buf[self.end..]
-    }
-
-    fn filled(&mut self, n: usize) {
-        self.end += n;
-    }
-
-    /// Empties it for the next connection, giving back what a large reply made it grow to.
-    fn reset(&mut self) {
-        (self.start, self.end) = (0, 0);
-        if self.buf.len() > SHRINK_ABOVE {
-            self.buf = Vec::new();
-        }
-    }
-}
-
-/// An envelope read back from a `PUBLISH` payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Envelope<'a> {
-    /// The publishing process.
-    pub node: &'a [u8; NODE_ID_LEN],
-    /// What was published.
-    pub body: Body<'a>,
-}
-
-/// The message kinds an envelope carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body<'a> {
-    /// A plain WebSocket text message.
-    Text(&'a str),
-    /// A plain WebSocket binary message.
-    Binary(&'a [u8]),
-    /// A Socket.IO event's arguments, `["name", ...]`.
-    SocketIo(&'a str),
-}
-
-/// Why a payload on our channels is not an envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnvelopeError {
-    /// Shorter than [`HEADER_LEN`].
-    Short(usize),
-    /// Another format version.
-    Version(u8),
-    /// An unknown kind byte.
-    Kind(u8),
-    /// Text or Socket.IO arguments that are not UTF-8.
-    NotUtf8,
-    /// Socket.IO arguments that are not a JSON array.
-    NotArgs,
-}
-
-/// The kind byte and data of a payload.
-fn parts<'a>(payload: &Payload<'a>) -> (u8, &'a [u8]) {
-    match *payload {
-        Payload::Raw {
-            kind: frame::Kind::Text,
-            data,
-        } => (KIND_TEXT, data),
-        Payload::Raw {
-            kind: frame::Kind::Binary,
-            data,
-        } => (KIND_BINARY, data),
-        Payload::SocketIo { args, .. } => (KIND_SOCKETIO, args.as_bytes()),
-    }
-}
-
-/// Encodes an envelope (the relay writes the same bytes straight into its queue).
-pub fn encode(node: &[u8; NODE_ID_LEN], payload: &Payload<'_>) -> Vec<u8> {
-    let (kind, data) = parts(payload);
-    let mut out = Vec::with_capacity(HEADER_LEN + data.len());
-    out.extend_from_slice(&[VERSION, kind]);
-    out.extend_from_slice(node);
-    out.extend_from_slice(data);
-    out
-}
-
-/// Decodes an envelope, pure.
-pub fn decode(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
-    if b.len() < HEADER_LEN {
-        return Err(EnvelopeError::Short(b.len()));
-    }
-    if b[0] != VERSION {
-        return Err(EnvelopeError::Version(b[0]));
-    }
-    let node: &[u8; NODE_ID_LEN] = b[2..HEADER_LEN].try_into().expect("length checked");
-    let data = &b[HEADER_LEN..];
-    let text = || std::str::from_utf8(data).map_err(|_| EnvelopeError::NotUtf8);
-    let body = match b[1] {
-        KIND_TEXT => Body::Text(text()?),
-        KIND_BINARY => Body::Binary(data),
-        KIND_SOCKETIO => {
-            let args = text()?;
-            if !(args.starts_with('[') && args.ends_with(']')) {
-                return Err(EnvelopeError::NotArgs);
-            }
-            Body::SocketIo(args)
-        }
-        k => return Err(EnvelopeError::Kind(k)),
-    };
-    Ok(Envelope { node, body })
 }
 
 #[cfg(test)]
@@ -870,73 +410,6 @@ mod tests {
     use super::*;
     use crate::config::RedisUrl;
     use std::task::Wake;
-
-    const NODE: [u8; NODE_ID_LEN] = *b"0123456789abcdef";
-
-    #[test]
-    fn envelopes_round_trip_byte_by_byte() {
-        let text = Payload::Raw {
-            kind: frame::Kind::Text,
-            data: "hé".as_bytes(),
-        };
-        let e = encode(&NODE, &text);
-        assert_eq!(e, b"\x01t0123456789abcdefh\xc3\xa9");
-        assert_eq!(
-            decode(&e),
-            Ok(Envelope {
-                node: &NODE,
-                body: Body::Text("hé")
-            })
-        );
-        let bin = Payload::Raw {
-            kind: frame::Kind::Binary,
-            data: b"\0\xff\r\n",
-        };
-        let e = encode(&NODE, &bin);
-        assert_eq!(&e[..2], b"\x01b");
-        assert_eq!(decode(&e).unwrap().body, Body::Binary(b"\0\xff\r\n"));
-        let sio = Payload::SocketIo {
-            args: r#"["chat message","x"]"#,
-            chat: Some("x"),
-        };
-        let e = encode(&NODE, &sio);
-        assert_eq!(&e[..2], b"\x01s");
-        assert_eq!(
-            decode(&e).unwrap().body,
-            Body::SocketIo(r#"["chat message","x"]"#)
-        );
-        // Empty data is fine.
-        let empty = encode(
-            &NODE,
-            &Payload::Raw {
-                kind: frame::Kind::Text,
-                data: b"",
-            },
-        );
-        assert_eq!(empty.len(), HEADER_LEN);
-        assert_eq!(decode(&empty).unwrap().body, Body::Text(""));
-    }
-
-    #[test]
-    fn bad_envelopes_are_refused() {
-        assert_eq!(decode(b"\x01t0123"), Err(EnvelopeError::Short(6)));
-        assert_eq!(
-            decode(b"\x02t0123456789abcdefhi"),
-            Err(EnvelopeError::Version(2))
-        );
-        assert_eq!(
-            decode(b"\x01x0123456789abcdefhi"),
-            Err(EnvelopeError::Kind(b'x'))
-        );
-        assert_eq!(
-            decode(b"\x01t0123456789abcdef\xff"),
-            Err(EnvelopeError::NotUtf8)
-        );
-        assert_eq!(
-            decode(b"\x01s0123456789abcdef{}"),
-            Err(EnvelopeError::NotArgs)
-        );
-    }
 
     struct Count(AtomicU64);
     impl Wake for Count {
@@ -949,7 +422,7 @@ mod tests {
         let mut cfg = BackplaneConfig::new(RedisUrl::default());
         cfg.queue_messages = queue_messages;
         cfg.queue_bytes = queue_bytes;
-        Backplane::new(cfg)
+        Backplane::new(cfg, 64 * 1024)
     }
 
     fn text(s: &str) -> Payload<'_> {
@@ -984,12 +457,12 @@ mod tests {
                 &[
                     b"PUBLISH",
                     format!("wsgate:{room}").as_bytes(),
-                    &encode(&bp.node, &text(msg)),
+                    &envelope::encode(&bp.node, &text(msg)),
                 ],
             );
         }
         assert_eq!(out, want);
-        assert_eq!(count_publishes(&out), 2);
+        assert_eq!(link::count_publishes(&out), 2);
         // The byte cap: a second message that does not fit is dropped; a first always fits.
         let bp = backplane(100, 10);
         lock(&bp.queue).up = true;
@@ -1007,7 +480,7 @@ mod tests {
         assert!(bp.is_up());
         bp.relay("main", &text("a"));
         bp.relay("main", &text("b"));
-        bp.report(Role::Publish, Err("test"), Duration::ZERO);
+        bp.report(Role::Publish, Err(&LinkError::Closed), Duration::ZERO);
         assert!(!bp.is_up());
         assert_eq!(bp.stats.dropped_down.load(Relaxed), 2);
         assert_eq!(bp.stats.failures.load(Relaxed), 1);
@@ -1028,24 +501,10 @@ mod tests {
     fn the_pattern_escapes_glob_characters() {
         let mut cfg = BackplaneConfig::new(RedisUrl::default());
         cfg.channel_prefix = "a*b?[c]\\".into();
-        assert_eq!(Backplane::new(cfg).pattern(), b"a\\*b\\?\\[c\\]\\\\:*");
+        assert_eq!(
+            Backplane::new(cfg, 64 * 1024).pattern(),
+            b"a\\*b\\?\\[c\\]\\\\:*"
+        );
         assert_eq!(backplane(1, 1).pattern(), b"wsgate:*");
-    }
-
-    #[test]
-    fn read_buffer_compacts_and_grows() {
-        let mut rb = ReadBuf::default();
-        assert_eq!(rb.spare().len(), READ_BUF);
-        rb.spare()[..4].copy_from_slice(b"+OK\r");
-        rb.filled(4);
-        assert_eq!(resp::parse(rb.data()), Ok(Parsed::Partial));
-        // Fill it to the brim: it grows for the rest of a big reply.
-        let n = rb.spare().len();
-        rb.filled(n);
-        assert!(rb.spare().len() >= MIN_READ);
-        rb.consume(4);
-        assert_eq!(rb.data().len(), n);
-        rb.reset();
-        assert!(rb.data().is_empty());
     }
 }

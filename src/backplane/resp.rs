@@ -23,6 +23,24 @@ pub const MAX_BULK: usize = 512 * 1024 * 1024;
 /// Deepest nesting of arrays accepted. Pub/sub replies are one level deep.
 pub const MAX_DEPTH: usize = 8;
 
+/// How large a reply may be. A reader buffers a reply until it is complete, so these caps
+/// bound that buffer: past them the reply is an error before its bytes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string.
+    pub max_bulk: usize,
+    /// Most items in one array.
+    pub max_items: usize,
+}
+
+impl Limits {
+    /// Redis's own caps: `proto-max-bulk-len`, and no item limit of its own.
+    pub const REDIS: Limits = Limits {
+        max_bulk: MAX_BULK,
+        max_items: usize::MAX,
+    };
+}
+
 /// One decoded reply, borrowing from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value<'a> {
@@ -70,8 +88,11 @@ pub enum RespError {
     MissingCrlf,
     /// No CRLF within [`MAX_LINE`] bytes.
     LineTooLong,
-    /// A bulk string longer than [`MAX_BULK`]; carries the announced length.
+    /// A bulk string longer than the limit ([`MAX_BULK`] by default); carries the announced
+    /// length.
     BulkTooLong(usize),
+    /// An array with more items than the limit; carries the announced count.
+    ArrayTooLong(usize),
     /// Arrays nested deeper than [`MAX_DEPTH`].
     TooDeep,
 }
@@ -86,6 +107,7 @@ impl RespError {
             RespError::MissingCrlf => "missing_crlf",
             RespError::LineTooLong => "line_too_long",
             RespError::BulkTooLong(_) => "bulk_too_long",
+            RespError::ArrayTooLong(_) => "array_too_long",
             RespError::TooDeep => "too_deep",
         }
     }
@@ -96,6 +118,7 @@ impl std::fmt::Display for RespError {
         match self {
             RespError::UnknownType(b) => write!(f, "RESP: unknown type byte 0x{b:02x}"),
             RespError::BulkTooLong(n) => write!(f, "RESP: bulk string of {n} bytes"),
+            RespError::ArrayTooLong(n) => write!(f, "RESP: array of {n} items"),
             e => write!(f, "RESP: {}", e.as_str()),
         }
     }
@@ -103,16 +126,25 @@ impl std::fmt::Display for RespError {
 
 impl std::error::Error for RespError {}
 
-/// Decodes one reply from the front of `buf`.
+/// Decodes one reply from the front of `buf`, within Redis's own limits.
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, RespError> {
-    Ok(match value(buf, 0)? {
+    parse_with(buf, &Limits::REDIS)
+}
+
+/// Decodes one reply from the front of `buf`, refusing bulk strings and arrays over `limits`.
+pub fn parse_with<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, RespError> {
+    Ok(match value(buf, 0, limits)? {
         Some((value, consumed)) => Parsed::Complete { value, consumed },
         None => Parsed::Partial,
     })
 }
 
 /// One value and the bytes it used, or `None` when incomplete.
-fn value(buf: &[u8], depth: usize) -> Result<Option<(Value<'_>, usize)>, RespError> {
+fn value<'a>(
+    buf: &'a [u8],
+    depth: usize,
+    limits: &Limits,
+) -> Result<Option<(Value<'a>, usize)>, RespError> {
     let Some(&ty) = buf.first() else {
         return Ok(None);
     };
@@ -131,7 +163,7 @@ fn value(buf: &[u8], depth: usize) -> Result<Option<(Value<'_>, usize)>, RespErr
             let Some(n) = length(line)? else {
                 return Ok(Some((Value::Null, head)));
             };
-            if n > MAX_BULK {
+            if n > limits.max_bulk {
                 return Err(RespError::BulkTooLong(n));
             }
             let end = head + n;
@@ -154,9 +186,12 @@ fn value(buf: &[u8], depth: usize) -> Result<Option<(Value<'_>, usize)>, RespErr
             if depth >= MAX_DEPTH {
                 return Err(RespError::TooDeep);
             }
+            if n > limits.max_items {
+                return Err(RespError::ArrayTooLong(n));
+            }
             let mut pos = head;
             for _ in 0..n {
-                match value(&buf[pos..], depth + 1)? {
+                match value(&buf[pos..], depth + 1, limits)? {
                     Some((_, used)) => pos += used,
                     None => return Ok(None),
                 }
@@ -245,7 +280,8 @@ impl<'a> Iterator for Items<'a> {
             return None;
         }
         // The body was validated at depth 1 or deeper, so this cannot fail or be partial.
-        let (v, used) = value(self.rest, 1).ok().flatten()?;
+        // Validated when the array was parsed, within whatever limits applied then.
+        let (v, used) = value(self.rest, 1, &Limits::REDIS).ok().flatten()?;
         self.left -= 1;
         self.rest = &self.rest[used..];
         Some(v)
@@ -448,6 +484,30 @@ mod tests {
         );
         // An error inside an array is found even when later items are missing.
         assert_eq!(parse(b"*3\r\n+a\r\n?"), Err(RespError::UnknownType(b'?')));
+        // A configured limit refuses on the length alone, before any payload arrives.
+        let small = Limits {
+            max_bulk: 10,
+            max_items: 4,
+        };
+        assert_eq!(
+            parse_with(b"$10\r\n0123456789\r\n", &small),
+            Ok(Parsed::Complete {
+                value: Value::Bulk(b"0123456789"),
+                consumed: 17
+            })
+        );
+        assert_eq!(
+            parse_with(b"$11\r\n", &small),
+            Err(RespError::BulkTooLong(11))
+        );
+        assert_eq!(
+            parse_with(b"*5\r\n", &small),
+            Err(RespError::ArrayTooLong(5))
+        );
+        assert_eq!(
+            parse_with(b"*1\r\n$536870912\r\n", &small),
+            Err(RespError::BulkTooLong(MAX_BULK))
+        );
         let deep = "*1\r\n".repeat(MAX_DEPTH + 1);
         assert_eq!(parse(deep.as_bytes()), Err(RespError::TooDeep));
         let long = [b'+']

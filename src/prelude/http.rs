@@ -74,6 +74,59 @@ impl fmt::Display for HttpError {
     }
 }
 
+/// A complete head as offsets into the buffer it was parsed from. The prelude keeps reading
+/// into that buffer until the head is complete, so the borrowed [`Request`] cannot leave the
+/// read loop; this can, and [`HeadAt::request`] turns it back into one without parsing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadAt {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    method: Span,
+    target: Span,
+    /// `upgrade`, `connection`, `ws_key`, `ws_version`, `origin`, in [`Request`]'s order.
+    headers: [Option<Span>; 5],
+}
+
+/// `start..end` of a field within the parsed buffer.
+type Span = (u32, u32);
+
+impl HeadAt {
+    /// Records where `request`, parsed from `buf`, lies in it.
+    pub fn new(buf: &[u8], len: usize, request: &Request<'_>) -> HeadAt {
+        let base = buf.as_ptr() as usize;
+        // Every field is a subslice of `buf` (httparse borrows from its input).
+        let span = |b: &[u8]| {
+            let start = (b.as_ptr() as usize).saturating_sub(base) as u32;
+            (start, start + b.len() as u32)
+        };
+        let r = request;
+        HeadAt {
+            len,
+            method: span(r.method.as_bytes()),
+            target: span(r.target.as_bytes()),
+            headers: [r.upgrade, r.connection, r.ws_key, r.ws_version, r.origin]
+                .map(|h| h.map(span)),
+        }
+    }
+
+    /// The request again, borrowed from the same bytes it was parsed from.
+    pub fn request<'a>(&self, buf: &'a [u8]) -> Request<'a> {
+        let bytes = |(s, e): Span| buf.get(s as usize..e as usize).unwrap_or_default();
+        // Both were checked to be tokens and visible ASCII by httparse.
+        let text = |s: Span| std::str::from_utf8(bytes(s)).unwrap_or_default();
+        let [upgrade, connection, ws_key, ws_version, origin] = self.headers.map(|h| h.map(bytes));
+        Request {
+            method: text(self.method),
+            target: text(self.target),
+            upgrade,
+            connection,
+            ws_key,
+            ws_version,
+            origin,
+        }
+    }
+}
+
 /// Parses a request head at the start of `buf`.
 pub fn parse_head(buf: &[u8]) -> Result<Head<'_>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -126,25 +179,6 @@ fn error_text(e: httparse::Error) -> &'static str {
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "invalid HTTP version",
     }
-}
-
-/// Decodes `%XX` escapes (either case) in a URL part; `None` for a lone or malformed `%`.
-/// The one percent-decoder: static file paths and `redis://` credentials use it.
-pub fn percent_decode(b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
-            let (hi, lo) = (hex(b.get(i + 1))?, hex(b.get(i + 2))?);
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive).
@@ -242,6 +276,25 @@ pub fn error_response(status: Status, extra: &str, why: &dyn fmt::Display) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_at_gives_back_the_same_request() {
+        let buf = b"GET /ws/x?y=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                    Sec-WebSocket-Version: 13\r\nOrigin: https://a.example\r\n\r\nrest";
+        let Ok(Head::Complete { len, request }) = parse_head(buf) else {
+            panic!("complete")
+        };
+        let at = HeadAt::new(buf, len, &request);
+        assert_eq!(at.len, buf.len() - 4);
+        assert_eq!(at.request(buf), request);
+        // No optional headers at all.
+        let buf2 = b"GET / HTTP/1.1\r\n\r\n";
+        let Ok(Head::Complete { len, request }) = parse_head(buf2) else {
+            panic!("complete")
+        };
+        assert_eq!(HeadAt::new(buf2, len, &request).request(buf2), request);
+    }
 
     const UPGRADE: &[u8] = b"GET /ws/lobby?x=1 HTTP/1.1\r\n\
         Host: example.com\r\n\

@@ -3,28 +3,29 @@
 //! with every byte that came after the head.
 //!
 //! ```text
-//! socket bytes ─> proxy::decode ─> http::parse_head ─> route ─> page | healthz | error
-//!                                                        └────> handshake ─> session task
+//! socket bytes ─> proxy::decode ─> http::parse_head ─> route ─> page | healthz | static
+//!                                                        ├────> handshake ─> admit ─> session task
+//!                                                        └────> Reject ─> reject::answer (log, count, status)
 //! ```
 
 pub mod handshake;
 pub mod http;
 pub mod proxy;
+mod reject;
 pub mod route;
 pub mod static_files;
 
-use crate::admin;
-
-use crate::config::ProxyMode;
+use crate::config::{LimitsConfig, ProxyConfig, ProxyMode};
+use crate::gateway::{Gateway, Health, SessionPermit};
 use crate::hub::{Membership, Protocol};
+use crate::info;
 use crate::log::Level;
 use crate::metrics::Family;
-use crate::server::{Gateway, Refusal, SessionPermit};
-use crate::session::{self, Peer, Stats};
-use crate::{info, warn};
+use crate::session::{self, Peer, Session, Stats};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use http::{Head, HttpError, Status};
+use http::{Head, HeadAt, Request, Status};
 use proxy::{Decoded, ProxyError};
+use reject::{PreludeError, Reject};
 use route::Route;
 use smol::{Async, Timer};
 use std::fmt;
@@ -44,210 +45,93 @@ pub(crate) struct ProxyInfo {
     pub vpce: Option<String>,
 }
 
-/// Why a prelude ended without a request.
-#[derive(Debug)]
-enum PreludeError {
-    /// The PROXY header was refused.
-    Proxy(ProxyError),
-    /// A PROXY header came from a source outside `--trusted-proxies`.
-    UntrustedProxy,
-    /// `--proxy-protocol required` and the connection did not start with a header.
-    MissingProxy,
-    /// The head did not parse.
-    Http(HttpError),
-    /// Prelude longer than `--max-head-bytes`.
-    TooLarge,
-    /// `--header-timeout` passed.
-    Timeout { got: usize },
-    /// The client closed before the head was complete (`got` bytes of it received).
-    Eof { got: usize },
-    /// The socket failed.
-    Io(std::io::Error),
-}
-
-impl PreludeError {
-    fn as_str(&self) -> &'static str {
-        match self {
-            PreludeError::Proxy(e) => e.as_str(),
-            PreludeError::UntrustedProxy => "untrusted_proxy",
-            PreludeError::MissingProxy => "missing_proxy_header",
-            PreludeError::Http(e) => e.as_str(),
-            PreludeError::TooLarge => "head_too_large",
-            PreludeError::Timeout { .. } => "header_timeout",
-            PreludeError::Eof { .. } => "closed_before_request",
-            PreludeError::Io(_) => "io_error",
-        }
-    }
-}
-
-impl fmt::Display for PreludeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PreludeError::Proxy(e) => write!(f, "invalid PROXY header: {e:?}"),
-            PreludeError::UntrustedProxy => f.write_str("PROXY header from an untrusted source"),
-            PreludeError::MissingProxy => f.write_str("no PROXY header (required)"),
-            PreludeError::Http(e) => e.fmt(f),
-            PreludeError::TooLarge => f.write_str("request head too large"),
-            PreludeError::Timeout { got } => write!(f, "head not complete in time ({got} bytes)"),
-            PreludeError::Eof { got } => write!(f, "client closed after {got} bytes"),
-            PreludeError::Io(e) => e.fmt(f),
-        }
-    }
-}
-
 /// The prelude as far as it got: who the client is and where the head is in the buffer.
-struct Prelude {
+#[derive(Debug)]
+pub(crate) struct Prelude {
+    /// The socket's peer: the load balancer when a PROXY header is used.
+    pub peer: SocketAddr,
     /// The real client: the socket peer, or the PROXY header's source.
-    client: SocketAddr,
-    proxy: ProxyInfo,
+    pub client: SocketAddr,
+    pub proxy: ProxyInfo,
     /// Offset of the HTTP head (after the PROXY header).
-    head_start: usize,
+    pub head_start: usize,
     /// Bytes read so far.
-    filled: usize,
+    pub filled: usize,
+}
+
+/// What a routed request turns into.
+enum Answer<'a> {
+    /// A complete response.
+    Bytes(Vec<u8>),
+    /// A file under `--static`.
+    Static,
+    /// A WebSocket upgrade that passed every check.
+    Upgrade {
+        room: &'a str,
+        protocol: Protocol,
+        accept: [u8; 28],
+        permit: SessionPermit,
+    },
 }
 
 /// Serves one accepted connection.
-pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
+pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
     let cfg = &gw.config;
     let mut buf = vec![0u8; cfg.prelude.max_head_bytes];
     let deadline = Instant::now() + cfg.prelude.header_timeout;
     let mut pre = Prelude {
+        peer,
         client: peer,
         proxy: ProxyInfo::default(),
         head_start: 0,
         filled: 0,
     };
-    let result = read_prelude(&mut stream, peer, &gw, &mut buf, &mut pre)
+    let read = read_prelude(&mut stream, &cfg.proxy, &mut buf, &mut pre)
         .or(async {
             Timer::at(deadline).await;
-            Err(PreludeError::Timeout { got: 0 })
+            Err(PreludeError::Timeout)
         })
         .await;
-    match result {
-        Ok(true) => {}
+    let head = match read {
+        Ok(Some(head)) => head,
         // A PROXY header then a close: a load balancer's TCP health check. Not an error.
-        Ok(false) => return,
-        Err(PreludeError::Timeout { .. }) => {
-            let e = PreludeError::Timeout { got: pre.filled };
-            return refuse(&gw, &mut stream, peer, &pre, e).await;
-        }
-        Err(e) => return refuse(&gw, &mut stream, peer, &pre, e).await,
-    }
-    let Ok(Head::Complete { len, request }) = http::parse_head(&buf[pre.head_start..pre.filled])
-    else {
-        unreachable!("read_prelude returns only complete heads")
+        Ok(None) => return,
+        Err(e) => return reject::answer(&mut stream, &gw.metrics, &pre, None, e.into()).await,
     };
-    let body_start = pre.head_start + len;
-    let route = route::route(request.method, request.target);
-    if let (Some(dir), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
-        let r = static_files::serve(dir, request.method, request.target).await;
-        let _ = stream.write_all(&r).await;
-        return;
-    }
-    match route {
-        Route::Page => {
-            let head = request.method == "HEAD";
-            let r = http::response(Status::Ok, "text/html; charset=utf-8", "", PAGE, head);
+    let request = head.request(&buf[pre.head_start..pre.filled]);
+    let body_start = pre.head_start + head.len;
+    let answer = match route_request(&gw, &pre, &request) {
+        Ok(a) => a,
+        Err(r) => {
+            let path = Some(request.target);
+            return reject::answer(&mut stream, &gw.metrics, &pre, path, r).await;
+        }
+    };
+    match answer {
+        Answer::Bytes(r) => {
             let _ = stream.write_all(&r).await;
         }
-        Route::Health => {
-            let _ = stream
-                .write_all(&admin::health(&gw, request.method == "HEAD"))
-                .await;
-        }
-        Route::NotFound => {
-            let e = (Status::NotFound, "not_found", "");
-            respond_error(&gw, &mut stream, &pre, request.target, e, &"no such path").await
-        }
-        Route::MethodNotAllowed => {
-            let e = (
-                Status::MethodNotAllowed,
-                "method_not_allowed",
-                "Allow: GET, HEAD\r\n",
-            );
-            respond_error(&gw, &mut stream, &pre, request.target, e, &request.method).await
-        }
-        Route::BadRoom => {
-            let e = (Status::BadRequest, "bad_room", "");
-            let why = "room names are [A-Za-z0-9_.-]{1,64}";
-            respond_error(&gw, &mut stream, &pre, request.target, e, &why).await
-        }
-        Route::EngineIoError { code, message } => {
-            gw.metrics.count(Family::HandshakeReject, "engine_io_error");
-            warn!(
-                "handshake_rejected",
-                client = pre.client,
-                status = 400,
-                reason = "engine_io_error",
-                detail = message
-            );
-            let body = format!("{{\"code\":{code},\"message\":\"{message}\"}}");
-            let r = http::response(
-                Status::BadRequest,
-                "application/json",
-                "",
-                body.as_bytes(),
-                false,
-            );
+        Answer::Static => {
+            let dir = cfg
+                .static_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."));
+            let r = static_files::serve(dir, request.method, request.target).await;
             let _ = stream.write_all(&r).await;
         }
-        Route::Upgrade { .. } | Route::SocketIo { .. } => {
-            let (room, protocol) = match route {
-                Route::SocketIo { room } => (room, Protocol::SocketIo),
-                Route::Upgrade { room } => (room, Protocol::Raw),
-                _ => unreachable!("matched above"),
+        Answer::Upgrade {
+            room,
+            protocol,
+            accept,
+            permit,
+        } => {
+            // Plain clients join before the 101 goes out: a client that saw its upgrade
+            // succeed is already in the room and gets the next message sent there. Socket.IO
+            // clients wait in the lobby (where shutdown still reaches them) until they connect.
+            let membership = match protocol {
+                Protocol::Raw => gw.hub.join(room, protocol),
+                Protocol::SocketIo => gw.hub.join_lobby(protocol),
             };
-            let accept = match handshake::check(&request) {
-                Ok(accept) => accept,
-                Err(e) => {
-                    gw.metrics.count(Family::HandshakeReject, e.as_str());
-                    warn!(
-                        "handshake_rejected",
-                        client = pre.client,
-                        peer = peer,
-                        status = e.status().code(),
-                        reason = e.as_str()
-                    );
-                    let r = http::error_response(e.status(), e.extra_headers(), &e);
-                    let _ = stream.write_all(&r).await;
-                    return;
-                }
-            };
-            if !origin_allowed(&gw.config.limits.allowed_origins, request.origin) {
-                gw.metrics.count(Family::Refused, "origin");
-                let origin = String::from_utf8_lossy(request.origin.unwrap_or_default());
-                warn!(
-                    "upgrade_refused",
-                    client = pre.client,
-                    status = 403,
-                    reason = "origin",
-                    origin = origin
-                );
-                let r = http::error_response(Status::Forbidden, "", &"Origin not allowed");
-                let _ = stream.write_all(&r).await;
-                return;
-            }
-            let permit = match gw.admit(pre.client.ip()) {
-                Ok(p) => p,
-                Err(refusal) => {
-                    let status = match refusal {
-                        Refusal::MaxConnections => Status::Unavailable,
-                        Refusal::PerIp => Status::TooManyRequests,
-                    };
-                    warn!(
-                        "upgrade_refused",
-                        client = pre.client,
-                        status = status.code(),
-                        reason = refusal.as_str()
-                    );
-                    let r = http::error_response(status, "Retry-After: 5\r\n", &refusal.as_str());
-                    let _ = stream.write_all(&r).await;
-                    return;
-                }
-            };
-            // Join before the 101 goes out: a client that saw its upgrade succeed is already in
-            // the room and gets the next message sent there.
-            let membership = (protocol == Protocol::Raw).then(|| gw.hub.join(room, protocol));
             let room = room.to_owned();
             let leftover = buf[body_start..pre.filled].to_vec();
             drop(buf);
@@ -258,47 +142,119 @@ pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Ar
             {
                 return;
             }
-            let gw2 = gw.clone();
-            // A fresh task keeps the prelude's buffers out of the long-lived future.
-            let fut = async move {
-                let who = (pre.client, pre.proxy);
-                run_session(
-                    stream,
-                    (leftover, membership),
-                    room,
-                    protocol,
-                    who,
-                    gw2,
-                    permit,
-                )
-                .await
+            let start = Start {
+                room,
+                protocol,
+                client: pre.client,
+                proxy: pre.proxy,
+                permit,
             };
-            gw.executor.spawn(fut).detach();
+            // A fresh task keeps the prelude's buffers out of the long-lived future.
+            let gw2 = gw.clone();
+            gw.executor
+                .spawn(async move { run_session(stream, leftover, membership, start, gw2).await })
+                .detach();
         }
     }
 }
 
+/// Decides what a complete request gets: an answer, an upgrade, or a refusal.
+fn route_request<'r>(
+    gw: &Arc<Gateway>,
+    pre: &Prelude,
+    request: &Request<'r>,
+) -> Result<Answer<'r>, Reject> {
+    let cfg = &gw.config;
+    let route = route::route(request.method, request.target);
+    if let (Some(_), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
+        return Ok(Answer::Static);
+    }
+    let head = request.method == "HEAD";
+    let (room, protocol) = match route {
+        Route::Page => {
+            let r = http::response(Status::Ok, "text/html; charset=utf-8", "", PAGE, head);
+            return Ok(Answer::Bytes(r));
+        }
+        Route::Health => return Ok(Answer::Bytes(health_response(gw.health(), head))),
+        Route::NotFound => return Err(Reject::http(Status::NotFound, "not_found", "no such path")),
+        Route::MethodNotAllowed => return Err(Reject::method_not_allowed(request.method)),
+        Route::BadRoom => {
+            let why = "room names are [A-Za-z0-9_.-]{1,64}";
+            return Err(Reject::http(Status::BadRequest, "bad_room", why));
+        }
+        Route::EngineIoError { code, message } => return Err(Reject::engine_io(code, message)),
+        Route::Upgrade { room } => (room, Protocol::Raw),
+        Route::SocketIo { room } => (room, Protocol::SocketIo),
+    };
+    let accept = handshake::check(request)?;
+    check_origin(&cfg.limits, request.origin)?;
+    let permit = gw.admit(pre.client.ip())?;
+    Ok(Answer::Upgrade {
+        room,
+        protocol,
+        accept,
+        permit,
+    })
+}
+
 /// Whether an upgrade with this `Origin` may proceed. No list: all. No header: allowed
 /// (non-browser clients do not send one).
-fn origin_allowed(allowed: &[String], origin: Option<&[u8]>) -> bool {
+fn check_origin(limits: &LimitsConfig, origin: Option<&[u8]>) -> Result<(), Reject> {
+    let allowed = &limits.allowed_origins;
     match origin {
-        _ if allowed.is_empty() => true,
-        None => true,
-        Some(o) => allowed
-            .iter()
-            .any(|a| a.as_bytes().eq_ignore_ascii_case(o.trim_ascii())),
+        Some(o)
+            if !allowed.is_empty()
+                && !allowed
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(o.trim_ascii())) =>
+        {
+            Err(Reject::origin(o))
+        }
+        _ => Ok(()),
     }
+}
+
+/// `/healthz`: 200 while serving, 503 once draining, so the load balancer stops sending.
+/// With `--redis` a second line says `backplane: up` or `backplane: down`; it stays 200 while
+/// Redis is down, since this instance still serves its own clients.
+pub fn health_response(h: Health, head: bool) -> Vec<u8> {
+    let (status, first) = if h.draining {
+        (Status::Unavailable, "draining\n")
+    } else {
+        (Status::Ok, "ok\n")
+    };
+    let detail = match h.backplane_up {
+        None => "",
+        Some(true) => "backplane: up\n",
+        Some(false) => "backplane: down\n",
+    };
+    let body = [first, detail].concat();
+    http::response(status, "text/plain", "", body.as_bytes(), head)
+}
+
+/// What a session task starts from.
+struct Start {
+    room: String,
+    protocol: Protocol,
+    client: SocketAddr,
+    proxy: ProxyInfo,
+    permit: SessionPermit,
 }
 
 async fn run_session(
     stream: Async<TcpStream>,
-    (leftover, membership): (Vec<u8>, Option<Membership>),
-    room: String,
-    protocol: Protocol,
-    (client, proxy): (SocketAddr, ProxyInfo),
+    leftover: Vec<u8>,
+    membership: Membership,
+    start: Start,
     gw: Arc<Gateway>,
-    permit: SessionPermit,
 ) {
+    let Start {
+        room,
+        protocol,
+        client,
+        proxy,
+        permit,
+    } = start;
     let peer = Peer {
         conn: gw.next_conn(),
         client,
@@ -317,15 +273,13 @@ async fn run_session(
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
     let mut stats = Stats::default();
-    let end = session::run(
-        stream, leftover, membership, &room, protocol, &gw, &peer, &mut stats,
-    )
-    .await;
-    gw.metrics.count(Family::Closed, end.as_str());
-    let code = match end {
-        session::End::ClientClose(c) => c,
-        e => e.code().unwrap_or(1006),
+    let who = Session {
+        room: &room,
+        protocol,
+        peer: &peer,
     };
+    let end = session::run(stream, leftover, membership, who, &gw.sessions, &mut stats).await;
+    gw.metrics.count(Family::Closed, end.as_str());
     let duration = Secs(opened.elapsed().as_secs_f64());
     let level = if end.is_client_fault() {
         Level::Warn
@@ -339,13 +293,13 @@ async fn run_session(
         client = peer.client,
         room = room,
         duration = duration,
-        code = code,
+        code = end.logged_code(),
         reason = end.as_str(),
         msgs_in = stats.msgs_in,
         frames_out = stats.frames_out
     );
-    // Counted out only now: the drain waits for this gauge, so every close line is written
-    // before the process exits.
+    // Counted out only now: the drain waits for the last permit, so every close line is
+    // written before the process exits.
     drop(permit);
 }
 
@@ -358,16 +312,16 @@ impl fmt::Display for Secs {
     }
 }
 
-/// Reads until a complete head (`Ok(true)`). `Ok(false)` is a PROXY header followed by a
-/// close, what a CLB's TCP health check sends. `pre` records progress for error logs.
+/// Reads until a complete head, and returns where it is. `Ok(None)` is a PROXY header
+/// followed by a close, what a CLB's TCP health check sends. `pre` records progress for
+/// error logs.
 async fn read_prelude(
     stream: &mut Async<TcpStream>,
-    peer: SocketAddr,
-    gw: &Gateway,
+    pcfg: &ProxyConfig,
     buf: &mut [u8],
     pre: &mut Prelude,
-) -> Result<bool, PreludeError> {
-    let pcfg = &gw.config.proxy;
+) -> Result<Option<HeadAt>, PreludeError> {
+    let peer = pre.peer;
     // True while the PROXY header is still to be decoded.
     let mut proxy_pending = pcfg.mode != ProxyMode::Off;
     if pcfg.mode == ProxyMode::Required && !pcfg.is_trusted(peer.ip()) {
@@ -401,12 +355,16 @@ async fn read_prelude(
             }
         }
         if !proxy_pending {
-            match http::parse_head(&buf[pre.head_start..filled]) {
-                Ok(Head::Complete { .. }) => return Ok(true),
+            let head = &buf[pre.head_start..filled];
+            match http::parse_head(head) {
+                Ok(Head::Complete { len, request }) => {
+                    return Ok(Some(HeadAt::new(head, len, &request)))
+                }
                 Ok(Head::Partial) => {}
                 Err(e) => return Err(PreludeError::Http(e)),
             }
         }
+        // The cap is checked before every read.
         if filled == buf.len() {
             return Err(PreludeError::TooLarge);
         }
@@ -416,91 +374,15 @@ async fn read_prelude(
             !proxy_pending && filled == pre.head_start && pre.proxy.version.is_some();
         let n = match stream.read(&mut buf[filled..]).await {
             Ok(n) => n,
-            Err(_) if health_check => return Ok(false),
+            Err(_) if health_check => return Ok(None),
             Err(e) => return Err(PreludeError::Io(e)),
         };
         if n == 0 {
             if health_check {
-                return Ok(false);
+                return Ok(None);
             }
-            return Err(PreludeError::Eof { got: filled });
+            return Err(PreludeError::Eof);
         }
         pre.filled += n;
     }
-}
-
-/// Logs a refused prelude and answers it where HTTP is the right language.
-async fn refuse(
-    gw: &Gateway,
-    stream: &mut Async<TcpStream>,
-    peer: SocketAddr,
-    pre: &Prelude,
-    e: PreludeError,
-) {
-    match &e {
-        PreludeError::Proxy(_) | PreludeError::UntrustedProxy | PreludeError::MissingProxy => {
-            gw.metrics.count(Family::ProxyError, e.as_str())
-        }
-        PreludeError::Http(_) | PreludeError::TooLarge | PreludeError::Timeout { .. } => {
-            gw.metrics.count(Family::HttpError, e.as_str())
-        }
-        PreludeError::Eof { .. } | PreludeError::Io(_) => {}
-    }
-    let client = pre.client;
-    let got = pre.filled;
-    let status = match &e {
-        PreludeError::Http(h) => Some(h.status()),
-        PreludeError::TooLarge => Some(Status::HeaderTooLarge),
-        _ => None,
-    };
-    match e {
-        // Nothing sent at all: browsers open spare connections they may never use.
-        PreludeError::Eof { got: 0 } | PreludeError::Io(_) | PreludeError::Timeout { got: 0 } => {
-            info!(
-                "prelude_closed",
-                client = client,
-                peer = peer,
-                reason = e.as_str(),
-                detail = e
-            );
-        }
-        _ => {
-            let code = status.map_or(0, Status::code);
-            warn!(
-                "prelude_rejected",
-                client = client,
-                peer = peer,
-                status = code,
-                reason = e.as_str(),
-                bytes = got,
-                detail = e
-            );
-        }
-    }
-    if let Some(s) = status {
-        let _ = stream.write_all(&http::error_response(s, "", &e)).await;
-    }
-}
-
-/// Answers a routed request with an error: `(status, metric/log label, extra headers)`.
-async fn respond_error(
-    gw: &Gateway,
-    stream: &mut Async<TcpStream>,
-    pre: &Prelude,
-    path: &str,
-    (status, label, extra): (Status, &'static str, &str),
-    why: &(dyn fmt::Display + Sync),
-) {
-    gw.metrics.count(Family::HttpError, label);
-    warn!(
-        "http_error",
-        client = pre.client,
-        status = status.code(),
-        reason = label,
-        path = path,
-        detail = why
-    );
-    let _ = stream
-        .write_all(&http::error_response(status, extra, why))
-        .await;
 }

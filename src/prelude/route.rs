@@ -1,9 +1,9 @@
 //! Which page, health check or upgrade a request is. Pure: method and target in, route out.
 
+use crate::hub::valid_room;
+
 /// Room joined by `/ws` without a name.
 pub const DEFAULT_ROOM: &str = "main";
-/// Longest room name accepted in a path.
-pub const MAX_ROOM_LEN: usize = 64;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,15 +96,6 @@ fn socket_io(get: bool, target: &str) -> Route<'_> {
         Some(r) if valid_room(r) => Route::SocketIo { room: r },
         Some(_) => Route::BadRoom,
     }
-}
-
-/// Whether `name` is an acceptable room name.
-pub fn valid_room(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_ROOM_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]

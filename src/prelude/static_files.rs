@@ -111,8 +111,7 @@ pub async fn serve(dir: &Path, method: &str, target: &str) -> Vec<u8> {
 pub fn sanitize(target: &str) -> Result<PathBuf, PathError> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolutePath)?;
-    let decoded = crate::prelude::http::percent_decode(rest.as_bytes())
-        .ok_or(PathError::BadPercentEncoding)?;
+    let decoded = crate::percent::decode(rest.as_bytes()).ok_or(PathError::BadPercentEncoding)?;
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
     if decoded.contains('\0') {
         return Err(PathError::Nul);

@@ -21,10 +21,10 @@
 //!   kernel does not answer unread bytes with a RST that would destroy the Close frame.
 
 use crate::config::SessionConfig;
-use crate::frame::{self, Frame, Kind};
-use crate::hub::{Delivery, Membership, Payload, Protocol, Signal};
-use crate::server::Gateway;
-use crate::sio::{self, Packet, SioError};
+use crate::frame::Kind;
+use crate::hub::{Hub, Membership, Protocol, Signal};
+use crate::metrics::Metrics;
+use crate::sio;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -33,32 +33,76 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use smol::{Async, Timer};
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+mod end;
+mod socketio;
+mod writer;
+
+pub use end::End;
+use writer::Writer;
 
 /// Most bytes of control frames (Pong, Ping, Close) that may wait for the socket. A Pong is
 /// at most 127 bytes and tungstenite keeps only the newest one pending, so this is only
 /// reached by a client that floods pings while not reading.
 pub const CTRL_CAP: usize = 4096;
-/// Most slices handed to one `writev`.
-const MAX_IOV: usize = 64;
 /// Consecutive ready events before the task yields to the executor, so that one flooding
 /// client cannot starve the others on its thread.
 const BUDGET: u32 = 64;
 
+/// What a session runs over: a connected byte stream that can also be torn down at once.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Sends a FIN after what was written (`shutdown(SHUT_WR)`); reading goes on.
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// Makes the next close a reset (`SO_LINGER` 0), so that whatever the kernel still holds
+    /// for a peer that stopped reading is freed at once rather than trickled out.
+    fn abort(&self) {}
+}
+
+impl Transport for Async<TcpStream> {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().shutdown(Shutdown::Write)
+    }
+    fn abort(&self) {
+        let _ = rustix::net::sockopt::set_socket_linger(self.get_ref(), Some(Duration::ZERO));
+    }
+}
+
+impl Transport for Async<UnixStream> {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().shutdown(Shutdown::Write)
+    }
+}
+
+/// What every session shares: its settings, the hub and the metrics. Built once by the
+/// gateway; a session sees nothing else of it.
+#[derive(Debug)]
+pub struct SessionCtx {
+    /// Per-session settings.
+    pub cfg: SessionConfig,
+    /// `--max-messages-per-second` (0 = off).
+    pub max_messages_per_second: u32,
+    /// Rooms and members.
+    pub hub: Arc<Hub>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
 /// The stream tungstenite runs over: reads come from the socket, writes go to `ctrl`.
 #[derive(Debug)]
-pub(crate) struct Io {
-    socket: Async<TcpStream>,
+pub(crate) struct Io<S> {
+    socket: S,
     ctrl: Vec<u8>,
 }
 
-impl AsyncRead for Io {
+impl<S: Transport> AsyncRead for Io<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -68,7 +112,7 @@ impl AsyncRead for Io {
     }
 }
 
-impl AsyncWrite for Io {
+impl<S: Transport> AsyncWrite for Io<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -102,115 +146,11 @@ impl std::error::Error for CtrlFull {}
 
 /// Who a session is, for its log lines.
 #[derive(Debug, Clone)]
-pub(crate) struct Peer {
+pub struct Peer {
     /// Connection number, unique per process.
     pub conn: u64,
     /// The real client address (from PROXY when present).
     pub client: SocketAddr,
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The client sent Close with this code (1005 when it sent none).
-    ClientClose(u16),
-    /// The connection ended without a Close frame.
-    Eof,
-    /// A read or write failed (reset, broken pipe).
-    IoError,
-    /// No frame or Pong within `pong_timeout` after a Ping: 1008.
-    PongTimeout,
-    /// A message over `max_message_bytes`: 1009.
-    TooBig,
-    /// A frame that breaks RFC 6455: 1002.
-    ProtocolError,
-    /// A text message that is not UTF-8: 1007.
-    InvalidUtf8,
-    /// Control frames piled up past [`CTRL_CAP`]: 1008.
-    ControlFlood,
-    /// The outbox overflowed: 1008.
-    SlowConsumer,
-    /// More than `--max-messages-per-second`: 1008.
-    RateLimited,
-    /// Server shutdown: 1001.
-    GoingAway,
-    /// The Socket.IO client sent Engine.IO close (`1`): 1000.
-    SioClose,
-    /// A malformed Engine.IO / Socket.IO packet: 1008.
-    SioBadPacket(SioError),
-    /// Socket.IO binary events and attachments are not supported: 1003.
-    SioBinary,
-}
-
-impl End {
-    /// The close code we send (None when the client closed or vanished).
-    pub fn code(self) -> Option<u16> {
-        match self {
-            End::ClientClose(_) | End::Eof | End::IoError => None,
-            End::PongTimeout | End::ControlFlood | End::SlowConsumer | End::RateLimited => {
-                Some(1008)
-            }
-            End::TooBig => Some(1009),
-            End::ProtocolError => Some(1002),
-            End::InvalidUtf8 => Some(1007),
-            End::GoingAway => Some(1001),
-            End::SioClose => Some(1000),
-            End::SioBadPacket(_) => Some(1008),
-            End::SioBinary => Some(1003),
-        }
-    }
-
-    /// Stable label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::ClientClose(_) => "client_close",
-            End::Eof => "eof",
-            End::IoError => "io_error",
-            End::PongTimeout => "pong_timeout",
-            End::TooBig => "message_too_big",
-            End::ProtocolError => "protocol_error",
-            End::InvalidUtf8 => "invalid_utf8",
-            End::ControlFlood => "control_flood",
-            End::SlowConsumer => "slow_consumer",
-            End::RateLimited => "rate_limited",
-            End::GoingAway => "going_away",
-            End::SioClose => "sio_close",
-            End::SioBadPacket(e) => e.as_str(),
-            End::SioBinary => "sio_binary_unsupported",
-        }
-    }
-
-    fn reason_text(self) -> &'static str {
-        match self {
-            End::PongTimeout => "pong timeout",
-            End::TooBig => "message too big",
-            End::ProtocolError => "protocol error",
-            End::InvalidUtf8 => "invalid utf-8",
-            End::ControlFlood => "control frame flood",
-            End::SlowConsumer => "slow consumer",
-            End::RateLimited => "rate limit",
-            End::GoingAway => "server going away",
-            End::SioBadPacket(_) => "bad socket.io packet",
-            End::SioBinary => "binary events not supported",
-            _ => "",
-        }
-    }
-
-    /// Whether the client caused it (logged as WARN) rather than a normal end.
-    pub fn is_client_fault(self) -> bool {
-        matches!(
-            self,
-            End::PongTimeout
-                | End::TooBig
-                | End::ProtocolError
-                | End::InvalidUtf8
-                | End::ControlFlood
-                | End::SlowConsumer
-                | End::RateLimited
-                | End::SioBadPacket(_)
-                | End::SioBinary
-        )
-    }
 }
 
 /// Counts for the close log line.
@@ -239,23 +179,36 @@ enum Event {
     WriteFailed,
 }
 
+/// One session's identity and counters, handed to [`run`].
+#[derive(Debug)]
+pub struct Session<'a> {
+    /// The room asked for (Socket.IO sessions join it when they connect to `/`).
+    pub room: &'a str,
+    /// What the client speaks.
+    pub protocol: Protocol,
+    /// Who it is, for log lines.
+    pub peer: &'a Peer,
+}
+
 /// Runs a session to its end and returns how it ended. Plain sessions arrive as members of
-/// `room` (joined before the 101 went out); Socket.IO sessions get the Engine.IO open packet
-/// and join when they connect to `/`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    socket: Async<TcpStream>,
+/// their room (joined before the 101 went out); Socket.IO sessions arrive in the hub's lobby,
+/// get the Engine.IO open packet, and join their room when they connect to `/`.
+pub async fn run<S: Transport>(
+    socket: S,
     leftover: Vec<u8>,
-    mut membership: Option<Membership>,
-    room: &str,
-    protocol: Protocol,
-    gw: &Gateway,
-    peer: &Peer,
+    mut membership: Membership,
+    who: Session<'_>,
+    ctx: &SessionCtx,
     stats: &mut Stats,
 ) -> End {
-    let cfg = &gw.config.session;
-    let metrics = &gw.metrics;
-    let mut bucket = TokenBucket::new(gw.config.limits.max_messages_per_second);
+    let Session {
+        room,
+        protocol,
+        peer,
+    } = who;
+    let cfg = &ctx.cfg;
+    let metrics = &ctx.metrics;
+    let mut bucket = TokenBucket::new(ctx.max_messages_per_second);
     let io = Io {
         socket,
         ctrl: Vec::new(),
@@ -272,8 +225,6 @@ pub(crate) async fn run(
     let sid = match protocol {
         Protocol::Raw => String::new(),
         Protocol::SocketIo => {
-            // In the lobby until it connects to `/`: no messages, but shutdown reaches it.
-            membership = Some(gw.hub.join_lobby(protocol));
             let sid = sio::new_sid();
             let open = sio::open_packet(
                 &sid,
@@ -285,8 +236,7 @@ pub(crate) async fn run(
             sid
         }
     };
-    let mut out: VecDeque<Frame> = VecDeque::new();
-    let mut offset = 0usize;
+    let mut w = Writer::default();
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_deadline: Option<Instant> = None;
     let mut timer = Timer::at(next_ping);
@@ -300,19 +250,21 @@ pub(crate) async fn run(
         budget -= 1;
         let event = future::poll_fn(|cx| {
             loop {
-                if !out.is_empty() || !ws.get_ref().ctrl.is_empty() {
-                    // Pending leaves frames in `out`; the outbox is still polled below.
-                    if let Poll::Ready(Err(_)) =
-                        poll_write_out(ws.get_mut(), &mut out, &mut offset, stats, cx)
-                    {
+                let io = ws.get_mut();
+                if !w.is_idle(&io.ctrl) {
+                    // Pending leaves frames queued; the outbox is still polled below.
+                    if let Poll::Ready(Err(_)) = w.poll_write(&mut io.socket, &mut io.ctrl, cx) {
                         return Poll::Ready(Event::WriteFailed);
                     }
                 }
-                let Some(m) = &membership else { break };
                 // Refill only once everything taken before is written: the local queue
                 // never grows past one outbox's worth.
-                let into = if out.is_empty() { Some(&mut out) } else { None };
-                match m.member().poll_outbox(cx, into) {
+                let into = if w.out.is_empty() {
+                    Some(&mut w.out)
+                } else {
+                    None
+                };
+                match membership.member().poll_outbox(cx, into) {
                     Poll::Ready(Signal::Frames) => continue,
                     Poll::Ready(s) => return Poll::Ready(Event::Signal(s)),
                     Poll::Pending => {}
@@ -365,27 +317,23 @@ pub(crate) async fn run(
                         text = Printable(kind, payload)
                     );
                 }
-                let d = match (protocol, kind) {
+                match (protocol, kind) {
                     (Protocol::Raw, _) => {
-                        let m = membership.as_ref().expect("plain sessions are members");
-                        m.publish(kind, payload)
+                        membership.publish(kind, payload);
                     }
                     (Protocol::SocketIo, Kind::Binary) => break End::SioBinary,
                     (Protocol::SocketIo, Kind::Text) => {
                         let text = std::str::from_utf8(payload).unwrap_or_default();
-                        match socket_io_packet(&mut ws, text, &sid, room, &mut membership, gw) {
-                            Ok(d) => d,
-                            Err(end) => break end,
+                        let mut reply = |m: String| queue(&mut ws, Message::text(m));
+                        let sio = socketio::Client {
+                            sid: &sid,
+                            room,
+                            hub: &ctx.hub,
+                        };
+                        if let Err(end) = sio.packet(text, &mut membership, &mut reply) {
+                            break end;
                         }
                     }
-                };
-                let frame_len = (frame::header_len(payload.len()) + payload.len()) as u64;
-                metrics.messages_out.fetch_add(d.delivered as u64, Relaxed);
-                metrics
-                    .bytes_out
-                    .fetch_add(d.delivered as u64 * frame_len, Relaxed);
-                if d.evicted > 0 {
-                    metrics.evictions.fetch_add(d.evicted as u64, Relaxed);
                 }
             }
             Event::Read(Some(Err(e))) => break classify(&e),
@@ -404,7 +352,7 @@ pub(crate) async fn run(
                     // Socket.IO clients expect Engine.IO's text ping; others a WebSocket Ping.
                     let ping = match protocol {
                         Protocol::Raw => Message::Ping(Default::default()),
-                        Protocol::SocketIo => Message::text("2"),
+                        Protocol::SocketIo => Message::text(sio::PING),
                     };
                     if queue(&mut ws, ping).is_err() {
                         break End::ControlFlood;
@@ -419,6 +367,7 @@ pub(crate) async fn run(
         }
     };
 
+    stats.frames_out = w.frames_out;
     drop(membership);
     if let Some(code) = end.code() {
         let frame = CloseFrame {
@@ -428,8 +377,7 @@ pub(crate) async fn run(
         let _ = queue(&mut ws, Message::Close(Some(frame)));
     }
     if end != End::IoError {
-        let partial = out.front().filter(|_| offset > 0).map(|f| &f[offset..]);
-        Box::pin(linger(ws.get_mut(), partial, cfg.close_timeout)).await;
+        Box::pin(linger(ws.get_mut(), w.partial(), cfg.close_timeout)).await;
     }
     end
 }
@@ -437,7 +385,7 @@ pub(crate) async fn run(
 /// Hands `msg` to tungstenite, which encodes it into `ctrl` at once: [`Io`] never blocks a
 /// write, so the send completes in one poll. (Doing it without an `.await` keeps the send
 /// future out of the session's state machine.)
-fn queue(ws: &mut WebSocketStream<Io>, msg: Message) -> Result<(), WsError> {
+fn queue<S: Transport>(ws: &mut WebSocketStream<Io<S>>, msg: Message) -> Result<(), WsError> {
     let mut send = std::pin::pin!(ws.send(msg));
     match send
         .as_mut()
@@ -448,87 +396,17 @@ fn queue(ws: &mut WebSocketStream<Io>, msg: Message) -> Result<(), WsError> {
     }
 }
 
-/// Handles one Socket.IO text packet. Replies (connect answers, acks, pongs) go out through
-/// tungstenite, so they land in `ctrl` at a frame boundary.
-fn socket_io_packet(
-    ws: &mut WebSocketStream<Io>,
-    text: &str,
-    sid: &str,
-    room: &str,
-    membership: &mut Option<Membership>,
-    gw: &Gateway,
-) -> Result<Delivery, End> {
-    let reply = |s: String| Message::text(s);
-    match sio::parse(text) {
-        Ok(Packet::Pong | Packet::Noop | Packet::Ack) => {}
-        Ok(Packet::Ping) => {
-            let _ = queue(ws, reply("3".into()));
-        }
-        Ok(Packet::Close) => return Err(End::SioClose),
-        Ok(Packet::Binary) => return Err(End::SioBinary),
-        Ok(Packet::Connect { ns: "/" }) => {
-            let _ = queue(ws, reply(sio::connect_ok(sid)));
-            if membership.as_ref().is_none_or(Membership::in_lobby) {
-                let m = gw.hub.join(room, Protocol::SocketIo);
-                // socket.broadcast.emit('hi'): everyone in the room but the newcomer.
-                let d = m.publish_payload(
-                    Payload::SocketIo {
-                        args: "[\"hi\"]",
-                        chat: None,
-                    },
-                    true,
-                );
-                *membership = Some(m);
-                return Ok(d);
-            }
-        }
-        Ok(Packet::Connect { ns }) => {
-            let _ = queue(ws, reply(sio::connect_error(ns)));
-        }
-        Ok(Packet::Disconnect { ns: "/" }) => {
-            *membership = Some(gw.hub.join_lobby(Protocol::SocketIo));
-        }
-        Ok(Packet::Disconnect { .. }) => {}
-        Ok(Packet::Event {
-            ns,
-            ack,
-            args,
-            name,
-        }) => {
-            let Some(m) = membership.as_ref().filter(|m| ns == "/" && !m.in_lobby()) else {
-                // An event for a namespace the client has not joined.
-                return Err(End::SioBadPacket(SioError::BadNamespace));
-            };
-            let chat = (name == "chat message")
-                .then(|| sio::chat_text(args))
-                .flatten();
-            let d = m.publish_payload(
-                Payload::SocketIo {
-                    args,
-                    chat: chat.as_deref(),
-                },
-                false,
-            );
-            if let Some(id) = ack {
-                let _ = queue(ws, reply(sio::ack(id)));
-            }
-            return Ok(d);
-        }
-        Err(e) => return Err(End::SioBadPacket(e)),
-    }
-    Ok(Delivery::default())
-}
-
 /// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
 /// the write side, then reads and drops the client's bytes until EOF or the deadline.
-async fn linger(io: &mut Io, partial: Option<&[u8]>, close_timeout: Duration) {
+async fn linger<S: Transport>(io: &mut Io<S>, partial: Option<&[u8]>, close_timeout: Duration) {
     let work = async {
         if let Some(rest) = partial {
             io.socket.write_all(rest).await?;
         }
         io.socket.write_all(&io.ctrl).await?;
         io.ctrl.clear();
-        io.socket.get_ref().shutdown(Shutdown::Write)?;
+        // A FIN after the Close frame.
+        io.socket.shutdown_write()?;
         let mut sink = [0u8; 512];
         while io.socket.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
@@ -539,76 +417,6 @@ async fn linger(io: &mut Io, partial: Option<&[u8]>, close_timeout: Duration) {
             Ok(())
         })
         .await;
-}
-
-/// Writes `ctrl` and the queued frames with `writev` until done or the socket blocks.
-fn poll_write_out(
-    io: &mut Io,
-    out: &mut VecDeque<Frame>,
-    offset: &mut usize,
-    stats: &mut Stats,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        let ctrl_len = io.ctrl.len();
-        if ctrl_len == 0 && out.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        // Order: the rest of a partly written frame, then control frames, then the queue, so
-        // a control frame never lands inside a data frame.
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let mut n = 0;
-        let partial = *offset > 0;
-        if partial {
-            iov[0] = IoSlice::new(&out[0][*offset..]);
-            n = 1;
-        }
-        if ctrl_len > 0 {
-            iov[n] = IoSlice::new(&io.ctrl);
-            n += 1;
-        }
-        for f in out.iter().skip(usize::from(partial)).take(MAX_IOV - n) {
-            iov[n] = IoSlice::new(f);
-            n += 1;
-        }
-        let mut written = match Pin::new(&mut io.socket).poll_write_vectored(cx, &iov[..n]) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(w)) => w,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        if partial {
-            let left = out[0].len() - *offset;
-            if written < left {
-                *offset += written;
-                continue;
-            }
-            written -= left;
-            *offset = 0;
-            out.pop_front();
-            stats.frames_out += 1;
-        }
-        if ctrl_len > 0 {
-            let c = written.min(ctrl_len);
-            io.ctrl.drain(..c);
-            written -= c;
-            if c < ctrl_len {
-                continue;
-            }
-        }
-        while written > 0 {
-            let front_left = out[0].len() - *offset;
-            if written >= front_left {
-                written -= front_left;
-                *offset = 0;
-                out.pop_front();
-                stats.frames_out += 1;
-            } else {
-                *offset += written;
-                written = 0;
-            }
-        }
-    }
 }
 
 fn classify(e: &WsError) -> End {
@@ -681,6 +489,78 @@ impl std::fmt::Display for Printable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client frame: FIN, `opcode`, masked with 0 (a mask is required, its value is not).
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    async fn read_exact(s: &mut Async<UnixStream>, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        s.read_exact(&mut b).await.unwrap();
+        b
+    }
+
+    /// Two sessions over socket pairs, with nothing but a [`SessionCtx`]: no listener, no
+    /// TCP, no gateway. What one publishes reaches both, counted once in the hub's metrics.
+    #[test]
+    fn sessions_run_on_any_transport_with_only_their_context() {
+        let metrics = Arc::new(Metrics::default());
+        let ctx = SessionCtx {
+            cfg: SessionConfig::default(),
+            max_messages_per_second: 0,
+            hub: Hub::with(8, None, metrics.clone()),
+            metrics: metrics.clone(),
+        };
+        let peer = |conn| Peer {
+            conn,
+            client: "203.0.113.9:4000".parse().unwrap(),
+        };
+        let (pa, pb) = (peer(1), peer(2));
+        smol::block_on(async {
+            let (server_a, mut a) = Async::<UnixStream>::pair().unwrap();
+            let (server_b, mut b) = Async::<UnixStream>::pair().unwrap();
+            let (ma, mb) = (
+                ctx.hub.join("r", Protocol::Raw),
+                ctx.hub.join("r", Protocol::Raw),
+            );
+            let who = |peer| Session {
+                room: "r",
+                protocol: Protocol::Raw,
+                peer,
+            };
+            let (mut sa, mut sb) = (Stats::default(), Stats::default());
+            let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa);
+            let session_b = run(server_b, Vec::new(), mb, who(&pb), &ctx, &mut sb);
+            let clients = async {
+                a.write_all(&client_frame(0x1, b"hello")).await.unwrap();
+                assert_eq!(read_exact(&mut a, 7).await, b"\x81\x05hello");
+                assert_eq!(read_exact(&mut b, 7).await, b"\x81\x05hello");
+                for c in [&mut a, &mut b] {
+                    c.write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
+                        .await
+                        .unwrap();
+                    // The Close reply, then EOF (the session shut its write side).
+                    let mut rest = Vec::new();
+                    c.read_to_end(&mut rest).await.unwrap();
+                    assert_eq!(rest, b"\x88\x02\x03\xe8");
+                }
+            };
+            let ((end_a, end_b), ()) =
+                future::zip(future::zip(session_a, session_b), clients).await;
+            assert_eq!(
+                (end_a, end_b),
+                (End::ClientClose(1000), End::ClientClose(1000))
+            );
+        });
+        assert_eq!(metrics.messages_in.load(Relaxed), 1);
+        assert_eq!(metrics.messages_out.load(Relaxed), 2);
+        assert_eq!(metrics.bytes_out.load(Relaxed), 14);
+        assert_eq!(ctx.hub.rooms(), 0, "both left");
+    }
 
     #[test]
     fn token_bucket_allows_a_second_of_burst_then_the_rate() {

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 /// Generous upper bound for anything a test waits for; tests assert behaviour, not speed.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running gateway whose stderr is collected line by line.
+/// A running gateway: a [`Proc`] (the one process harness) whose stderr is its log, and the
+/// address it listens on.
 pub struct Gateway {
-    child: Child,
+    proc: Proc,
     pub addr: SocketAddr,
-    logs: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 pub fn binary() -> String {
@@ -57,29 +57,12 @@ impl Gateway {
             .arg(listen)
             .args(args)
             .envs(env.iter().copied());
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wsgate");
-        let logs: Arc<(Mutex<Vec<String>>, Condvar)> = Default::default();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("WSGATE_TEST_ECHO").is_some() {
-                    eprintln!("[wsgate] {line}");
-                }
-                sink.0.lock().unwrap().push(line);
-                sink.1.notify_all();
-            }
-        });
+        let mut proc = Proc::spawn("wsgate", cmd);
+        // A test's gateway is killed at the end, not drained.
+        proc.term_on_drop = false;
         let mut gw = Gateway {
-            child,
+            proc,
             addr: "127.0.0.1:0".parse().unwrap(),
-            logs,
         };
         // Text (`... INFO listening addr=...`) or JSON (`{"ts":...,"event":"listening",...}`).
         let line = gw.wait_log(is_listening_line);
@@ -101,25 +84,12 @@ impl Gateway {
 
     /// All log lines so far.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.0.lock().unwrap().clone()
+        self.proc.stderr()
     }
 
     /// Waits up to [`WAIT`] for a log line matching `pred`, and returns it.
     pub fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut lines = self.logs.0.lock().unwrap();
-        loop {
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no matching log line within {WAIT:?}; logs:\n{}",
-                lines.join("\n")
-            );
-            lines = self.logs.1.wait_timeout(lines, left).unwrap().0;
-        }
+        self.proc.wait_stderr(WAIT, pred)
     }
 
     /// Waits up to `within` until `n` log lines match `pred`, and returns them.
@@ -129,22 +99,7 @@ impl Gateway {
         within: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut lines = self.logs.0.lock().unwrap();
-        loop {
-            let found: Vec<String> = lines.iter().filter(|l| pred(l)).cloned().collect();
-            if found.len() >= n {
-                return found;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{} of {n} matching log lines within {within:?}; logs:\n{}",
-                found.len(),
-                lines.join("\n")
-            );
-            lines = self.logs.1.wait_timeout(lines, left).unwrap().0;
-        }
+        self.proc.wait_lines(true, n, within, pred)
     }
 
     /// Waits up to [`WAIT`] until at least `n` lines for `event` were logged (lines reach the
@@ -162,14 +117,14 @@ impl Gateway {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
+            .arg(self.pid().to_string())
             .status()
             .unwrap()
             .success();
@@ -178,24 +133,7 @@ impl Gateway {
 
     /// Waits for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wsgate did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.wait_exit(within).code()
     }
 }
 
@@ -647,6 +585,9 @@ struct Output {
 /// collected line by line. Dropping it ends the whole group: SIGTERM (so e.g. Playwright can
 /// close its browser), a short grace period, then SIGKILL.
 pub struct Proc {
+    /// Whether dropping it sends SIGTERM and waits a moment before SIGKILL (default), or
+    /// kills at once.
+    pub term_on_drop: bool,
     name: String,
     child: Child,
     stdin: Option<std::process::ChildStdin>,
@@ -670,6 +611,7 @@ impl Proc {
         Self::collect(name, stdout, output.clone(), false);
         Self::collect(name, stderr, output.clone(), true);
         Proc {
+            term_on_drop: true,
             name: name.to_string(),
             stdin: child.stdin.take(),
             child,
@@ -739,19 +681,34 @@ impl Proc {
     }
 
     fn wait_line(&self, stderr: bool, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_lines(stderr, 1, within, pred).swap_remove(0)
+    }
+
+    /// Waits up to `within` until `n` lines of stdout (or stderr) match `pred`, and returns
+    /// them; panics with the transcript if the program ends its output or the time runs out
+    /// first.
+    pub fn wait_lines(
+        &self,
+        stderr: bool,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut out = self.output.0.lock().unwrap();
         loop {
             let lines = if stderr { &out.stderr } else { &out.stdout };
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
-                return l.clone();
+            let found: Vec<String> = lines.iter().filter(|l| pred(l)).cloned().collect();
+            if found.len() >= n {
+                return found;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || out.closed == 2 {
                 drop(out);
                 panic!(
-                    "{}: no matching {} line ({})\n{}",
+                    "{}: {} of {n} matching {} lines ({})\n{}",
                     self.name,
+                    found.len(),
                     if stderr { "stderr" } else { "stdout" },
                     if left.is_zero() {
                         format!("waited {within:?}")
@@ -773,6 +730,12 @@ impl Proc {
         if let Err(e) = res {
             panic!("{}: write to stdin: {e}\n{}", self.name, self.transcript());
         }
+    }
+
+    /// SIGKILL, at once, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Whether it is still running.
@@ -821,7 +784,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        if self.running() {
+        if self.term_on_drop && self.running() {
             self.kill_group("-TERM");
             let deadline = Instant::now() + Duration::from_secs(3);
             while self.running() && Instant::now() < deadline {

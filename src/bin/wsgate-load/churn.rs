@@ -3,6 +3,7 @@
 //! `--clients` cycles in flight. Reports errors by reason and the server's RSS and open fds
 //! before and after (after `--settle`), which is where leaks show.
 
+use crate::procstat;
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -57,33 +58,35 @@ impl Args {
     }
 }
 
+/// What the cycle tasks and the progress line share: one `Arc` for all of it.
+#[derive(Debug, Default)]
+struct Counters {
+    started: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Why cycles failed.
+    reasons: Reasons,
+    /// Time of each whole cycle.
+    hist: Histogram,
+}
+
 /// Runs the scenario and returns the JSON result.
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let total = a.total();
     let before = c.sample();
-    let (ok, failed, started) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let reasons = Arc::new(Reasons::default());
-    let cycle_hist = Arc::new(Histogram::new());
+    let k = Arc::new(Counters::default());
     let in_flight = Arc::new(Semaphore::new(c.clients));
     let target = c.dialer.url.request_target(c.dialer.protocol, 0, 1);
     let _progress = {
-        let (ok, failed, started, procs) =
-            (ok.clone(), failed.clone(), started.clone(), c.procs.clone());
+        let (k, procs) = (k.clone(), c.procs.clone());
         crate::progress(ex, move |_| {
-            let mut line = format!(
+            let line = format!(
                 "churn: started {}/{total} ok {} errors {}",
-                started.load(Relaxed),
-                ok.load(Relaxed),
-                failed.load(Relaxed)
+                k.started.load(Relaxed),
+                k.ok.load(Relaxed),
+                k.failed.load(Relaxed)
             );
-            if let Some(s) = procs.as_ref().map(|p| p.sample()) {
-                line += &format!(" server rss {} KiB fds {}", s.rss_kb, s.fds);
-            }
-            line
+            line + &procstat::progress_suffix(procs.as_ref())
         })
     };
 
@@ -92,15 +95,8 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     for i in 0..total {
         Timer::at(t0 + Duration::from_secs_f64(i as f64 / a.rate)).await;
         let permit = in_flight.acquire_arc().await;
-        started.fetch_add(1, Relaxed);
-        let (dialer, target, ok, failed, reasons, hist) = (
-            c.dialer.clone(),
-            target.clone(),
-            ok.clone(),
-            failed.clone(),
-            reasons.clone(),
-            cycle_hist.clone(),
-        );
+        k.started.fetch_add(1, Relaxed);
+        let (dialer, target, k) = (c.dialer.clone(), target.clone(), k.clone());
         tasks.push(ex.spawn(async move {
             let began = Instant::now();
             let result = match dialer.open(i, &target).await {
@@ -115,12 +111,12 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             };
             match result {
                 Ok(()) => {
-                    hist.record(began.elapsed().as_nanos() as u64);
-                    ok.fetch_add(1, Relaxed);
+                    k.hist.record(began.elapsed().as_nanos() as u64);
+                    k.ok.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
-                    reasons.add(e);
-                    failed.fetch_add(1, Relaxed);
+                    k.reasons.add(e);
+                    k.failed.fetch_add(1, Relaxed);
                 }
             }
             drop(permit);
@@ -133,8 +129,8 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     Timer::after(a.settle).await;
     let after = c.sample();
 
-    let (ok, errors) = (ok.load(Relaxed), failed.load(Relaxed));
-    let hist = cycle_hist.snapshot();
+    let (ok, errors) = (k.ok.load(Relaxed), k.failed.load(Relaxed));
+    let (hist, reasons) = (k.hist.snapshot(), &k.reasons);
     println!("churn against {}", c.dialer.describe());
     println!(
         "  cycles         {total} in {elapsed:.2}s ({:.0}/s): {ok} ok, {errors} errors",
@@ -156,8 +152,5 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .with("failures", reasons.to_json())
         .with("cycles_per_s", total as f64 / elapsed)
         .with("cycle_ms", crate::latency_json(&hist))
-        .with("rss_kb_before", before.map(|s| s.rss_kb))
-        .with("rss_kb_after", after.map(|s| s.rss_kb))
-        .with("fds_before", before.map(|s| s.fds))
-        .with("fds_after", after.map(|s| s.fds)))
+        .with_samples(before, after))
 }

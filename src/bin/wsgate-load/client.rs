@@ -284,6 +284,16 @@ async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<Stream, O
 }
 
 impl Client {
+    /// Sends a Socket.IO control packet before the session is up.
+    async fn send_during_connect(&self, text: &str) -> Result<(), OpenError> {
+        self.tx
+            .lock()
+            .await
+            .send_text(text.into())
+            .await
+            .map_err(|e| OpenError::SocketIo(e.to_string()))
+    }
+
     /// Engine.IO open, then Socket.IO CONNECT to `/`, answering pings meanwhile.
     async fn socketio_connect(&mut self) -> Result<(), OpenError> {
         let mut opened = false;
@@ -299,22 +309,10 @@ impl Client {
             match socketio::parse(msg.as_str()) {
                 Ok(Packet::Open { .. }) if !opened => {
                     opened = true;
-                    self.tx
-                        .lock()
-                        .await
-                        .send_text(socketio::CONNECT.into())
-                        .await
-                        .map_err(|e| OpenError::SocketIo(e.to_string()))?;
+                    self.send_during_connect(socketio::CONNECT).await?;
                 }
                 Ok(Packet::Connected) if opened => return Ok(()),
-                Ok(Packet::Ping) => {
-                    self.tx
-                        .lock()
-                        .await
-                        .send_text(socketio::PONG.into())
-                        .await
-                        .map_err(|e| OpenError::SocketIo(e.to_string()))?;
-                }
+                Ok(Packet::Ping) => self.send_during_connect(socketio::PONG).await?,
                 Ok(Packet::ConnectError(why)) => {
                     return Err(OpenError::SocketIo(format!("refused {why}")))
                 }

@@ -55,6 +55,12 @@ fn range_of(index: usize) -> (u64, u64) {
     (low, low + ((1u64 << shift) - 1))
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
 impl Histogram {
     /// An empty histogram.
     pub(crate) fn new() -> Self {

@@ -3,6 +3,7 @@
 //! Held clients keep reading, so the server's pings are answered (tungstenite answers WebSocket
 //! pings, [`crate::client::Rx`] answers Socket.IO ones).
 
+use crate::procstat;
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -51,9 +52,13 @@ impl Args {
     }
 }
 
-/// Counters shared by the client tasks and the progress line.
+/// What the client tasks and the progress line share: one `Arc` for all of it.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Why opens failed or connections were lost.
+    reasons: Reasons,
+    /// Time to open each connection.
+    hist: Histogram,
     opened: AtomicU64,
     failed: AtomicU64,
     open_now: AtomicU64,
@@ -67,25 +72,21 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let n = c.clients as u64;
     let before = c.sample();
     let counters = Arc::new(Counters::default());
-    let reasons = Arc::new(Reasons::default());
-    let connect_hist = Arc::new(Histogram::new());
+    let (reasons, connect_hist) = (&counters.reasons, &counters.hist);
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let target = c.dialer.url.request_target(c.dialer.protocol, 0, 1);
 
     let _progress = {
         let (k, procs) = (counters.clone(), c.procs.clone());
         crate::progress(ex, move |_| {
-            let mut line = format!(
+            let line = format!(
                 "idle: opened {}/{n} open {} failed {} dropped {}",
                 k.opened.load(Relaxed),
                 k.open_now.load(Relaxed),
                 k.failed.load(Relaxed),
                 k.dropped.load(Relaxed)
             );
-            if let Some(s) = procs.as_ref().map(|p| p.sample()) {
-                line += &format!(" server rss {} KiB fds {}", s.rss_kb, s.fds);
-            }
-            line
+            line + &procstat::progress_suffix(procs.as_ref())
         })
     };
 
@@ -94,25 +95,19 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let mut tasks = Vec::with_capacity(c.clients);
     for i in 0..n {
         Timer::at(t0 + Duration::from_secs_f64(i as f64 / a.connect_rate)).await;
-        let (dialer, target, k, reasons, hist, stopped) = (
-            c.dialer.clone(),
-            target.clone(),
-            counters.clone(),
-            reasons.clone(),
-            connect_hist.clone(),
-            stopped.clone(),
-        );
+        let (dialer, target, k) = (c.dialer.clone(), target.clone(), counters.clone());
+        let stopped = stopped.clone();
         tasks.push(ex.spawn(async move {
             let began = Instant::now();
             let mut client = match dialer.open(i, &target).await {
                 Ok(client) => client,
                 Err(e) => {
-                    reasons.add(e.to_string());
+                    k.reasons.add(e.to_string());
                     k.failed.fetch_add(1, Relaxed);
                     return;
                 }
             };
-            hist.record(began.elapsed().as_nanos() as u64);
+            k.hist.record(began.elapsed().as_nanos() as u64);
             k.last_open_ns.fetch_max(crate::now_ns(), Relaxed);
             k.open_now.fetch_add(1, Relaxed);
             k.opened.fetch_add(1, Relaxed);
@@ -132,7 +127,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             match ended {
                 Some(why) => {
                     k.dropped.fetch_add(1, Relaxed);
-                    reasons.add(format!("closed while held: {why}"));
+                    k.reasons.add(format!("closed while held: {why}"));
                 }
                 None => {
                     let _ = client.tx.lock().await.close().await;
@@ -209,8 +204,5 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
         .with("connect_rate", connect_rate)
         .with("connect_ms", crate::latency_json(&hist))
         .with("kb_per_conn", kb_per_conn)
-        .with("rss_kb_before", before.map(|s| s.rss_kb))
-        .with("rss_kb_after", after.map(|s| s.rss_kb))
-        .with("fds_before", before.map(|s| s.fds))
-        .with("fds_after", after.map(|s| s.fds)))
+        .with_samples(before, after))
 }

@@ -372,13 +372,9 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        // The gateway's parser (tested there), plus bare seconds.
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5d").is_err() && parse_duration(".").is_err());
     }
 }

@@ -5,6 +5,14 @@
 
 use std::{collections::HashMap, fs};
 
+/// ` server rss N KiB fds N` for a progress line, or nothing without `--pid`.
+pub(crate) fn progress_suffix(procs: Option<&ProcSet>) -> String {
+    procs.map_or(String::new(), |p| {
+        let s = p.sample();
+        format!(" server rss {} KiB fds {}", s.rss_kb, s.fds)
+    })
+}
+
 /// One reading, summed over the process tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Sample {

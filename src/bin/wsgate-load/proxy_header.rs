@@ -38,11 +38,7 @@ pub(crate) enum ProxyVersion {
 impl std::str::FromStr for ProxyVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "v1" => Ok(Self::V1),
-            "v2" => Ok(Self::V2),
-            other => Err(format!("--proxy must be v1 or v2, not {other:?}")),
-        }
+        wsgate::config::keyword(s, "--proxy", &[("v1", Self::V1), ("v2", Self::V2)])
     }
 }
 

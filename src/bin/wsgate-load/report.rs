@@ -34,6 +34,18 @@ impl Json {
         self
     }
 
+    /// Adds the server's RSS and fd count before and after the run (null without `--pid`).
+    pub(crate) fn with_samples(
+        self,
+        before: Option<crate::procstat::Sample>,
+        after: Option<crate::procstat::Sample>,
+    ) -> Self {
+        self.with("rss_kb_before", before.map(|s| s.rss_kb))
+            .with("rss_kb_after", after.map(|s| s.rss_kb))
+            .with("fds_before", before.map(|s| s.fds))
+            .with("fds_after", after.map(|s| s.fds))
+    }
+
     /// Adds `key: value` to an object in place.
     pub(crate) fn push(&mut self, key: &str, value: impl Into<Json>) {
         if let Json::Obj(fields) = self {

@@ -211,10 +211,15 @@ mod tests {
 
     #[test]
     fn reads_control_packets() {
-        assert_eq!(parse("1"), Ok(Packet::Close));
-        assert_eq!(parse("2"), Ok(Packet::Ping));
-        assert_eq!(parse("3"), Ok(Packet::Noop));
-        assert_eq!(parse("6"), Ok(Packet::Noop));
+        let control = [
+            ("1", Packet::Close),
+            ("2", Packet::Ping),
+            ("3", Packet::Noop),
+            ("6", Packet::Noop),
+        ];
+        for (text, packet) in control {
+            assert_eq!(parse(text), Ok(packet), "{text}");
+        }
         assert_eq!(
             parse(r#"40{"sid":"wZX3oN0bSVIhsaknAAAI"}"#),
             Ok(Packet::Connected)

@@ -20,11 +20,8 @@ pub(crate) enum Protocol {
 impl std::str::FromStr for Protocol {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "raw" => Ok(Self::Raw),
-            "socketio" => Ok(Self::SocketIo),
-            other => Err(format!("--protocol must be raw or socketio, not {other:?}")),
-        }
+        let words = [("raw", Self::Raw), ("socketio", Self::SocketIo)];
+        wsgate::config::keyword(s, "--protocol", &words)
     }
 }
 

@@ -1,0 +1,243 @@
+//! Every way a connection can be refused before it becomes a session, as one [`Reject`]:
+//! the status (if HTTP is the right language), the metric family and label, the log event and
+//! level, and the text. [`answer`] is the one place that logs, counts and writes it.
+
+use super::handshake::HandshakeError;
+use super::http::{self, HttpError, Status};
+use super::proxy::ProxyError;
+use super::Prelude;
+use crate::gateway::Refusal;
+use crate::log::{self, Level};
+use crate::metrics::{Family, Metrics};
+use futures_lite::AsyncWriteExt;
+use std::fmt;
+
+/// Why a prelude ended without a request.
+#[derive(Debug)]
+pub(crate) enum PreludeError {
+    /// The PROXY header was refused.
+    Proxy(ProxyError),
+    /// A PROXY header came from a source outside `--trusted-proxies`.
+    UntrustedProxy,
+    /// `--proxy-protocol required` and the connection did not start with a header.
+    MissingProxy,
+    /// The head did not parse.
+    Http(HttpError),
+    /// Prelude longer than `--max-head-bytes`.
+    TooLarge,
+    /// `--header-timeout` passed.
+    Timeout,
+    /// The client closed before the head was complete.
+    Eof,
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+impl PreludeError {
+    fn as_str(&self) -> &'static str {
+        match self {
+            PreludeError::Proxy(e) => e.as_str(),
+            PreludeError::UntrustedProxy => "untrusted_proxy",
+            PreludeError::MissingProxy => "missing_proxy_header",
+            PreludeError::Http(e) => e.as_str(),
+            PreludeError::TooLarge => "head_too_large",
+            PreludeError::Timeout => "header_timeout",
+            PreludeError::Eof => "closed_before_request",
+            PreludeError::Io(_) => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for PreludeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PreludeError::Proxy(e) => write!(f, "invalid PROXY header: {e:?}"),
+            PreludeError::UntrustedProxy => f.write_str("PROXY header from an untrusted source"),
+            PreludeError::MissingProxy => f.write_str("no PROXY header (required)"),
+            PreludeError::Http(e) => e.fmt(f),
+            PreludeError::TooLarge => f.write_str("request head too large"),
+            PreludeError::Timeout => f.write_str("head not complete in time"),
+            PreludeError::Eof => f.write_str("client closed before the head was complete"),
+            PreludeError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A refusal, ready to be answered.
+#[derive(Debug)]
+pub(crate) struct Reject {
+    /// The answer's status; `None`: close without a word (a PROXY error, or nothing sent).
+    pub status: Option<Status>,
+    /// Stable label for the metric and the log line.
+    pub reason: &'static str,
+    /// The counter it is counted in; `None` where the check already counted it.
+    pub family: Option<Family>,
+    /// The log event.
+    pub event: &'static str,
+    /// WARN for a client's bad input, INFO for a connection that simply went away.
+    pub level: Level,
+    /// Extra response headers, each ending in CRLF.
+    pub headers: &'static str,
+    /// What went wrong, for the log and the plain-text body.
+    pub detail: Box<str>,
+    /// A body of its own (`application/json`) instead of the plain-text one.
+    pub json_body: Option<Box<str>>,
+    /// One more log field, when the check has a value worth showing (the refused `Origin`).
+    pub field: Option<(&'static str, Box<str>)>,
+}
+
+impl Reject {
+    fn new(status: Option<Status>, reason: &'static str, event: &'static str) -> Reject {
+        Reject {
+            status,
+            reason,
+            family: None,
+            event,
+            level: Level::Warn,
+            headers: "",
+            detail: "".into(),
+            json_body: None,
+            field: None,
+        }
+    }
+
+    fn counted(mut self, f: Family) -> Self {
+        self.family = Some(f);
+        self
+    }
+
+    fn detail(mut self, d: impl fmt::Display) -> Self {
+        self.detail = d.to_string().into();
+        self
+    }
+
+    /// A routed request answered with an error: 404, 405, 400 for a bad room.
+    pub(crate) fn http(status: Status, reason: &'static str, why: impl fmt::Display) -> Reject {
+        Reject::new(Some(status), reason, "http_error")
+            .counted(Family::HttpError)
+            .detail(why)
+    }
+
+    /// 405 with `Allow: GET, HEAD`.
+    pub(crate) fn method_not_allowed(method: &str) -> Reject {
+        let mut r = Reject::http(Status::MethodNotAllowed, "method_not_allowed", method);
+        r.headers = "Allow: GET, HEAD\r\n";
+        r
+    }
+
+    /// An Engine.IO error: 400 with the reference server's JSON body.
+    pub(crate) fn engine_io(code: u8, message: &'static str) -> Reject {
+        let mut r = Reject::new(
+            Some(Status::BadRequest),
+            "engine_io_error",
+            "handshake_rejected",
+        )
+        .counted(Family::HandshakeReject)
+        .detail(message);
+        r.json_body = Some(format!("{{\"code\":{code},\"message\":\"{message}\"}}").into());
+        r
+    }
+
+    /// An `Origin` outside `--allowed-origins`: 403.
+    pub(crate) fn origin(origin: &[u8]) -> Reject {
+        let mut r = Reject::new(Some(Status::Forbidden), "origin", "upgrade_refused")
+            .counted(Family::Refused)
+            .detail("Origin not allowed");
+        r.field = Some(("origin", String::from_utf8_lossy(origin).into()));
+        r
+    }
+}
+
+impl From<PreludeError> for Reject {
+    fn from(e: PreludeError) -> Reject {
+        let status = match &e {
+            PreludeError::Http(h) => Some(h.status()),
+            PreludeError::TooLarge => Some(Status::HeaderTooLarge),
+            _ => None,
+        };
+        let mut r = Reject::new(status, e.as_str(), "prelude_rejected").detail(&e);
+        r.family = match &e {
+            PreludeError::Proxy(_) | PreludeError::UntrustedProxy | PreludeError::MissingProxy => {
+                Some(Family::ProxyError)
+            }
+            PreludeError::Http(_) | PreludeError::TooLarge | PreludeError::Timeout => {
+                Some(Family::HttpError)
+            }
+            PreludeError::Eof | PreludeError::Io(_) => None,
+        };
+        r
+    }
+}
+
+impl From<HandshakeError> for Reject {
+    fn from(e: HandshakeError) -> Reject {
+        let mut r = Reject::new(Some(e.status()), e.as_str(), "handshake_rejected")
+            .counted(Family::HandshakeReject)
+            .detail(e);
+        r.headers = e.extra_headers();
+        r
+    }
+}
+
+impl From<Refusal> for Reject {
+    /// Counted by [`crate::gateway::Gateway::admit`] itself.
+    fn from(refusal: Refusal) -> Reject {
+        let status = match refusal {
+            Refusal::MaxConnections | Refusal::Draining => Status::Unavailable,
+            Refusal::PerIp => Status::TooManyRequests,
+        };
+        let mut r =
+            Reject::new(Some(status), refusal.as_str(), "upgrade_refused").detail(refusal.as_str());
+        r.headers = "Retry-After: 5\r\n";
+        r
+    }
+}
+
+/// Logs `r` once with the real client address, counts it, and answers it where HTTP is the
+/// right language.
+pub(crate) async fn answer<W: futures_lite::AsyncWrite + Unpin>(
+    out: &mut W,
+    metrics: &Metrics,
+    pre: &Prelude,
+    path: Option<&str>,
+    mut r: Reject,
+) {
+    if let Some(f) = r.family {
+        metrics.count(f, r.reason);
+    }
+    // Nothing sent at all, or the socket failed: browsers open spare connections they may
+    // never use. Logged quietly.
+    let silent = pre.filled == 0 && matches!(r.reason, "closed_before_request" | "header_timeout")
+        || r.reason == "io_error";
+    if silent {
+        r.level = Level::Info;
+        r.event = "prelude_closed";
+    }
+    {
+        let status = r.status.map_or(0, Status::code);
+        let bytes = pre.filled;
+        let mut fields: Vec<(&str, &dyn fmt::Display)> = vec![
+            ("client", &pre.client),
+            ("peer", &pre.peer),
+            ("status", &status),
+            ("reason", &r.reason),
+        ];
+        if let Some(p) = &path {
+            fields.push(("path", p));
+        }
+        if r.event == "prelude_rejected" {
+            fields.push(("bytes", &bytes));
+        }
+        if let Some((k, v)) = &r.field {
+            fields.push((k, v));
+        }
+        fields.push(("detail", &r.detail));
+        log::line(r.level, r.event, &fields);
+    }
+    let Some(s) = r.status else { return };
+    let resp = match &r.json_body {
+        Some(body) => http::response(s, "application/json", r.headers, body.as_bytes(), false),
+        None => http::error_response(s, r.headers, &r.detail),
+    };
+    let _ = out.write_all(&resp).await;
+}

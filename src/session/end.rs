@@ -1,0 +1,160 @@
+//! How a session ended: one variant per cause, and one table that gives each its close code,
+//! its metric and log label, the reason sent in the Close frame, and who caused it.
+
+use crate::sio::SioError;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client sent Close with this code (1005 when it sent none). Not an error.
+    ClientClose(u16),
+    /// The connection ended without a Close frame.
+    Eof,
+    /// A read or write failed (reset, broken pipe).
+    IoError,
+    /// No frame or Pong within `pong_timeout` after a Ping: 1008.
+    PongTimeout,
+    /// A message over `max_message_bytes`: 1009.
+    TooBig,
+    /// A frame that breaks RFC 6455: 1002.
+    ProtocolError,
+    /// A text message that is not UTF-8: 1007.
+    InvalidUtf8,
+    /// Control frames piled up past [`super::CTRL_CAP`]: 1008.
+    ControlFlood,
+    /// The outbox overflowed: 1008.
+    SlowConsumer,
+    /// More than `--max-messages-per-second`: 1008.
+    RateLimited,
+    /// Server shutdown: 1001.
+    GoingAway,
+    /// The Socket.IO client sent Engine.IO close (`1`): 1000.
+    SioClose,
+    /// A malformed Engine.IO / Socket.IO packet: 1008.
+    SioBadPacket(SioError),
+    /// Socket.IO binary events and attachments are not supported: 1003.
+    SioBinary,
+}
+
+/// One row of the table: what an [`End`] means on the wire, in metrics and in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Row {
+    /// The close code we send; `None` when the client closed or vanished.
+    code: Option<u16>,
+    /// Stable label for logs and metrics.
+    label: &'static str,
+    /// The Close frame's reason text.
+    reason: &'static str,
+    /// The client caused it: logged as WARN rather than INFO.
+    client_fault: bool,
+}
+
+const fn row(code: u16, label: &'static str, reason: &'static str, fault: bool) -> Row {
+    Row {
+        code: if code == 0 { None } else { Some(code) },
+        label,
+        reason,
+        client_fault: fault,
+    }
+}
+
+impl End {
+    /// The table. Codes: RFC 6455 section 7.4.1.
+    fn row(self) -> Row {
+        match self {
+            End::ClientClose(_) => row(0, "client_close", "", false),
+            End::Eof => row(0, "eof", "", false),
+            End::IoError => row(0, "io_error", "", false),
+            End::PongTimeout => row(1008, "pong_timeout", "pong timeout", true),
+            End::TooBig => row(1009, "message_too_big", "message too big", true),
+            End::ProtocolError => row(1002, "protocol_error", "protocol error", true),
+            End::InvalidUtf8 => row(1007, "invalid_utf8", "invalid utf-8", true),
+            End::ControlFlood => row(1008, "control_flood", "control frame flood", true),
+            End::SlowConsumer => row(1008, "slow_consumer", "slow consumer", true),
+            End::RateLimited => row(1008, "rate_limited", "rate limit", true),
+            End::GoingAway => row(1001, "going_away", "server going away", false),
+            End::SioClose => row(1000, "sio_close", "", false),
+            End::SioBadPacket(e) => row(1008, e.as_str(), "bad socket.io packet", true),
+            End::SioBinary => row(
+                1003,
+                "sio_binary_unsupported",
+                "binary events not supported",
+                true,
+            ),
+        }
+    }
+
+    /// The close code we send (None when the client closed or vanished).
+    pub fn code(self) -> Option<u16> {
+        self.row().code
+    }
+
+    /// The code for the close log line: ours, the client's, or 1006 (no Close at all).
+    pub fn logged_code(self) -> u16 {
+        match self {
+            End::ClientClose(c) => c,
+            e => e.code().unwrap_or(1006),
+        }
+    }
+
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        self.row().label
+    }
+
+    /// The reason text of our Close frame.
+    pub fn reason_text(self) -> &'static str {
+        self.row().reason
+    }
+
+    /// Whether the client caused it (logged as WARN) rather than a normal end.
+    pub fn is_client_fault(self) -> bool {
+        self.row().client_fault
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        let all = [
+            End::ClientClose(1000),
+            End::Eof,
+            End::IoError,
+            End::PongTimeout,
+            End::TooBig,
+            End::ProtocolError,
+            End::InvalidUtf8,
+            End::ControlFlood,
+            End::SlowConsumer,
+            End::RateLimited,
+            End::GoingAway,
+            End::SioClose,
+            End::SioBadPacket(SioError::BadJson),
+            End::SioBinary,
+        ];
+        let mut labels: Vec<_> = all.iter().map(|e| e.as_str()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), all.len(), "labels are distinct");
+        for e in all {
+            // Every code we send has a reason, except the normal 1000; every fault sends one.
+            if let Some(c) = e.code() {
+                assert!((1000..=1011).contains(&c), "{e:?}");
+                assert_eq!(e.reason_text().is_empty(), c == 1000, "{e:?}");
+            }
+            if e.is_client_fault() {
+                assert!(e.code().is_some(), "{e:?}");
+            }
+        }
+        assert_eq!(End::ClientClose(4000).logged_code(), 4000);
+        assert_eq!(End::Eof.logged_code(), 1006);
+        assert_eq!(End::SlowConsumer.logged_code(), 1008);
+        assert_eq!(
+            End::SioBadPacket(SioError::BadJson).as_str(),
+            "sio_bad_json"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! A session's write side: the frames taken from its outbox, and the control frames that
+//! tungstenite encoded, written with one `writev` per pass, always at frame boundaries.
+//!
+//! Order on the wire: the rest of a partly written frame, then control frames (Pong, Ping,
+//! Close), then the queued frames. So a control frame never lands inside a data frame, and
+//! every queued frame of a connection goes out in one syscall when the socket takes it.
+
+use crate::frame::Frame;
+use futures_lite::io::AsyncWrite;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Frames waiting for the socket, and how far the first one is written.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    /// Frames taken from the outbox, not yet (fully) written. Refilled only when empty, so it
+    /// never holds more than one outbox's worth.
+    pub(crate) out: VecDeque<Frame>,
+    /// Bytes of `out[0]` already written.
+    offset: usize,
+    /// Frames written completely.
+    pub(crate) frames_out: u64,
+}
+
+impl Writer {
+    /// Whether nothing is waiting (neither frames nor `ctrl`).
+    pub(crate) fn is_idle(&self, ctrl: &[u8]) -> bool {
+        self.out.is_empty() && ctrl.is_empty()
+    }
+
+    /// The unwritten rest of a frame that is partly on the wire, which must be finished
+    /// before anything else (a Close) may follow.
+    pub(crate) fn partial(&self) -> Option<&[u8]> {
+        self.out
+            .front()
+            .filter(|_| self.offset > 0)
+            .map(|f| &f[self.offset..])
+    }
+
+    /// Writes `ctrl` and the queued frames to `w` until done or `w` blocks. Written control
+    /// bytes are drained from `ctrl`.
+    pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        ctrl: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let ctrl_len = ctrl.len();
+            if ctrl_len == 0 && self.out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let partial = self.offset > 0;
+            if partial {
+                iov[0] = IoSlice::new(&self.out[0][self.offset..]);
+                n = 1;
+            }
+            if ctrl_len > 0 {
+                iov[n] = IoSlice::new(ctrl);
+                n += 1;
+            }
+            for f in self.out.iter().skip(usize::from(partial)).take(MAX_IOV - n) {
+                iov[n] = IoSlice::new(f);
+                n += 1;
+            }
+            let mut written = match Pin::new(&mut *w).poll_write_vectored(cx, &iov[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(k)) => k,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if partial {
+                let left = self.out[0].len() - self.offset;
+                if written < left {
+                    self.offset += written;
+                    continue;
+                }
+                written -= left;
+                self.pop();
+            }
+            if ctrl_len > 0 {
+                let c = written.min(ctrl_len);
+                ctrl.drain(..c);
+                written -= c;
+                if c < ctrl_len {
+                    continue;
+                }
+            }
+            while written > 0 {
+                let front_left = self.out[0].len() - self.offset;
+                if written >= front_left {
+                    written -= front_left;
+                    self.pop();
+                } else {
+                    self.offset += written;
+                    written = 0;
+                }
+            }
+        }
+    }
+
+    fn pop(&mut self) {
+        self.offset = 0;
+        self.out.pop_front();
+        self.frames_out += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{self, Kind};
+
+    /// Takes at most `chunk` bytes per call (and only the first slice's share of them, as a
+    /// real socket may), refusing every other call with `Pending` when `stutter` is set.
+    struct Trickle {
+        got: Vec<u8>,
+        chunk: usize,
+        stutter: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.stutter && self.calls % 2 == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.chunk);
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            // Gather up to `chunk` bytes across the slices, as writev does.
+            let mut flat = Vec::new();
+            for b in bufs {
+                flat.extend_from_slice(b);
+            }
+            self.as_mut().poll_write(cx, &flat)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            frame::encode(Kind::Text, b"first"),
+            frame::encode(Kind::Binary, &[7u8; 300]),
+            frame::encode(Kind::Text, b""),
+            frame::encode(Kind::Text, b"last one"),
+        ]
+    }
+
+    /// Drives `poll_write` until everything is out, adding `ctrl` once `inject_at` bytes of
+    /// data are on the wire; returns the bytes written.
+    fn run(chunk: usize, stutter: bool, inject_at: usize, ctrl: &[u8]) -> (Vec<u8>, Writer) {
+        let mut w = Writer::default();
+        w.out.extend(frames());
+        let mut sink = Trickle {
+            got: Vec::new(),
+            chunk,
+            stutter,
+            calls: 0,
+        };
+        let mut pending_ctrl = Vec::new();
+        let mut injected = false;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..100_000 {
+            if !injected && sink.got.len() >= inject_at {
+                pending_ctrl.extend_from_slice(ctrl);
+                injected = true;
+            }
+            if injected && w.is_idle(&pending_ctrl) {
+                return (sink.got, w);
+            }
+            let _ = w.poll_write(&mut sink, &mut pending_ctrl, &mut cx);
+        }
+        panic!("did not finish: chunk {chunk}");
+    }
+
+    #[test]
+    fn partial_writes_at_every_offset_keep_frames_whole_and_in_order() {
+        let data: Vec<u8> = frames().iter().flat_map(|f| f.to_vec()).collect();
+        let ping = [0x89u8, 0x00];
+        let boundaries: Vec<usize> = frames()
+            .iter()
+            .scan(0, |acc, f| {
+                *acc += f.len();
+                Some(*acc)
+            })
+            .collect();
+        for chunk in 1..=data.len() + 2 {
+            for stutter in [false, true] {
+                for inject_at in [0, 1, 3, 7, 8, 100, 309, data.len()] {
+                    let (got, w) = run(chunk, stutter, inject_at, &ping);
+                    assert_eq!(w.frames_out, 4, "chunk {chunk}");
+                    assert_eq!(got.len(), data.len() + ping.len());
+                    // The ping sits at a frame boundary, and the rest is the data in order.
+                    let at = (0..=data.len())
+                        .find(|&i| {
+                            got[i..].starts_with(&ping) && {
+                                let mut rest = got[..i].to_vec();
+                                rest.extend_from_slice(&got[i + ping.len()..]);
+                                rest == data
+                            }
+                        })
+                        .unwrap_or_else(|| panic!("chunk {chunk} inject {inject_at}: {got:?}"));
+                    assert!(
+                        at == 0 || boundaries.contains(&at),
+                        "chunk {chunk} inject {inject_at}: ping at {at}, inside a frame"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partial_is_the_unwritten_rest_of_the_front_frame() {
+        let mut w = Writer::default();
+        w.out.extend(frames());
+        assert_eq!(w.partial(), None);
+        let mut sink = Trickle {
+            got: Vec::new(),
+            chunk: 3,
+            stutter: true,
+            calls: 0, // the first call writes, the second is refused
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut ctrl = Vec::new();
+        assert!(w.poll_write(&mut sink, &mut ctrl, &mut cx).is_pending());
+        assert_eq!(sink.got.len(), 3);
+        assert_eq!(w.partial(), Some(&frames()[0][3..]));
+        assert_eq!(w.frames_out, 0);
+    }
+
+    #[test]
+    fn a_write_of_zero_bytes_is_an_error() {
+        let mut w = Writer::default();
+        w.out.push_back(frame::encode(Kind::Text, b"x"));
+        let mut sink = Trickle {
+            got: Vec::new(),
+            chunk: 0,
+            stutter: false,
+            calls: 0,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let r = w.poll_write(&mut sink, &mut Vec::new(), &mut cx);
+        assert!(matches!(r, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WriteZero));
+    }
+}
