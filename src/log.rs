@@ -1,10 +1,16 @@
 //! One log line per event on stderr: `<UTC time> <LEVEL> <event> key=value ...`, or one JSON
 //! object per line. Fields are structured so both formats carry the same data.
+//!
+//! Values are often a client's: paths, header values, Socket.IO event names, message text.
+//! So in both formats every control character (C0, DEL, C1) is escaped (`\r`, `\u001b`), and a
+//! text value that holds one, or a space, quote, `=` or backslash, is quoted; no byte a client
+//! sends can end a line early or drive a terminal. Every value is cut at `--log-value-bytes`
+//! and marked `...[+N bytes]`, so one long value cannot flood the log.
 
 use crate::json::Escaped;
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Severity. `Warn` is for a client's bad input, `Error` for our own faults.
@@ -43,6 +49,15 @@ impl std::str::FromStr for Format {
 }
 
 static FORMAT: AtomicU8 = AtomicU8::new(0);
+static MAX_VALUE: AtomicUsize = AtomicUsize::new(DEFAULT_VALUE_BYTES);
+
+/// The default longest value (in bytes) written to a line before it is cut.
+pub const DEFAULT_VALUE_BYTES: usize = 256;
+
+/// Chooses the longest value (in bytes, at least 16) for the whole process.
+pub fn set_max_value(bytes: usize) {
+    MAX_VALUE.store(bytes.max(16), Ordering::Relaxed);
+}
 
 /// Chooses the line format for the whole process.
 pub fn set_format(f: Format) {
@@ -78,7 +93,16 @@ pub fn line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
     BUF.with(|b| {
         let mut b = b.borrow_mut();
         b.clear();
-        let _ = render(&mut b, format(), SystemTime::now(), level, event, fields);
+        let max = MAX_VALUE.load(Ordering::Relaxed);
+        let _ = render(
+            &mut b,
+            format(),
+            max,
+            SystemTime::now(),
+            level,
+            event,
+            fields,
+        );
         b.push('\n');
         let _ = std::io::stderr().lock().write_all(b.as_bytes());
     });
@@ -87,6 +111,7 @@ pub fn line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
 fn render(
     out: &mut String,
     f: Format,
+    max: usize,
     now: SystemTime,
     level: Level,
     event: &str,
@@ -100,10 +125,15 @@ fn render(
             for (k, v) in fields {
                 value.clear();
                 write!(value, "{v}")?;
-                if value.is_empty() || value.contains([' ', '"', '=', '\n']) {
-                    write!(out, " {k}=\"{}\"", Escaped(&value))?;
-                } else {
+                cut(&mut value, max);
+                let plain = !value.is_empty()
+                    && !value
+                        .chars()
+                        .any(|c| c.is_control() || matches!(c, ' ' | '"' | '=' | '\\'));
+                if plain {
                     write!(out, " {k}={value}")?;
+                } else {
+                    write!(out, " {k}=\"{}\"", Escaped(&value))?;
                 }
             }
         }
@@ -118,12 +148,27 @@ fn render(
             for (k, v) in fields {
                 value.clear();
                 write!(value, "{v}")?;
+                cut(&mut value, max);
                 write!(out, ",\"{}\":\"{}\"", Escaped(k), Escaped(&value))?;
             }
             out.push('}');
         }
     }
     Ok(())
+}
+
+/// Cuts `value` to at most `max` bytes (at a character boundary) and marks what was cut.
+fn cut(value: &mut String, max: usize) {
+    if value.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = value.len() - end;
+    value.truncate(end);
+    let _ = write!(value, "...[+{dropped} bytes]");
 }
 
 /// RFC 3339 UTC time with milliseconds.
@@ -219,6 +264,7 @@ mod tests {
         render(
             &mut s,
             Format::Text,
+            256,
             at(0, 0),
             Level::Warn,
             "reject",
@@ -233,6 +279,7 @@ mod tests {
         render(
             &mut s,
             Format::Json,
+            256,
             at(0, 0),
             Level::Info,
             "open",
@@ -242,6 +289,63 @@ mod tests {
         assert_eq!(
             s,
             r#"{"ts":"1970-01-01T00:00:00.000Z","level":"info","event":"open","conn":"7","reason":"bad \"key\""}"#
+        );
+    }
+
+    #[test]
+    fn client_text_never_reaches_the_line_raw_and_long_values_are_cut() {
+        // CR, ESC, DEL, C1 (NEL, CSI), a backslash, and one of every C0 control.
+        let evil: String = "abc\rFAKE\x1b[2K\x7f\u{85}\u{9b}\\x"
+            .chars()
+            .chain((0u8..0x20).map(char::from))
+            .collect();
+        for f in [Format::Text, Format::Json] {
+            let mut s = String::new();
+            render(
+                &mut s,
+                f,
+                256,
+                at(0, 0),
+                Level::Info,
+                "message",
+                &[("text", &evil)],
+            )
+            .unwrap();
+            assert!(!s.chars().any(|c| c.is_control()), "{f:?}: {s:?}");
+            assert!(
+                s.contains(r"abc\rFAKE\u001b[2K\u007f\u0085\u009b\\x"),
+                "{f:?}: {s}"
+            );
+        }
+        let mut s = String::new();
+        // A backslash alone quotes a text value, so the escapes inside read back unambiguously.
+        render(
+            &mut s,
+            Format::Text,
+            256,
+            at(0, 0),
+            Level::Info,
+            "e",
+            &[("p", &r"a\b")],
+        )
+        .unwrap();
+        assert!(s.ends_with(r#" p="a\\b""#), "{s}");
+        s.clear();
+        let long = "é".repeat(100); // 200 bytes
+        render(
+            &mut s,
+            Format::Text,
+            51,
+            at(0, 0),
+            Level::Info,
+            "e",
+            &[("t", &long)],
+        )
+        .unwrap();
+        // Cut at a character boundary: 25 characters (50 bytes), 150 bytes dropped.
+        assert!(
+            s.ends_with(&format!(" t=\"{}...[+150 bytes]\"", "é".repeat(25))),
+            "{s}"
         );
     }
 }

@@ -75,6 +75,14 @@ struct Args {
     #[argh(option, from_str_fn(log_format))]
     log_format: Option<LogFormat>,
 
+    /// longest value written to a log line; longer ones are cut and marked
+    #[argh(option, from_str_fn(bytes))]
+    log_value_bytes: Option<usize>,
+
+    /// SO_SNDBUF of accepted sockets (0 = the kernel's autotuning, up to 4 MiB per client)
+    #[argh(option, from_str_fn(bytes))]
+    socket_send_buffer: Option<usize>,
+
     /// most WebSocket sessions at once; past it upgrades get 503
     #[argh(option)]
     max_connections: Option<usize>,
@@ -173,6 +181,8 @@ impl Args {
             c.listen_backlog => self.listen_backlog,
             c.threads => self.threads,
             c.log_format => self.log_format,
+            c.log_value_bytes => self.log_value_bytes,
+            c.socket_send_buffer => self.socket_send_buffer,
             c.proxy.mode => self.proxy_protocol,
             c.proxy.trusted => self.trusted_proxies,
             c.prelude.header_timeout => self.header_timeout,
@@ -245,6 +255,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let env_password = std::env::var("WSGATE_REDIS_PASSWORD").ok();
+    let max_connections_given = args.max_connections.is_some();
     let config = match args.into_config(env_password) {
         Ok(c) => c,
         Err(e) => {
@@ -253,6 +264,7 @@ fn main() -> ExitCode {
         }
     };
     wsgate::log::set_format(config.log_format);
+    wsgate::log::set_max_value(config.log_value_bytes);
     // Signals are registered before anything else, so an early SIGTERM is not lost.
     let signals = match Signals::new([Signal::Term, Signal::Int]) {
         Ok(s) => s,
@@ -305,6 +317,34 @@ fn main() -> ExitCode {
         proxy_protocol = format!("{:?}", config.proxy.mode).to_lowercase(),
         version = env!("CARGO_PKG_VERSION")
     );
+    let mut config = config;
+    let fds = server::raise_fd_limit();
+    info!(
+        "fd_limit",
+        soft = fds.soft,
+        hard = fds.hard,
+        raised_from = fds.before
+    );
+    if !fds.fits(config.limits.max_connections) {
+        if max_connections_given {
+            wsgate::warn!(
+                "fd_limit_low",
+                soft = fds.soft,
+                max_connections = config.limits.max_connections,
+                detail = "--max-connections cannot all be served: raise LimitNOFILE / \
+                          ulimit -Hn, or lower --max-connections"
+            );
+        } else {
+            // The default is a ceiling, not a promise: past the fd limit an upgrade gets a
+            // clean 503 instead of an accept error.
+            config.limits.max_connections = fds.sessions();
+            info!(
+                "max_connections_lowered",
+                max_connections = config.limits.max_connections,
+                reason = "the default does not fit the fd limit"
+            );
+        }
+    }
     let gw = Gateway::new(config, executor.clone());
     wsgate::backplane::start(&gw.backplane, &gw.hub, &gw.executor);
     if let Some(admin) = admin {

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub pings: AtomicU64,
     /// Sessions closed for not answering a ping in time.
     pub pong_timeouts: AtomicU64,
+    /// Closing connections that had not flushed within `--close-timeout` and were reset
+    /// (`SO_LINGER` 0) to free their kernel memory at once.
+    pub close_aborts: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -47,6 +50,8 @@ pub enum Family {
     HandshakeReject,
     /// HTTP requests refused before routing or by route, by reason.
     HttpError,
+    /// `accept(2)` failures, by errno (`emfile`, `enfile`, `enobufs`, `enomem`, `other`).
+    AcceptError,
 }
 
 impl Family {
@@ -77,16 +82,22 @@ impl Family {
                 "reason",
                 "Plain HTTP requests answered with an error status, by reason.",
             ),
+            Family::AcceptError => (
+                "wsgate_accept_errors_total",
+                "reason",
+                "accept(2) failures (each followed by a short backoff), by errno.",
+            ),
         }
     }
 }
 
-const FAMILIES: [Family; 5] = [
+const FAMILIES: [Family; 6] = [
     Family::Closed,
     Family::Refused,
     Family::ProxyError,
     Family::HandshakeReject,
     Family::HttpError,
+    Family::AcceptError,
 ];
 
 impl Metrics {
@@ -127,7 +138,7 @@ impl Metrics {
             "1 while shutting down (healthz answers 503).",
             u64::from(draining),
         );
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -167,6 +178,11 @@ impl Metrics {
                 "wsgate_pong_timeouts_total",
                 "Clients closed for not answering a ping.",
                 &self.pong_timeouts,
+            ),
+            (
+                "wsgate_close_aborts_total",
+                "Closing connections not flushed within --close-timeout, reset to free their buffers.",
+                &self.close_aborts,
             ),
         ];
         for (name, help, v) in counters {

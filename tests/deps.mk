@@ -1,6 +1,7 @@
 # Test dependencies, installed only when missing, so `make test` works on a fresh machine.
 # Debian packages: haproxy (the CLB/NLB stand-in), chromium (browser tests),
-# qemu-user-static (runs the aarch64 build), redis-server (the backplane tests).
+# qemu-user-static (runs the aarch64 build), redis-server (the backplane tests), iproute2
+# (`ip` for the half-open test's network namespace, `ss` for the slow-consumer test).
 # npm: ws, socket.io-client, playwright-core (into tests/node). PyPI: websockets.
 
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
@@ -17,6 +18,7 @@ apt-deps:
 	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ss >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \

@@ -2,7 +2,7 @@
 //! `dir/`, GET and HEAD only, and no way out of the directory (`..` raw or encoded, symlinks
 //! pointing out), while `/healthz` and the upgrade routes keep working.
 mod common;
-use common::{raw, status, Gateway, TempDir};
+use common::{raw, scrape, status, Gateway, TempDir};
 use std::fs;
 use std::os::unix::fs::symlink;
 
@@ -47,7 +47,7 @@ fn site() -> Site {
     symlink(tmp.path(), www.join("up")).unwrap();
     symlink(www.join("app.js"), www.join("alias.js")).unwrap();
     let dir = www.to_str().unwrap().to_string();
-    let gw = Gateway::start(&["--static", &dir]);
+    let gw = Gateway::start(&["--static", &dir, "--admin-listen", "127.0.0.1:0"]);
     Site { tmp, gw }
 }
 
@@ -180,4 +180,32 @@ fn health_and_upgrades_are_not_shadowed() {
     let (code, _, body) = get(&s.gw, "/socket.io/?EIO=4&transport=polling");
     assert_eq!(code, 400);
     assert_eq!(body, br#"{"code":0,"message":"Transport unknown"}"#);
+}
+
+#[test]
+fn refused_static_requests_are_counted_and_logged_with_the_client() {
+    let s = site();
+    assert_eq!(get(&s.gw, "/missing.txt").0, 404);
+    assert_eq!(get(&s.gw, "/%2e%2e/secret.txt").0, 404);
+    assert_eq!(get(&s.gw, "/bad%zz").0, 400);
+    assert_eq!(request(&s.gw, "POST", "/app.js").0, 405);
+    let lines = s.gw.wait_events("http_error", 4);
+    for (reason, path) in [
+        ("static_not_found", "/missing.txt"),
+        ("static_dot_segment", "/%2e%2e/secret.txt"),
+        ("static_bad_percent_encoding", "/bad%zz"),
+        ("method_not_allowed", "/app.js"),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("reason={reason}"))
+                && l.contains(&format!("path={path}"))
+                && l.contains("client=127.0.0.1:")),
+            "{reason}: {lines:?}"
+        );
+        let m = scrape(s.gw.admin_addr());
+        let key = format!("wsgate_http_errors_total{{reason=\"{reason}\"}}");
+        assert_eq!(m.get(&key), 1.0, "{key}");
+    }
+    // A file that is served is not an error.
+    assert_eq!(get(&s.gw, "/app.js").0, 200);
 }

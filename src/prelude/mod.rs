@@ -63,8 +63,8 @@ pub(crate) struct Prelude {
 enum Answer<'a> {
     /// A complete response.
     Bytes(Vec<u8>),
-    /// A file under `--static`.
-    Static,
+    /// A file under `--static DIR`.
+    Static(&'a std::path::Path),
     /// A WebSocket upgrade that passed every check.
     Upgrade {
         room: &'a str,
@@ -111,13 +111,16 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
         Answer::Bytes(r) => {
             let _ = stream.write_all(&r).await;
         }
-        Answer::Static => {
-            let dir = cfg
-                .static_dir
-                .as_deref()
-                .unwrap_or(std::path::Path::new("."));
-            let r = static_files::serve(dir, request.method, request.target).await;
-            let _ = stream.write_all(&r).await;
+        Answer::Static(dir) => {
+            match static_files::serve(dir, request.method, request.target).await {
+                Ok(r) => {
+                    let _ = stream.write_all(&r).await;
+                }
+                Err(r) => {
+                    let path = Some(request.target);
+                    reject::answer(&mut stream, &gw.metrics, &pre, path, r).await
+                }
+            }
         }
         Answer::Upgrade {
             room,
@@ -160,14 +163,14 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
 
 /// Decides what a complete request gets: an answer, an upgrade, or a refusal.
 fn route_request<'r>(
-    gw: &Arc<Gateway>,
+    gw: &'r Arc<Gateway>,
     pre: &Prelude,
     request: &Request<'r>,
 ) -> Result<Answer<'r>, Reject> {
     let cfg = &gw.config;
     let route = route::route(request.method, request.target);
-    if let (Some(_), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
-        return Ok(Answer::Static);
+    if let (Some(dir), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
+        return Ok(Answer::Static(dir));
     }
     let head = request.method == "HEAD";
     let (room, protocol) = match route {
@@ -296,7 +299,8 @@ async fn run_session(
         code = end.logged_code(),
         reason = end.as_str(),
         msgs_in = stats.msgs_in,
-        frames_out = stats.frames_out
+        frames_out = stats.frames_out,
+        tcp = if stats.reset { "reset" } else { "fin" }
     );
     // Counted out only now: the drain waits for the last permit, so every close line is
     // written before the process exits.

@@ -63,6 +63,17 @@ impl fmt::Display for PreludeError {
     }
 }
 
+/// The body of a refusal.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// The detail, as plain text.
+    Detail,
+    /// This JSON (Engine.IO's error objects).
+    Json(Box<str>),
+    /// This text instead of the detail, which stays in the log.
+    Text(&'static str),
+}
+
 /// A refusal, ready to be answered.
 #[derive(Debug)]
 pub(crate) struct Reject {
@@ -80,10 +91,10 @@ pub(crate) struct Reject {
     pub headers: &'static str,
     /// What went wrong, for the log and the plain-text body.
     pub detail: Box<str>,
-    /// A body of its own (`application/json`) instead of the plain-text one.
-    pub json_body: Option<Box<str>>,
+    /// What the client is told.
+    pub body: Body,
     /// One more log field, when the check has a value worth showing (the refused `Origin`).
-    pub field: Option<(&'static str, Box<str>)>,
+    pub field: Option<Box<(&'static str, String)>>,
 }
 
 impl Reject {
@@ -96,7 +107,7 @@ impl Reject {
             level: Level::Warn,
             headers: "",
             detail: "".into(),
-            json_body: None,
+            body: Body::Detail,
             field: None,
         }
     }
@@ -134,17 +145,32 @@ impl Reject {
         )
         .counted(Family::HandshakeReject)
         .detail(message);
-        r.json_body = Some(format!("{{\"code\":{code},\"message\":\"{message}\"}}").into());
+        r.body = Body::Json(format!("{{\"code\":{code},\"message\":\"{message}\"}}").into());
         r
+    }
+
+    /// Our own fault while answering (a file we cannot read): 500, logged at ERROR as its
+    /// own event, with the detail, which the client is not shown.
+    pub(crate) fn internal(reason: &'static str, detail: impl fmt::Display) -> Reject {
+        let mut r = Reject::http(Status::InternalError, reason, detail);
+        r.event = reason;
+        r.level = Level::Error;
+        r.body = Body::Text("internal error");
+        r
+    }
+
+    /// Adds one log field.
+    pub(crate) fn with_field(mut self, key: &'static str, value: impl fmt::Display) -> Reject {
+        self.field = Some(Box::new((key, value.to_string())));
+        self
     }
 
     /// An `Origin` outside `--allowed-origins`: 403.
     pub(crate) fn origin(origin: &[u8]) -> Reject {
-        let mut r = Reject::new(Some(Status::Forbidden), "origin", "upgrade_refused")
+        Reject::new(Some(Status::Forbidden), "origin", "upgrade_refused")
             .counted(Family::Refused)
-            .detail("Origin not allowed");
-        r.field = Some(("origin", String::from_utf8_lossy(origin).into()));
-        r
+            .detail("Origin not allowed")
+            .with_field("origin", String::from_utf8_lossy(origin))
     }
 }
 
@@ -228,16 +254,19 @@ pub(crate) async fn answer<W: futures_lite::AsyncWrite + Unpin>(
         if r.event == "prelude_rejected" {
             fields.push(("bytes", &bytes));
         }
-        if let Some((k, v)) = &r.field {
-            fields.push((k, v));
+        if let Some(f) = &r.field {
+            fields.push((f.0, &f.1));
         }
         fields.push(("detail", &r.detail));
         log::line(r.level, r.event, &fields);
     }
     let Some(s) = r.status else { return };
-    let resp = match &r.json_body {
-        Some(body) => http::response(s, "application/json", r.headers, body.as_bytes(), false),
-        None => http::error_response(s, r.headers, &r.detail),
+    let resp = match &r.body {
+        Body::Json(body) => {
+            http::response(s, "application/json", r.headers, body.as_bytes(), false)
+        }
+        Body::Detail => http::error_response(s, r.headers, &r.detail),
+        Body::Text(t) => http::error_response(s, r.headers, t),
     };
     let _ = out.write_all(&resp).await;
 }

@@ -9,7 +9,7 @@
 //! spelled, and the canonical path (symlinks resolved) must still start with the canonical
 //! directory, so a symlink pointing out of it is a 404 too.
 
-use crate::error;
+use super::reject::Reject;
 use crate::prelude::http::{self, Status};
 use std::fmt;
 use std::io::Read as _;
@@ -45,6 +45,20 @@ pub enum PathError {
 }
 
 impl PathError {
+    /// Stable label for logs and metrics. The log says what the check found; the answer to
+    /// the client stays a plain 404 for every path that reaches outside the directory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathError::NotAbsolutePath => "static_not_a_path",
+            PathError::BadPercentEncoding => "static_bad_percent_encoding",
+            PathError::NotUtf8 => "static_not_utf8",
+            PathError::Nul => "static_nul",
+            PathError::Backslash => "static_backslash",
+            PathError::DotSegment => "static_dot_segment",
+            PathError::EmptySegment => "static_empty_segment",
+        }
+    }
+
     /// The status this refusal is answered with.
     pub fn status(self) -> Status {
         match self {
@@ -68,41 +82,36 @@ impl fmt::Display for PathError {
     }
 }
 
-/// The whole response for `target` under `dir`.
-pub async fn serve(dir: &Path, method: &str, target: &str) -> Vec<u8> {
+/// The whole response for `target` under `dir`, or the refusal to answer (counted and logged
+/// by the prelude like every other).
+pub(crate) async fn serve(dir: &Path, method: &str, target: &str) -> Result<Vec<u8>, Reject> {
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
-        _ => {
-            let allow = "Allow: GET, HEAD\r\n";
-            return http::error_response(Status::MethodNotAllowed, allow, &method);
-        }
+        _ => return Err(Reject::method_not_allowed(method)),
     };
-    let rel = match sanitize(target) {
-        Ok(rel) => rel,
-        Err(e) => return http::error_response(e.status(), "", &e),
-    };
+    let rel = sanitize(target).map_err(|e| Reject::http(e.status(), e.as_str(), e))?;
     let dir = dir.to_path_buf();
     let found = smol::unblock(move || read_under(&dir, &rel)).await;
     match found {
         Ok((path, body)) => {
             let mime = mime_type(&path);
-            http::response(Status::Ok, mime, NOSNIFF, &body, head_only)
+            Ok(http::response(Status::Ok, mime, NOSNIFF, &body, head_only))
         }
-        Err(ReadError::NotFound) => http::error_response(Status::NotFound, "", &"no such file"),
-        Err(ReadError::TooBig { path, len }) => {
-            error!(
-                "static_file_too_big",
-                path = path.display(),
-                bytes = len,
-                max = MAX_FILE_BYTES
-            );
-            http::error_response(Status::InternalError, "", &"file too big")
-        }
-        Err(ReadError::Io { path, err }) => {
-            error!("static_read_failed", path = path.display(), detail = err);
-            http::error_response(Status::InternalError, "", &"read failed")
-        }
+        Err(ReadError::NotFound) => Err(Reject::http(
+            Status::NotFound,
+            "static_not_found",
+            "no such file",
+        )),
+        Err(ReadError::TooBig { path, len }) => Err(Reject::internal(
+            "static_file_too_big",
+            format_args!("{} is over {MAX_FILE_BYTES} bytes", path.display()),
+        )
+        .with_field("bytes", len)),
+        Err(ReadError::Io { path, err }) => Err(Reject::internal(
+            "static_read_failed",
+            format_args!("{}: {err}", path.display()),
+        )),
     }
 }
 

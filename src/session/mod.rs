@@ -18,7 +18,9 @@
 //!   pong deadline; none within `pong_timeout` closes the connection.
 //! * **Close.** The Close frame goes out through `ctrl`, then the write side is shut, and the
 //!   rest of the client's bytes are read and dropped until EOF or `close_timeout`, so that the
-//!   kernel does not answer unread bytes with a RST that would destroy the Close frame.
+//!   kernel does not answer unread bytes with a RST that would destroy the Close frame. A
+//!   connection that has not flushed and closed by then (a client that stopped reading) is
+//!   reset (`SO_LINGER` 0): its send buffer is freed at once instead of trickling out.
 
 use crate::config::SessionConfig;
 use crate::frame::Kind;
@@ -160,6 +162,8 @@ pub struct Stats {
     pub msgs_in: u64,
     /// Frames written to the client.
     pub frames_out: u64,
+    /// The close did not finish within `close_timeout` and the connection was reset.
+    pub reset: bool,
 }
 
 /// The tungstenite settings for a session: small buffers, our limits.
@@ -377,7 +381,12 @@ pub async fn run<S: Transport>(
         let _ = queue(&mut ws, Message::Close(Some(frame)));
     }
     if end != End::IoError {
-        Box::pin(linger(ws.get_mut(), w.partial(), cfg.close_timeout)).await;
+        let io = ws.get_mut();
+        if !Box::pin(linger(io, w.partial(), cfg.close_timeout)).await {
+            io.socket.abort();
+            metrics.close_aborts.fetch_add(1, Relaxed);
+            stats.reset = true;
+        }
     }
     end
 }
@@ -398,7 +407,12 @@ fn queue<S: Transport>(ws: &mut WebSocketStream<Io<S>>, msg: Message) -> Result<
 
 /// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
 /// the write side, then reads and drops the client's bytes until EOF or the deadline.
-async fn linger<S: Transport>(io: &mut Io<S>, partial: Option<&[u8]>, close_timeout: Duration) {
+/// Returns whether all of that happened in time (false: reset the connection).
+async fn linger<S: Transport>(
+    io: &mut Io<S>,
+    partial: Option<&[u8]>,
+    close_timeout: Duration,
+) -> bool {
     let work = async {
         if let Some(rest) = partial {
             io.socket.write_all(rest).await?;
@@ -409,14 +423,15 @@ async fn linger<S: Transport>(io: &mut Io<S>, partial: Option<&[u8]>, close_time
         io.socket.shutdown_write()?;
         let mut sink = [0u8; 512];
         while io.socket.read(&mut sink).await? > 0 {}
-        Ok::<(), io::Error>(())
+        Ok::<bool, io::Error>(true)
     };
-    let _ = work
-        .or(async {
-            Timer::after(close_timeout).await;
-            Ok(())
-        })
-        .await;
+    work.or(async {
+        Timer::after(close_timeout).await;
+        Ok(false)
+    })
+    .await
+    // A write or read error: the peer is gone (reset), nothing is left to free.
+    .unwrap_or(true)
 }
 
 fn classify(e: &WsError) -> End {

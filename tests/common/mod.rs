@@ -42,17 +42,25 @@ impl Gateway {
 
     /// [`Gateway::start_on`] with extra environment variables.
     pub fn start_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Self::start_wrapped(&[], listen, args, env)
+    }
+
+    /// Starts it through `wrapper` (a program and its arguments, which must end by running
+    /// the rest of its command line, e.g. `bash -c 'ulimit -Sn 256 && exec "$@"' sh`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let runner = std::env::var("WSGATE_RUNNER")
             .ok()
             .filter(|r| !r.is_empty());
-        let mut cmd = match &runner {
-            Some(r) => {
-                let mut c = Command::new(r);
-                c.arg(binary());
-                c
-            }
-            None => Command::new(binary()),
-        };
+        let mut chain: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        chain.extend(runner);
+        chain.push(binary());
+        let mut cmd = Command::new(&chain[0]);
+        cmd.args(&chain[1..]);
         cmd.arg("--listen")
             .arg(listen)
             .args(args)

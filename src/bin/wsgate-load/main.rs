@@ -206,18 +206,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Raises the soft open-files limit to the hard one and checks that `needed` fds fit.
 fn raise_fd_limit(needed: u64) -> Result<(), String> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut lim = getrlimit(Resource::Nofile);
-    if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
-        if cur < max {
-            lim.current = Some(max);
-            let _ = setrlimit(Resource::Nofile, lim);
-        }
-    }
-    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    // stdio, the reactor, /proc reads and some slack besides one fd per client.
-    let want = needed + 64;
-    if want > soft {
+    // The gateway's own raise; it keeps 64 fds for stdio, the reactor and /proc reads.
+    let fds = wsgate::server::raise_fd_limit();
+    if !fds.fits(needed as usize) {
+        let (want, soft) = (needed + 64, fds.soft);
         return Err(format!("needs about {want} file descriptors but the limit is {soft} (one per client; raise `ulimit -n` or use fewer clients)"));
     }
     Ok(())
