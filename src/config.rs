@@ -53,6 +53,99 @@ pub struct Config {
     /// The Redis pub/sub backplane that lets several instances share rooms (`--redis`).
     /// Default: off, so a single instance needs no Redis.
     pub backplane: Option<BackplaneConfig>,
+    /// `--upstream`: wsgate in nginx's place, in front of an existing app. Default: off.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// Proxying to an app on this host (`--upstream http://HOST:PORT`), as nginx's
+/// `proxy_pass` with the WebSocket upgrade headers does.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `HOST:PORT` as given, for logs.
+    pub name: String,
+    /// The addresses it resolved to at start, tried in order.
+    pub addrs: Vec<SocketAddr>,
+    /// Deadline for a new connection to the upstream; past it `502`. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long the upstream may take to start its response, and between two reads of a
+    /// request or response body; past it `504` (or, mid-body, the connection is closed). An
+    /// established WebSocket tunnel has no idle timeout (nginx's 60 s `proxy_read_timeout`
+    /// cutting idle WebSockets is its users' most common complaint). Default 60 s.
+    pub timeout: Duration,
+    /// Idle upstream connections kept for reuse; more are closed. Default 16.
+    pub pool: usize,
+    /// Largest upstream response head; past it `502` (nginx's `proxy_buffer_size`). Default
+    /// 8192.
+    pub max_head_bytes: usize,
+    /// Each of a tunnel's two buffers (client to upstream, upstream to client); fixed, never
+    /// grown. Default 4096.
+    pub tunnel_buffer_bytes: usize,
+    /// Send our own Ping to a tunnelled WebSocket client quiet for this long, and swallow its
+    /// Pong, so an app that never pings survives a CLB's 60 s idle timeout. Default off.
+    pub ping: Option<Duration>,
+    /// Set `Host` to the upstream's `HOST:PORT` instead of passing the client's on (which is
+    /// the default, so that an app building absolute URLs sees its public name; the client's
+    /// is always in `X-Forwarded-Host`). Default off.
+    pub rewrite_host: bool,
+}
+
+impl UpstreamConfig {
+    /// The defaults, for an upstream at `addrs`.
+    pub fn new(name: String, addrs: Vec<SocketAddr>) -> Self {
+        UpstreamConfig {
+            name,
+            addrs,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            pool: 16,
+            max_head_bytes: 8192,
+            tunnel_buffer_bytes: 4096,
+            ping: None,
+            rewrite_host: false,
+        }
+    }
+
+    /// Parses `http://HOST:PORT` (an IPv4 or `[IPv6]` address, or a name, resolved now; the
+    /// port defaults to 80; no path).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!("invalid --upstream {url:?}: expected http://HOST:PORT (plain http; TLS ends at the load balancer)")
+        })?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(format!(
+                "invalid --upstream {url:?}: no path, only http://HOST:PORT"
+            ));
+        }
+        let (host, port) = split_host_port(rest)
+            .ok_or_else(|| format!("invalid --upstream {url:?}: unclosed ["))?;
+        let port: u16 = match port {
+            None => 80,
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("invalid --upstream {url:?}: bad port"))?,
+        };
+        if host.is_empty() {
+            return Err(format!("invalid --upstream {url:?}: no host"));
+        }
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                .map_err(|e| format!("--upstream {host}: {e}"))?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(format!("--upstream {host} resolves to no address"));
+        }
+        let name = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(UpstreamConfig::new(name, addrs))
+    }
 }
 
 /// Smallest `max_head_bytes`: room for a PROXY v1 header and a request line.
@@ -85,6 +178,25 @@ impl Config {
         if s.max_message_bytes == 0 {
             return Err("--max-message-bytes must be at least 1".into());
         }
+        if let Some(u) = &self.upstream {
+            if u.connect_timeout.is_zero() || u.timeout.is_zero() {
+                return Err(
+                    "--upstream-connect-timeout and --upstream-timeout must be above zero".into(),
+                );
+            }
+            if u.max_head_bytes < 256 || u.tunnel_buffer_bytes < 256 {
+                return Err(
+                    "--upstream-max-head-bytes and --upstream-tunnel-buffer must be at least 256"
+                        .into(),
+                );
+            }
+            if u.ping.is_some_and(|p| p.is_zero()) {
+                return Err("--upstream-ping must be above zero".into());
+            }
+        }
+        if self.prelude.keepalive_timeout.is_zero() || self.prelude.keepalive_requests == 0 {
+            return Err("--keepalive-timeout and --keepalive-requests must be above zero".into());
+        }
         if let Some(b) = &self.backplane {
             if b.channel_prefix.is_empty() {
                 return Err("--redis-channel-prefix must not be empty".into());
@@ -108,6 +220,7 @@ impl Config {
 pub fn defaults() -> Vec<(&'static str, String)> {
     let c = Config::default();
     let b = BackplaneConfig::new(RedisUrl::default());
+    let u = UpstreamConfig::new(String::new(), Vec::new());
     let d = |d: Duration| format_duration(d);
     let trusted: Vec<String> = c.proxy.trusted.iter().map(Cidr::to_string).collect();
     vec![
@@ -140,6 +253,18 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("shutdown-timeout", d(c.shutdown.shutdown_timeout)),
         ("admin-listen", "(off)".into()),
         ("static", "(off: the embedded page)".into()),
+        ("keepalive-timeout", d(c.prelude.keepalive_timeout)),
+        (
+            "keepalive-requests",
+            c.prelude.keepalive_requests.to_string(),
+        ),
+        ("upstream", "(off)".into()),
+        ("upstream-connect-timeout", d(u.connect_timeout)),
+        ("upstream-timeout", d(u.timeout)),
+        ("upstream-pool", u.pool.to_string()),
+        ("upstream-max-head-bytes", u.max_head_bytes.to_string()),
+        ("upstream-tunnel-buffer", u.tunnel_buffer_bytes.to_string()),
+        ("upstream-ping", "(off)".into()),
         ("redis", "(off)".into()),
         ("redis-channel-prefix", b.channel_prefix),
         ("redis-queue", b.queue_messages.to_string()),
@@ -279,6 +404,13 @@ pub struct PreludeConfig {
     /// One byte cap for the PROXY header and the HTTP head together; past it the answer is
     /// 431. Default 8192, the same as nginx's `large_client_header_buffers` single buffer.
     pub max_head_bytes: usize,
+    /// How long a kept-alive connection may wait for its next request (with `--upstream`).
+    /// Default 75 s, nginx's: longer than a CLB's 60 s idle timeout, so that the load balancer,
+    /// not the gateway, closes an idle connection (never one it is about to reuse).
+    pub keepalive_timeout: Duration,
+    /// Most requests on one kept-alive connection; after it, `Connection: close`. Default 1000
+    /// (nginx's `keepalive_requests`).
+    pub keepalive_requests: usize,
 }
 
 /// Per-session settings.
@@ -335,6 +467,7 @@ impl Default for Config {
             admin_listen: None,
             static_dir: None,
             backplane: None,
+            upstream: None,
         }
     }
 }
@@ -482,6 +615,8 @@ impl Default for PreludeConfig {
         PreludeConfig {
             header_timeout: Duration::from_secs(5),
             max_head_bytes: 8192,
+            keepalive_timeout: Duration::from_secs(75),
+            keepalive_requests: 1000,
         }
     }
 }

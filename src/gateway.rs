@@ -11,8 +11,9 @@ use crate::hub::{Hub, Relay};
 use crate::lock;
 use crate::metrics::{Family, Metrics};
 use crate::session::SessionCtx;
+use smol::Async;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,9 @@ pub struct Gateway {
     draining: AtomicBool,
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Idle connections to `--upstream`, at most `--upstream-pool`; the last one returned is
+    /// reused first.
+    pub upstream_pool: Mutex<Vec<Async<TcpStream>>>,
     /// Each permit holds a clone; the drain takes this one away and waits for the channel to
     /// close, which it does when the last permit is dropped (mini-redis's
     /// `shutdown_complete`). `None` once the drain has begun: no more admissions.
@@ -108,6 +112,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            upstream_pool: Mutex::new(Vec::new()),
             permits: Mutex::new(Some(tx)),
             all_dropped: rx,
         })

@@ -119,6 +119,51 @@ struct Args {
     #[argh(option)]
     r#static: Option<std::path::PathBuf>,
 
+    /// stand in nginx's place: pass every request but /healthz to this app,
+    /// http://HOST:PORT (IPv4, [IPv6] or a name), with X-Forwarded-For and WebSocket upgrades
+    /// (default off)
+    #[argh(option)]
+    upstream: Option<String>,
+
+    /// deadline for a new connection to --upstream; past it 502
+    #[argh(option, from_str_fn(duration))]
+    upstream_connect_timeout: Option<Duration>,
+
+    /// how long --upstream may take to start a response (504 past it) or between two body
+    /// reads; tunnels have no idle timeout
+    #[argh(option, from_str_fn(duration))]
+    upstream_timeout: Option<Duration>,
+
+    /// idle --upstream connections kept for reuse
+    #[argh(option)]
+    upstream_pool: Option<usize>,
+
+    /// largest --upstream response head; past it 502
+    #[argh(option, from_str_fn(bytes))]
+    upstream_max_head_bytes: Option<usize>,
+
+    /// each of a tunnel's two fixed buffers
+    #[argh(option, from_str_fn(bytes))]
+    upstream_tunnel_buffer: Option<usize>,
+
+    /// ping a tunnelled WebSocket client that has been quiet this long, and swallow its pong
+    /// (default off)
+    #[argh(option, from_str_fn(duration))]
+    upstream_ping: Option<Duration>,
+
+    /// send the upstream's HOST:PORT as Host instead of the client's (always in
+    /// X-Forwarded-Host)
+    #[argh(switch)]
+    upstream_rewrite_host: bool,
+
+    /// with --upstream: how long a kept-alive client connection may wait for its next request
+    #[argh(option, from_str_fn(duration))]
+    keepalive_timeout: Option<Duration>,
+
+    /// with --upstream: most requests on one client connection
+    #[argh(option)]
+    keepalive_requests: Option<usize>,
+
     /// share rooms with other instances through Redis pub/sub:
     /// redis://[[user]:password@]HOST[:PORT][/DB] (default off). The password can instead
     /// come from WSGATE_REDIS_PASSWORD (the URL's wins when both are set)
@@ -187,6 +232,8 @@ impl Args {
             c.proxy.trusted => self.trusted_proxies,
             c.prelude.header_timeout => self.header_timeout,
             c.prelude.max_head_bytes => self.max_head_bytes,
+            c.prelude.keepalive_timeout => self.keepalive_timeout,
+            c.prelude.keepalive_requests => self.keepalive_requests,
             c.session.ping_interval => self.ping_interval,
             c.session.pong_timeout => self.pong_timeout,
             c.session.max_message_bytes => self.max_message_bytes,
@@ -203,6 +250,19 @@ impl Args {
         c.static_dir = self.r#static.or(c.static_dir);
         if let Some(list) = &self.allowed_origins {
             c.limits.allowed_origins = config::parse_list(list);
+        }
+        if let Some(url) = &self.upstream {
+            let mut u = config::UpstreamConfig::parse(url)?;
+            set! {
+                u.connect_timeout => self.upstream_connect_timeout,
+                u.timeout => self.upstream_timeout,
+                u.pool => self.upstream_pool,
+                u.max_head_bytes => self.upstream_max_head_bytes,
+                u.tunnel_buffer_bytes => self.upstream_tunnel_buffer,
+            }
+            u.ping = self.upstream_ping;
+            u.rewrite_host = self.upstream_rewrite_host;
+            c.upstream = Some(u);
         }
         if let Some(url) = &self.redis {
             // Parsed here rather than by argh, whose error would repeat the value (and the
@@ -315,6 +375,7 @@ fn main() -> ExitCode {
         admin = admin_addr.map_or("off".to_string(), |a| a.to_string()),
         threads = threads,
         proxy_protocol = format!("{:?}", config.proxy.mode).to_lowercase(),
+        upstream = config.upstream.as_ref().map_or("off", |u| u.name.as_str()),
         version = env!("CARGO_PKG_VERSION")
     );
     let mut config = config;

@@ -34,6 +34,14 @@ pub struct Metrics {
     /// Closing connections that had not flushed within `--close-timeout` and were reset
     /// (`SO_LINGER` 0) to free their kernel memory at once.
     pub close_aborts: AtomicU64,
+    /// `--upstream` WebSocket tunnels open now.
+    pub tunnels_open: AtomicU64,
+    /// Bytes passed to the upstream (request bodies, tunnel traffic up).
+    pub upstream_bytes_out: AtomicU64,
+    /// Bytes passed from the upstream (response bodies, tunnel traffic down).
+    pub upstream_bytes_in: AtomicU64,
+    /// Connections to the upstream that could not be made.
+    pub upstream_connect_failures: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -52,6 +60,10 @@ pub enum Family {
     HttpError,
     /// `accept(2)` failures, by errno (`emfile`, `enfile`, `enobufs`, `enomem`, `other`).
     AcceptError,
+    /// Responses from `--upstream`, by status class.
+    UpstreamResponse,
+    /// Proxied requests that failed on the upstream's side, by reason.
+    UpstreamError,
 }
 
 impl Family {
@@ -87,17 +99,29 @@ impl Family {
                 "reason",
                 "accept(2) failures (each followed by a short backoff), by errno.",
             ),
+            Family::UpstreamResponse => (
+                "wsgate_upstream_responses_total",
+                "class",
+                "Responses from the upstream passed on, by status class.",
+            ),
+            Family::UpstreamError => (
+                "wsgate_upstream_errors_total",
+                "reason",
+                "Proxied requests answered 502 or 504, by reason.",
+            ),
         }
     }
 }
 
-const FAMILIES: [Family; 6] = [
+const FAMILIES: [Family; 8] = [
     Family::Closed,
     Family::Refused,
     Family::ProxyError,
     Family::HandshakeReject,
     Family::HttpError,
     Family::AcceptError,
+    Family::UpstreamResponse,
+    Family::UpstreamError,
 ];
 
 impl Metrics {
@@ -138,7 +162,12 @@ impl Metrics {
             "1 while shutting down (healthz answers 503).",
             u64::from(draining),
         );
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        w.gauge(
+            "wsgate_upstream_tunnels_open",
+            "WebSocket tunnels to --upstream open now.",
+            self.tunnels_open.load(Relaxed),
+        );
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -178,6 +207,21 @@ impl Metrics {
                 "wsgate_pong_timeouts_total",
                 "Clients closed for not answering a ping.",
                 &self.pong_timeouts,
+            ),
+            (
+                "wsgate_upstream_bytes_out_total",
+                "Bytes passed to the upstream.",
+                &self.upstream_bytes_out,
+            ),
+            (
+                "wsgate_upstream_bytes_in_total",
+                "Bytes passed from the upstream.",
+                &self.upstream_bytes_in,
+            ),
+            (
+                "wsgate_upstream_connect_failures_total",
+                "Connections to the upstream that could not be made.",
+                &self.upstream_connect_failures,
             ),
             (
                 "wsgate_close_aborts_total",

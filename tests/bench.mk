@@ -6,6 +6,8 @@
 #   make bench-compare   the same against wsgate (raw and Socket.IO), the classic stack
 #                        (HAProxy send-proxy -> nginx proxy_protocol -> Node socket.io chat) and
 #                        a Node `ws` server, in one run; adds compare.json and compare.md
+#   make bench-proxy     wsgate --upstream against nginx in front of the same Node `ws` app:
+#                        CPU per proxied message, KiB per idle proxied connection, added p99
 #   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
 #                        node + npm (Debian packages), and the peers' npm packages (npm ci)
 #
@@ -24,7 +26,7 @@ BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -34,6 +36,10 @@ bench: bench-release
 
 bench-compare: bench-release bench-deps
 	BENCH_LADDER='$(BENCH_COMPARE_LADDER)' tests/bench/run.sh --compare --out '$(BENCH_OUT)' $(BENCH_PEERS)
+
+# wsgate --upstream against nginx, each in front of the same Node `ws` app (tests/bench/proxy.sh).
+bench-proxy: bench-release bench-deps
+	BENCH_OUT='$(BENCH_OUT)' tests/bench/proxy.sh
 
 bench-deps: bench-apt-deps $(addsuffix /node_modules/.bench-installed,$(BENCH_NODE_PEERS))
 

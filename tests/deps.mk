@@ -6,6 +6,7 @@
 
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 NODE_DIR := tests/node
+CLASSIC_APP := tests/peers/socketio-chat
 
 .PHONY: test-deps apt-deps node-deps py-deps
 test-deps: apt-deps node-deps py-deps
@@ -24,9 +25,15 @@ apt-deps:
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \
 	fi
 
-node-deps: $(NODE_DIR)/node_modules/.installed
+node-deps: $(NODE_DIR)/node_modules/.installed $(CLASSIC_APP)/node_modules/.installed
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json
 	cd $(NODE_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent
+	touch $@
+
+# The classic chat app (express + socket.io), unchanged, behind `--upstream`; versions pinned by
+# its package-lock.json.
+$(CLASSIC_APP)/node_modules/.installed: $(CLASSIC_APP)/package-lock.json
+	npm ci --prefix $(CLASSIC_APP) --no-audit --no-fund --silent
 	touch $@
 
 # Whichever python3 is first on PATH: a pyenv one takes a plain pip install; Debian's own is

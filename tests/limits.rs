@@ -33,7 +33,16 @@ fn oversize_message_gets_1009_and_others_carry_on() {
 
 #[test]
 fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
-    let gw = Gateway::start(&["--outbox-frames", "8", "--max-message-bytes", "64KiB"]);
+    // `slow` reads its Close only after all 600 messages; a close that has not flushed within
+    // --close-timeout is reset (tests/slow_consumer.rs), so give it the whole run.
+    let gw = Gateway::start(&[
+        "--outbox-frames",
+        "8",
+        "--max-message-bytes",
+        "64KiB",
+        "--close-timeout",
+        "30s",
+    ]);
     smol::block_on(async {
         // `slow` never reads: its socket buffers fill, then its outbox, then it is evicted.
         let mut slow = ws_connect(gw.addr, "/ws/s", b"").await;
@@ -84,6 +93,9 @@ fn slow_consumer_is_evicted_while_others_get_everything_in_order() {
         let _keep = (send.await, drain.await);
         // The evicted client finds a 1008 Close after whatever was already in its buffers.
         assert_eq!(close_code(&mut slow).await, 1008);
+        // Having read it, the client closes (the server lingers for that, up to
+        // --close-timeout, before its close line).
+        drop(slow);
         let line = gw.wait_log(|l| l.contains(" close ") && l.contains("reason=slow_consumer"));
         assert!(
             line.contains("code=1008") && line.contains("client=127.0.0.1:"),

@@ -147,10 +147,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Head<'_>, HttpError> {
         ..Request::default()
     };
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            // A list header, which may be repeated (RFC 9110 5.3): the one naming `upgrade`
+            // is the one the handshake looks at.
+            if request.connection.is_none() || has_token(h.value, "upgrade") {
+                request.connection = Some(h.value);
+            }
+            continue;
+        }
         let slot = if h.name.eq_ignore_ascii_case("upgrade") {
             &mut request.upgrade
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            &mut request.connection
         } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
             &mut request.ws_key
         } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -200,7 +206,9 @@ pub enum Status {
     TooManyRequests,
     HeaderTooLarge,
     InternalError,
+    BadGateway,
     Unavailable,
+    GatewayTimeout,
 }
 
 impl Status {
@@ -216,7 +224,9 @@ impl Status {
             Status::TooManyRequests => 429,
             Status::HeaderTooLarge => 431,
             Status::InternalError => 500,
+            Status::BadGateway => 502,
             Status::Unavailable => 503,
+            Status::GatewayTimeout => 504,
         }
     }
 
@@ -232,7 +242,9 @@ impl Status {
             Status::TooManyRequests => "Too Many Requests",
             Status::HeaderTooLarge => "Request Header Fields Too Large",
             Status::InternalError => "Internal Server Error",
+            Status::BadGateway => "Bad Gateway",
             Status::Unavailable => "Service Unavailable",
+            Status::GatewayTimeout => "Gateway Timeout",
         }
     }
 }
@@ -350,6 +362,12 @@ mod tests {
             parse_head(b"GET / HTTP/1.1\r\nUpgrade: a\r\nUpgrade: b\r\n\r\n"),
             Err(HttpError::Malformed("repeated header"))
         ));
+        let Ok(Head::Complete { request, .. }) =
+            parse_head(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n\r\n")
+        else {
+            panic!("a repeated Connection is a list")
+        };
+        assert_eq!(request.connection, Some(&b"Upgrade"[..]));
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //!                                                        └────> Reject ─> reject::answer (log, count, status)
 //! ```
 
+pub mod framing;
 pub mod handshake;
 pub mod http;
 pub mod proxy;
 mod reject;
 pub mod route;
 pub mod static_files;
+pub mod tunnel;
+mod upstream;
 
 use crate::config::{LimitsConfig, ProxyConfig, ProxyMode};
 use crate::gateway::{Gateway, Health, SessionPermit};
@@ -25,7 +28,8 @@ use crate::session::{self, Peer, Session, Stats};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use http::{Head, HeadAt, Request, Status};
 use proxy::{Decoded, ProxyError};
-use reject::{PreludeError, Reject};
+pub(crate) use reject::PreludeError;
+use reject::Reject;
 use route::Route;
 use smol::{Async, Timer};
 use std::fmt;
@@ -43,6 +47,8 @@ pub(crate) struct ProxyInfo {
     pub version: Option<&'static str>,
     /// AWS VPC endpoint id (NLB, TLV 0xEA subtype 0x01).
     pub vpce: Option<String>,
+    /// The port the client connected to at the load balancer (`X-Forwarded-Port`).
+    pub dst_port: Option<u16>,
 }
 
 /// The prelude as far as it got: who the client is and where the head is in the buffer.
@@ -57,6 +63,8 @@ pub(crate) struct Prelude {
     pub head_start: usize,
     /// Bytes read so far.
     pub filled: usize,
+    /// The port this connection came in on, when no PROXY header says better.
+    pub local_port: u16,
 }
 
 /// What a routed request turns into.
@@ -85,8 +93,9 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
         proxy: ProxyInfo::default(),
         head_start: 0,
         filled: 0,
+        local_port: stream.get_ref().local_addr().map_or(0, |a| a.port()),
     };
-    let read = read_prelude(&mut stream, &cfg.proxy, &mut buf, &mut pre)
+    let read = read_head(&mut stream, Some(&cfg.proxy), &mut buf, &mut pre)
         .or(async {
             Timer::at(deadline).await;
             Err(PreludeError::Timeout)
@@ -98,6 +107,14 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
         Ok(None) => return,
         Err(e) => return reject::answer(&mut stream, &gw.metrics, &pre, None, e.into()).await,
     };
+    if cfg.upstream.is_some() {
+        let buf = upstream::Buf {
+            data: buf,
+            start: pre.head_start,
+            end: pre.filled,
+        };
+        return upstream::serve(stream, buf, pre, gw).await;
+    }
     let request = head.request(&buf[pre.head_start..pre.filled]);
     let body_start = pre.head_start + head.len;
     let answer = match route_request(&gw, &pre, &request) {
@@ -316,16 +333,22 @@ impl fmt::Display for Secs {
     }
 }
 
-/// Reads until a complete head, and returns where it is. `Ok(None)` is a PROXY header
+/// Reads until a complete head, and returns where it is. With `proxy` (a connection's first
+/// head) a PROXY header is read first, as its mode says. `Ok(None)` is a PROXY header
 /// followed by a close, what a CLB's TCP health check sends. `pre` records progress for
-/// error logs.
-async fn read_prelude(
+/// error logs; bytes already in `buf[..pre.filled]` are parsed before anything is read.
+pub(crate) async fn read_head(
     stream: &mut Async<TcpStream>,
-    pcfg: &ProxyConfig,
+    proxy: Option<&ProxyConfig>,
     buf: &mut [u8],
     pre: &mut Prelude,
 ) -> Result<Option<HeadAt>, PreludeError> {
     let peer = pre.peer;
+    let off = ProxyConfig {
+        mode: ProxyMode::Off,
+        trusted: Vec::new(),
+    };
+    let pcfg = proxy.unwrap_or(&off);
     // True while the PROXY header is still to be decoded.
     let mut proxy_pending = pcfg.mode != ProxyMode::Off;
     if pcfg.mode == ProxyMode::Required && !pcfg.is_trusted(peer.ip()) {
@@ -347,6 +370,9 @@ async fn read_prelude(
                         proxy::Version::V2 => "v2",
                     });
                     pre.proxy.vpce = header.aws_vpce_id().map(str::to_owned);
+                    if let proxy::Addresses::Inet { destination, .. } = header.addresses {
+                        pre.proxy.dst_port = Some(destination.port());
+                    }
                     pre.head_start = consumed;
                     proxy_pending = false;
                 }

@@ -159,6 +159,17 @@ impl Reject {
         r
     }
 
+    /// A proxied request the upstream failed: `502` or `504`, counted by reason. Our side of
+    /// the fault, so logged at ERROR.
+    pub(crate) fn upstream(status: Status, reason: &'static str, detail: String) -> Reject {
+        let mut r = Reject::new(Some(status), reason, "upstream_error")
+            .counted(Family::UpstreamError)
+            .detail(detail);
+        r.level = Level::Error;
+        r.body = Body::Text("the app behind the gateway did not answer");
+        r
+    }
+
     /// Adds one log field.
     pub(crate) fn with_field(mut self, key: &'static str, value: impl fmt::Display) -> Reject {
         self.field = Some(Box::new((key, value.to_string())));

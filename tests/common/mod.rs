@@ -5,6 +5,8 @@
 //! it (e.g. `qemu-aarch64-static`), so the same tests prove a cross-built binary.
 #![allow(dead_code)]
 
+pub mod haproxy;
+
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;

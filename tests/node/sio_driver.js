@@ -5,7 +5,8 @@
 // Every option the tests do not give is the client's default, except `transports:
 // ['websocket']` (what the README tells users to set) and `reconnection: false` (a test
 // wants to see a disconnect, not hide it). Output, one line each, `TYPE JSON`:
-//   connect {"id":..}            connect_error {"message":..}
+//   connect {"id":..,"transport":..}  connect_error {"message":..}
+//   upgrade {"transport":..}     (Engine.IO moved from polling to a WebSocket)
 //   event {"name":..,"args":[..]}  ack {"id":..,"args":[..]}
 //   ping {}                      disconnect {"reason":..}
 // Input, one JSON command a line:
@@ -26,7 +27,12 @@ const opts = Object.assign(
 const out = (type, o) => process.stdout.write(`${type} ${JSON.stringify(o || {})}\n`);
 
 const socket = io(url, opts);
-socket.on('connect', () => out('connect', { id: socket.id }));
+socket.on('connect', () =>
+  out('connect', { id: socket.id, transport: socket.io.engine.transport.name }),
+);
+socket.io.on('open', () =>
+  socket.io.engine.on('upgrade', (t) => out('upgrade', { transport: t.name })),
+);
 socket.on('connect_error', (e) => out('connect_error', { message: e.message }));
 socket.on('disconnect', (reason) => out('disconnect', { reason }));
 socket.onAny((name, ...args) => out('event', { name, args }));
