@@ -1,5 +1,8 @@
-//! A WebSocket tunnel to `--upstream` after its 101: bytes copied both ways through two fixed
-//! buffers, with no idle timeout. With `--upstream-ping` it also follows the frames: a client
+//! A WebSocket tunnel to `--upstream` after its 101: bytes copied both ways, with no idle
+//! timeout. Without `--upstream-ping` a read goes into a per-thread scratch buffer and is
+//! written on at once; only what the other side does not take then is kept, in a buffer of
+//! the tunnel's own (at most `--upstream-tunnel-buffer`, freed once written), so an idle
+//! tunnel holds no buffer at all. With `--upstream-ping` it also follows the frames: a client
 //! quiet for that long gets our own Ping, written only at a frame boundary of the upstream's
 //! stream, and the client's matching Pong is swallowed, so that an app that never pings still
 //! keeps a CLB (60 s idle timeout) from cutting the connection.
@@ -201,6 +204,157 @@ impl Dir {
     }
 }
 
+thread_local! {
+    /// Where a direct-mode read lands before it is written on; one per executor thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One direction of a tunnel without frame following: bytes go from `src` to `dst` as they
+/// come, and a buffer exists only while `dst` has not taken them.
+struct Direct {
+    /// What `dst` did not take yet; empty (no allocation) most of the time.
+    rest: Vec<u8>,
+    written: usize,
+    eof: bool,
+    shut: bool,
+    bytes: u64,
+    /// `src` may have data: it signalled readiness, or the last read filled the buffer.
+    /// Otherwise only the readiness is polled, which costs no syscall (async-io's `poll_read`
+    /// tries the read first, so a quiet side would cost one failed `read` per pass).
+    may_read: bool,
+}
+
+impl Direct {
+    fn new() -> Direct {
+        Direct {
+            rest: Vec::new(),
+            written: 0,
+            eof: false,
+            shut: false,
+            bytes: 0,
+            may_read: true,
+        }
+    }
+
+    /// Moves bytes on; `Ok(true)` on progress.
+    fn poll(
+        &mut self,
+        src: &mut Async<TcpStream>,
+        dst: &mut Async<TcpStream>,
+        size: usize,
+        cx: &mut Context<'_>,
+    ) -> io::Result<bool> {
+        let mut progress = false;
+        if self.written < self.rest.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &self.rest[self.written..]) {
+                Poll::Ready(r) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    self.written += n;
+                    self.bytes += n as u64;
+                    progress = true;
+                    if self.written == self.rest.len() {
+                        // Written: give the memory back, an idle tunnel holds none.
+                        self.rest = Vec::new();
+                        self.written = 0;
+                    }
+                }
+                Poll::Pending => return Ok(false),
+            }
+            if !self.rest.is_empty() {
+                return Ok(progress);
+            }
+        }
+        if !self.eof && !self.may_read {
+            match src.poll_readable(cx) {
+                Poll::Ready(r) => {
+                    r?;
+                    self.may_read = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if !self.eof && self.may_read {
+            let read = SCRATCH.with(|s| -> io::Result<bool> {
+                let mut s = s.borrow_mut();
+                if s.len() < size {
+                    s.resize(size, 0);
+                }
+                let n = match Pin::new(&mut *src).poll_read(cx, &mut s[..size]) {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => {
+                        self.may_read = false;
+                        return Ok(false);
+                    }
+                };
+                // A short read most likely drained the socket: wait for readiness next.
+                self.may_read = n == size;
+                if n == 0 {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                let took = match Pin::new(&mut *dst).poll_write(cx, &s[..n]) {
+                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => 0,
+                };
+                self.bytes += took as u64;
+                if took < n {
+                    self.rest = s[took..n].to_vec();
+                }
+                Ok(true)
+            })?;
+            progress |= read;
+        }
+        if self.eof && self.rest.is_empty() && !self.shut {
+            let _ = dst.get_ref().shutdown(Shutdown::Write);
+            self.shut = true;
+            progress = true;
+        }
+        Ok(progress)
+    }
+}
+
+/// Copies both ways, reading into the thread's scratch buffer, until both directions end or
+/// one side fails.
+async fn pump_direct(
+    mut client: Async<TcpStream>,
+    mut upstream: Async<TcpStream>,
+    size: usize,
+) -> Ended {
+    let mut up = Direct::new();
+    let mut down = Direct::new();
+    let reason = future::poll_fn(|cx| {
+        for _ in 0..BUDGET {
+            let a = match up.poll(&mut client, &mut upstream, size, cx) {
+                Ok(p) => p,
+                Err(_) => return Poll::Ready("io_error"),
+            };
+            let b = match down.poll(&mut upstream, &mut client, size, cx) {
+                Ok(p) => p,
+                Err(_) => return Poll::Ready("io_error"),
+            };
+            if up.shut && down.shut {
+                return Poll::Ready("closed");
+            }
+            if !a && !b {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    Ended {
+        up: up.bytes,
+        down: down.bytes,
+        pings: 0,
+        reason,
+    }
+}
+
 /// How a tunnel ended, and what passed through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
@@ -216,6 +370,19 @@ pub struct Ended {
 
 /// Copies both ways until both directions end or one side fails.
 pub async fn pump(
+    client: Async<TcpStream>,
+    upstream: Async<TcpStream>,
+    size: usize,
+    ping: Option<Duration>,
+) -> Ended {
+    match ping {
+        None => pump_direct(client, upstream, size).await,
+        Some(_) => pump_framed(client, upstream, size, ping).await,
+    }
+}
+
+/// [`pump`] with `--upstream-ping`: two fixed buffers, frames followed both ways.
+async fn pump_framed(
     mut client: Async<TcpStream>,
     mut upstream: Async<TcpStream>,
     size: usize,

@@ -4,6 +4,7 @@
 # baseline for added latency. The load tool sends PROXY v1 to both proxies, as a CLB would.
 #
 #   idle     BENCH_PROXY_IDLE (2000) connections held; RSS growth of the proxy alone per connection
+#   BENCH_PROXY_WSGATE_ARGS   extra wsgate flags (e.g. --threads 1)
 #   fanout   BENCH_PROXY_SUBS (500) subscribers, 5 publishers, BENCH_PROXY_RATE (100) msg/s for
 #            BENCH_PROXY_DURATION (5s): CPU of the proxy alone per delivered message, p50/p99
 #
@@ -34,8 +35,10 @@ start_proxy() {
       PROXY_ARGS=()
       ;;
     wsgate)
+      # shellcheck disable=SC2086
       "$WSGATE_BIN" --listen 127.0.0.1:0 --proxy-protocol required \
-        --upstream "http://127.0.0.1:$NODE_PORT" 2>"$PEER_DIR/wsgate.log" &
+        --upstream "http://127.0.0.1:$NODE_PORT" ${BENCH_PROXY_WSGATE_ARGS:-} \
+        2>"$PEER_DIR/wsgate.log" &
       PROXY_PID=$!
       PEER_PID_LIST+=("$PROXY_PID")
       URL="ws://$(wait_line "$PEER_DIR/wsgate.log" 's/.* listening addr=\([^ ]*\).*/\1/p' "$PROXY_PID")/"
