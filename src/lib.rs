@@ -5,7 +5,8 @@
 //! ```text
 //! server::accept ─> prelude::serve: one buffer, one cap, one deadline
 //!     proxy::decode ─> http::parse_head ─> route ─> page | healthz | static | Reject
-//!                                             └──> handshake ─> Gateway::admit ─> session task
+//!                                             ├──> handshake ─> Gateway::admit ─> session task
+//!                                             └──> (--upstream) framing ─> upstream ─> tunnel
 //! session: socket ─> tungstenite ─> hub::publish ─> member outboxes (bounded, evict when full)
 //!          outbox ─> writer: one writev of pre-encoded frames ─> socket
 //! --redis: hub ─> backplane::relay ─> queue ─> link (PUBLISH) ─> Redis ─> link (PSUBSCRIBE)
@@ -17,7 +18,9 @@
 //! * [`prelude`]: the connection prelude, one folder per check: [`prelude::proxy`] (PROXY
 //!   v1/v2, pure), [`prelude::http`] (request heads and responses, pure), [`prelude::route`]
 //!   (pure), [`prelude::handshake`] (RFC 6455, pure), [`prelude::static_files`], and one
-//!   `Reject` answered in one place.
+//!   `Reject` answered in one place; with `--upstream`, the proxy to the app
+//!   ([`prelude::framing`], pure: body framing and the smuggling checks) and its WebSocket
+//!   [`prelude::tunnel`].
 //! * [`session`]: one WebSocket connection (the loop, its writer, `End`, the Socket.IO
 //!   handler); it sees only a [`session::SessionCtx`], never the gateway.
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction, delivery counting; never sees a

@@ -163,7 +163,7 @@ fn bodies_pass_byte_exact_by_length_and_chunked_with_keep_alive() {
     assert_eq!(heads.len(), 3, "three responses on one connection: {text}");
     assert!(text.contains("\"bodyLength\":20000"), "{text}");
     let expected: String = binary.iter().map(|&b| b as char).collect();
-    let expected = serde_free_json_escape(&expected);
+    let expected = sio_common::json_str(&expected);
     assert!(
         text.contains(&expected),
         "the binary body came back byte for byte"
@@ -175,25 +175,6 @@ fn bodies_pass_byte_exact_by_length_and_chunked_with_keep_alive() {
         text.contains("part one;") && text.ends_with("0\r\n\r\n"),
         "{text}"
     );
-}
-
-/// JSON.stringify of a latin1 string, for the characters 0-255.
-fn serde_free_json_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[test]
@@ -286,21 +267,7 @@ fn a_websocket_upgrade_becomes_a_tunnel_and_other_upgrades_do_not() {
         "--upstream-timeout",
         "200ms",
     ]);
-    let mut s = TcpStream::connect(gw.addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut s, head) = raw_upgrade(gw.addr);
     assert!(
         head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "{head}"
@@ -325,10 +292,10 @@ fn a_websocket_upgrade_becomes_a_tunnel_and_other_upgrades_do_not() {
     gw.wait_log(|l| l.contains(" tunnel_close ") && l.contains("bytes_up=10000"));
 }
 
-/// Through HAProxy with a 1 s idle timeout (the CLB stand-in), a raw WebSocket to the echo
-/// app's `/ws`, which never pings. Returns the socket after the 101.
-fn tunnel_via_idle_lb(lb: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(lb).unwrap();
+/// A raw WebSocket upgrade to the echo app's `/ws` (which never pings) through `addr`:
+/// the socket after the 101, and the 101's head.
+fn raw_upgrade(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -341,8 +308,9 @@ fn tunnel_via_idle_lb(lb: SocketAddr) -> TcpStream {
         s.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
-    s
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    (s, head)
 }
 
 const IDLE_LB: &str = "    timeout client 1s\n    timeout server 1s\n";
@@ -354,7 +322,7 @@ fn upstream_ping_keeps_a_quiet_client_past_the_load_balancers_idle_timeout() {
     // Without --upstream-ping the load balancer cuts the quiet tunnel.
     let gw = Gateway::start(&["--upstream", &upstream]);
     let lb = Haproxy::start(gw.addr, "", IDLE_LB);
-    let mut s = tunnel_via_idle_lb(lb.addr);
+    let (mut s, _) = raw_upgrade(lb.addr);
     let mut buf = [0u8; 64];
     let t0 = Instant::now();
     assert_eq!(
@@ -368,7 +336,7 @@ fn upstream_ping_keeps_a_quiet_client_past_the_load_balancers_idle_timeout() {
     // With it, the client gets our pings, answers them, and stays.
     let gw = Gateway::start(&["--upstream", &upstream, "--upstream-ping", "300ms"]);
     let lb = Haproxy::start(gw.addr, "", IDLE_LB);
-    let mut s = tunnel_via_idle_lb(lb.addr);
+    let (mut s, _) = raw_upgrade(lb.addr);
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut pings = 0;
@@ -406,4 +374,30 @@ fn upstream_ping_keeps_a_quiet_client_past_the_load_balancers_idle_timeout() {
         &back, b"still here",
         "echoed, and no Pong was passed to the app"
     );
+}
+
+/// The app's own page, unchanged (its default `io()`, its `/socket.io/socket.io.js` from the
+/// app), in two headless Chromium pages through HAProxy and wsgate; a `socket.io-client`
+/// on polling sees their chat.
+#[test]
+fn the_apps_own_page_chats_in_chromium_through_haproxy_and_wsgate() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium not found: {DEPS_HINT}"
+    );
+    sio_common::require_node(&["playwright-core", "socket.io-client"]);
+    let (_app, app) = classic_app();
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&["--proxy-protocol", "required", "--upstream", &upstream]);
+    let lb = Haproxy::start(gw.addr, "send-proxy", "");
+    let url = format!("http://{}/", lb.addr);
+    let mut browser = SioClient::spawn_script("sio_browser.js", &[&url]);
+    browser.expect(r#"ready {"pages":2}"#);
+    let mut watcher = SioClient::spawn(&url, r#"{"transports":["polling"]}"#);
+    watcher.connected();
+    browser.send(r#"{"op":"send","page":0,"text":"typed in chromium"}"#);
+    browser.expect(r#"seen {"text":"typed in chromium"}"#);
+    watcher.expect(&sio_common::chat_line("typed in chromium"));
+    // Both pages' sockets upgraded to WebSocket tunnels through wsgate.
+    gw.wait_logs(2, WAIT, |l| l.contains(" tunnel_open "));
 }

@@ -1,5 +1,6 @@
-// Two headless Chromium pages on the Socket.IO chat page that `wsgate --static` serves,
-// driven line by line by tests/browser_sio.rs (same protocol as sio_driver.js).
+// Two headless Chromium pages on a Socket.IO chat page (the one `wsgate --static` serves, or the
+// classic app's own through `--upstream`), driven line by line by tests/browser_sio.rs and
+// tests/upstream.rs (same protocol as sio_driver.js).
 //
 //   node sio_browser.js PAGE_URL
 //
@@ -61,7 +62,10 @@ async function main() {
         if (m.type() === 'error' && !favicon) out('page_error', { page: i, message: m.text() });
       });
       await page.goto(pageUrl);
-      await page.waitForFunction(() => window.socket && window.socket.connected);
+      // `socket` may be a `var` (a window property) or, as in the app's own page, a top-level
+      // `const` (a global binding only): both are visible by name.
+      // eslint-disable-next-line no-undef
+      await page.waitForFunction(() => typeof socket !== 'undefined' && socket.connected);
       pages.push(page);
     }
     out('ready', { pages: pages.length });
