@@ -43,6 +43,9 @@ pub struct Gateway {
     /// `shutdown_complete`). `None` once the drain has begun: no more admissions.
     permits: Mutex<Option<async_channel::Sender<()>>>,
     all_dropped: async_channel::Receiver<()>,
+    /// Dropped by [`Gateway::start_draining`]: [`Gateway::drained`] waiters wake up then.
+    drain_tx: Mutex<Option<async_channel::Sender<()>>>,
+    drain_rx: async_channel::Receiver<()>,
 }
 
 /// Why a session was not admitted.
@@ -102,7 +105,10 @@ impl Gateway {
             metrics: metrics.clone(),
         });
         let (tx, rx) = async_channel::bounded(1);
+        let (drain_tx, drain_rx) = async_channel::bounded(1);
         Arc::new(Gateway {
+            drain_tx: Mutex::new(Some(drain_tx)),
+            drain_rx,
             hub,
             backplane,
             config,
@@ -128,9 +134,18 @@ impl Gateway {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Starts the drain: `/healthz` answers 503 from now on.
+    /// Starts the drain: `/healthz` answers 503 from now on, and [`Gateway::drained`]
+    /// completes.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        drop(lock::mutex(&self.drain_tx).take());
+    }
+
+    /// Completes once the drain has started (at once if it has): what an idle kept-alive
+    /// connection waits on besides its next request.
+    pub async fn drained(&self) {
+        // Nothing is ever sent: `recv` ends with `Closed` when the sender is dropped.
+        let _ = self.drain_rx.recv().await;
     }
 
     /// The health status now.

@@ -401,3 +401,52 @@ fn the_apps_own_page_chats_in_chromium_through_haproxy_and_wsgate() {
     // Both pages' sockets upgraded to WebSocket tunnels through wsgate.
     gw.wait_logs(2, WAIT, |l| l.contains(" tunnel_open "));
 }
+
+/// SIGTERM with `--upstream`: an idle kept-alive connection is closed at once, a request in
+/// flight gets its answer, an open tunnel keeps working until `--shutdown-timeout`, then the
+/// process exits 0.
+#[test]
+fn sigterm_lets_requests_finish_and_closes_tunnels_after_the_shutdown_timeout() {
+    let (_app, app) = echo_app();
+    let upstream = format!("http://{app}");
+    let mut gw = Gateway::start(&["--upstream", &upstream, "--shutdown-timeout", "4s"]);
+    let (mut tunnel, _) = raw_upgrade(gw.addr);
+    // A kept-alive connection, idle after its first answer, is closed when the drain starts.
+    let mut kept = TcpStream::connect(gw.addr).unwrap();
+    kept.set_read_timeout(Some(WAIT)).unwrap();
+    kept.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // /slow answers after 3 s: in flight when the signal comes.
+    let addr = gw.addr;
+    let slow = std::thread::spawn(move || raw(addr, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(200));
+    gw.signal("TERM");
+    gw.wait_log(|l| l.contains(" draining "));
+    let mut rest = Vec::new();
+    let t0 = Instant::now();
+    kept.read_to_end(&mut rest).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "idle keep-alive closed at the drain"
+    );
+    // The tunnel still carries data during the drain...
+    tunnel.write_all(b"during the drain").unwrap();
+    let mut back = [0u8; 16];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"during the drain");
+    // ...until the shutdown timeout, when the process exits and the tunnel closes.
+    let t0 = Instant::now();
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(t0.elapsed() <= Duration::from_secs(5), "{:?}", t0.elapsed());
+    let line = gw.wait_log(|l| l.contains(" stopped "));
+    assert!(line.contains("left_open="), "{line}");
+    // The request in flight (3 s, begun 0.2 s before the signal) finished within the drain.
+    let resp = slow.join().unwrap();
+    assert_eq!(status(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(body(&resp), "late");
+    let mut rest = Vec::new();
+    let _ = tunnel.read_to_end(&mut rest);
+}

@@ -150,9 +150,14 @@ pub(crate) async fn serve(
         if buf.end == 0 {
             // `peek` leaves the byte for the head reader.
             let mut probe = [0u8; 1];
+            // Closed quietly after the keep-alive timeout, or at once when the drain starts.
             let idle = async { stream.peek(&mut probe).await.unwrap_or(0) }
                 .or(async {
                     Timer::after(pcfg.keepalive_timeout).await;
+                    0
+                })
+                .or(async {
+                    gw.drained().await;
                     0
                 })
                 .await;
