@@ -450,3 +450,64 @@ fn sigterm_lets_requests_finish_and_closes_tunnels_after_the_shutdown_timeout() 
     let mut rest = Vec::new();
     let _ = tunnel.read_to_end(&mut rest);
 }
+
+/// The app closes its idle kept-alive connections (as Node does after its 5 s
+/// `keepAliveTimeout`): the next request, bodiless or not, must not get a 502 from a pooled
+/// connection that is already closed.
+#[test]
+fn a_pooled_connection_the_app_closed_is_not_used() {
+    let (_app, app) = echo_app();
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&["--upstream", &upstream, "--admin-listen", "127.0.0.1:0"]);
+    let get = b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let post =
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let close_idle = b"GET /close-idle HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let port = |resp: &[u8]| {
+        let b = body(resp);
+        let at = b.find("\"peerPort\":").expect("peerPort") + 11;
+        b[at..].trim_end_matches('}').to_string()
+    };
+    // Back to back, the second request reuses the first one's upstream connection.
+    let (a, b) = (raw(gw.addr, get), raw(gw.addr, get));
+    assert_eq!(port(&a), port(&b), "the pool is used");
+    for (round, req) in [get.as_slice(), post, get, post].into_iter().enumerate() {
+        // The pooled connection is closed by the app while idle...
+        assert_eq!(status(&raw(gw.addr, close_idle)), 200);
+        std::thread::sleep(Duration::from_millis(300));
+        // ...and the next request still gets its answer.
+        let resp = raw(gw.addr, req);
+        assert_eq!(
+            status(&resp),
+            200,
+            "round {round}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    assert!(
+        gw.logs().iter().all(|l| !l.contains("upstream_error")),
+        "{:?}",
+        gw.logs()
+    );
+}
+
+/// An HTTP/1.0 answer (no length: its body ends at the close) is passed on, as nginx does.
+#[test]
+fn an_http10_response_is_passed_on() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = [0u8; 1024];
+        let _ = s.read(&mut req).unwrap();
+        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold but fine")
+            .unwrap();
+    });
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&["--upstream", &upstream]);
+    let resp = raw(gw.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    server.join().unwrap();
+    assert_eq!(status(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(body(&resp), "old but fine");
+    assert!(String::from_utf8_lossy(&resp).contains("Connection: close"));
+}

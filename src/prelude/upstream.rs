@@ -239,26 +239,39 @@ async fn one(
     let (method, target) = (method.as_str(), target.as_str());
     buf.start += head_len;
     let started = Instant::now();
-    let mut upstream = match send(gw, up, &head, body, stream, buf).await {
-        Ok(u) => u,
-        Err(e) => {
-            if matches!(e, UpstreamError::Connect(_)) {
-                m.upstream_connect_failures.fetch_add(1, Relaxed);
-            }
-            reject::answer(stream, m, pre, Some(target), e.reject(&up.name)).await;
-            return Done::Close;
-        }
-    };
     let mut rbuf = Buf {
         data: vec![0u8; up.max_head_bytes],
         start: 0,
         end: 0,
     };
-    let resp = match read_response(&mut upstream, &mut rbuf, method, up).await {
-        Ok(r) => r,
-        Err(e) => {
-            reject::answer(stream, m, pre, Some(target), e.reject(&up.name)).await;
-            return Done::Close;
+    // A pooled connection the app closed while it was idle shows that only now, by ending
+    // before a response: then once more on a new connection, when nothing of the request
+    // body was consumed (so the request can be sent again as it was).
+    let mut fresh = false;
+    let (mut upstream, resp) = loop {
+        let attempt = async {
+            let (mut conn, pooled) = send(gw, up, &head, body, stream, buf, fresh).await?;
+            match read_response(&mut conn, &mut rbuf, method, up).await {
+                Ok(r) => Ok((conn, r)),
+                Err(UpstreamError::Closed | UpstreamError::Io(_))
+                    if pooled && body == BodyLen::None && rbuf.end == 0 =>
+                {
+                    Err(None)
+                }
+                Err(e) => Err(Some(e)),
+            }
+        };
+        match attempt.await {
+            Ok(ok) => break ok,
+            Err(None) if !fresh => fresh = true,
+            Err(e) => {
+                let e = e.unwrap_or(UpstreamError::Closed);
+                if matches!(e, UpstreamError::Connect(_)) {
+                    m.upstream_connect_failures.fetch_add(1, Relaxed);
+                }
+                reject::answer(stream, m, pre, Some(target), e.reject(&up.name)).await;
+                return Done::Close;
+            }
         }
     };
     m.count(Family::UpstreamResponse, status_class(resp.status));
@@ -365,9 +378,9 @@ fn request_head(
     h
 }
 
-/// Connects (a pooled connection first), writes the head and the request body. A pooled
-/// connection that turns out closed is replaced once, when the request has no body (so
-/// nothing of it is lost).
+/// Connects (a pooled connection first, unless `fresh`), writes the head and the request
+/// body; says whether the connection came from the pool. A pooled connection that the app
+/// has visibly closed (readable at EOF) is dropped, not used.
 async fn send(
     gw: &Gateway,
     up: &UpstreamConfig,
@@ -375,23 +388,35 @@ async fn send(
     body: BodyLen,
     client: &mut Async<TcpStream>,
     buf: &mut Buf,
-) -> Result<Async<TcpStream>, UpstreamError> {
-    let pooled = lock::mutex(&gw.upstream_pool).pop();
+    fresh: bool,
+) -> Result<(Async<TcpStream>, bool), UpstreamError> {
+    let pooled = if fresh { None } else { pooled(gw) };
+    let from_pool = pooled.is_some();
     let mut conn = match pooled {
         Some(c) => c,
         None => connect(up).await?,
     };
-    let m = &gw.metrics;
-    if conn.write_all(head.as_bytes()).await.is_err() && body == BodyLen::None {
-        conn = connect(up).await?;
-        conn.write_all(head.as_bytes())
-            .await
-            .map_err(UpstreamError::Io)?;
-    }
-    copy_body(client, &mut conn, buf, body, up.timeout, m, true)
+    conn.write_all(head.as_bytes())
         .await
         .map_err(UpstreamError::Io)?;
-    Ok(conn)
+    copy_body(client, &mut conn, buf, body, up.timeout, &gw.metrics, true)
+        .await
+        .map_err(UpstreamError::Io)?;
+    Ok((conn, from_pool))
+}
+
+/// The most recently pooled connection that still looks open: an idle upstream connection
+/// has nothing to read, so one that reads EOF (or fails) was closed by the app.
+fn pooled(gw: &Gateway) -> Option<Async<TcpStream>> {
+    let mut pool = lock::mutex(&gw.upstream_pool);
+    while let Some(c) = pool.pop() {
+        let mut probe = [0u8; 1];
+        match c.get_ref().peek(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(c),
+            _ => continue,
+        }
+    }
+    None
 }
 
 /// A new connection to the first address that takes it, within `--upstream-connect-timeout`.
@@ -443,9 +468,8 @@ async fn read_response(
         match resp.parse(rbuf.pending()) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(0);
-                if resp.version != Some(1) {
-                    return Err(UpstreamError::BadResponse("not an HTTP/1.1 response"));
-                }
+                // HTTP/1.0 answers are passed on too (as nginx does), never pooled.
+                let http10 = resp.version == Some(0);
                 if (100..200).contains(&status) && status != 101 {
                     rbuf.start += len;
                     continue;
@@ -471,6 +495,7 @@ async fn read_response(
                     BodyLen::None | BodyLen::UntilClose => {}
                 }
                 let reusable = !upgrade
+                    && !http10
                     && body != BodyLen::UntilClose
                     && !framing::has_token(resp.headers, "connection", "close");
                 return Ok(Response {

@@ -1,6 +1,7 @@
 // An upstream for the --upstream tests, on Node's own http module (no packages):
-//   GET|POST /echo      200, JSON {method, url, headers, body (latin1), bodyLength}
+//   GET|POST /echo      200, JSON {method, url, headers, body (latin1), bodyLength, peerPort}
 //   GET /chunked        200, a chunked body of three parts
+//   GET /close-idle     200, then 50 ms later every idle kept-alive connection is closed
 //   GET /slow           the head only after 3 s
 //   GET /cut            a Content-Length of 100, 10 bytes, then the connection is destroyed
 //   GET /ws             a WebSocket upgrade is answered 101 by hand, then every byte is echoed
@@ -22,6 +23,7 @@ const server = http.createServer((req, res) => {
           headers: req.headers,
           body: body.toString('latin1'),
           bodyLength: body.length,
+          peerPort: req.socket.remotePort,
         });
         res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(out) });
         res.end(out);
@@ -32,6 +34,11 @@ const server = http.createServer((req, res) => {
         res.write('part one;');
         res.write('part two;');
         res.end('part three');
+        break;
+      case '/close-idle':
+        // Then, a moment later, closes every idle kept-alive connection (this one included).
+        res.end('closing idle');
+        setTimeout(() => server.closeIdleConnections(), 50);
         break;
       case '/slow':
         setTimeout(() => res.end('late'), 3000);
