@@ -511,3 +511,37 @@ fn an_http10_response_is_passed_on() {
     assert_eq!(body(&resp), "old but fine");
     assert!(String::from_utf8_lossy(&resp).contains("Connection: close"));
 }
+
+/// `--max-connections` counts an open tunnel; and the prelude's header deadline covers the
+/// second head of a kept-alive connection too.
+#[test]
+fn limits_count_tunnels_and_every_head_has_the_deadline() {
+    let (_app, app) = echo_app();
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&[
+        "--upstream",
+        &upstream,
+        "--max-connections",
+        "1",
+        "--header-timeout",
+        "500ms",
+    ]);
+    let (tunnel, _) = raw_upgrade(gw.addr);
+    let resp = raw(gw.addr, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status(&resp), 503, "{}", String::from_utf8_lossy(&resp));
+    gw.wait_log(|l| l.contains("upgrade_refused") && l.contains("reason=max_connections"));
+    drop(tunnel);
+    gw.wait_log(|l| l.contains(" tunnel_close "));
+    // A first request answered, then half a second head: cut at the deadline.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHo")
+        .unwrap();
+    let t0 = Instant::now();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert_eq!(status(&all), 200);
+    assert_eq!(String::from_utf8_lossy(&all).matches("HTTP/1.1 ").count(), 1);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    gw.wait_log(|l| l.contains("reason=header_timeout"));
+}
