@@ -541,7 +541,10 @@ fn limits_count_tunnels_and_every_head_has_the_deadline() {
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     assert_eq!(status(&all), 200);
-    assert_eq!(String::from_utf8_lossy(&all).matches("HTTP/1.1 ").count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&all).matches("HTTP/1.1 ").count(),
+        1
+    );
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     gw.wait_log(|l| l.contains("reason=header_timeout"));
 }
