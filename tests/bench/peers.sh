@@ -82,24 +82,33 @@ start_node() {
 }
 
 # The classic stack: haproxy (TCP, send-proxy) -> nginx (proxy_protocol) -> Node socket.io chat.
-start_classic() {
-  local conf=$BENCH_ROOT/tests/peers/classic nginx_port haproxy_port nofile
-  start_node "$BENCH_ROOT/tests/peers/socketio-chat" index.js || return 1
-  nginx_port=$(bench_free_port)
-  haproxy_port=$(bench_free_port)
+# start_nginx TEMPLATE: nginx in the foreground with TEMPLATE's @...@ filled in, in front of
+# the app on $NODE_PORT; sets NGINX_PID and NGINX_PORT.
+start_nginx() {
+  local nofile
+  NGINX_PORT=$(bench_free_port)
   nofile=$(ulimit -Hn)
   [ "$nofile" = unlimited ] && nofile=1048576
   mkdir -p "$PEER_DIR/nginx"
   sed -e "s|@TMP@|$PEER_DIR/nginx|g" -e "s|@NOFILE@|$nofile|g" \
     -e "s|@WORKER_CONNECTIONS@|$((nofile - 100))|g" \
-    -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@NGINX_PORT@|$nginx_port|g" \
-    "$conf/nginx.conf.in" >"$PEER_DIR/nginx/nginx.conf"
+    -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    "$1" >"$PEER_DIR/nginx/nginx.conf"
   "$NGINX_BIN" -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" -e "$PEER_DIR/nginx/error.log" \
     -g 'daemon off;' \
     >"$PEER_DIR/nginx/stdout.log" 2>&1 &
-  PEER_PID_LIST+=("$!")
-  local nginx_pid=$!
-  wait_port "$nginx_port" "$nginx_pid" || { cat "$PEER_DIR/nginx/error.log" >&2; return 1; }
+  NGINX_PID=$!
+  PEER_PID_LIST+=("$NGINX_PID")
+  wait_port "$NGINX_PORT" "$NGINX_PID" || { cat "$PEER_DIR/nginx/error.log" >&2; return 1; }
+}
+
+start_classic() {
+  local conf=$BENCH_ROOT/tests/peers/classic nginx_port haproxy_port
+  start_node "$BENCH_ROOT/tests/peers/socketio-chat" index.js || return 1
+  start_nginx "$conf/nginx.conf.in" || return 1
+  local nginx_pid=$NGINX_PID
+  nginx_port=$NGINX_PORT
+  haproxy_port=$(bench_free_port)
   sed -e "s|@TMP@|$PEER_DIR|g" -e "s|@MAXCONN@|$BENCH_CLASSIC_MAXCONN|g" \
     -e "s|@HAPROXY_PORT@|$haproxy_port|g" -e "s|@NGINX_PORT@|$nginx_port|g" \
     "$conf/haproxy.cfg.in" >"$PEER_DIR/haproxy.cfg"

@@ -20,18 +20,9 @@ if [ "$1" = wsgate ]; then
   URL="ws://$(wait_line "$PEER_DIR/w.log" 's/.* listening addr=\([^ ]*\).*/\1/p' "$P")/"
   TRACED=$P
 else
-  port=$(bench_free_port)
-  mkdir -p "$PEER_DIR/nginx"
-  sed -e "s|@TMP@|$PEER_DIR/nginx|g" -e "s|@NOFILE@|20000|g" -e "s|@WORKER_CONNECTIONS@|19000|g" \
-    -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@PROXY_PORT@|$port|g" \
-    tests/peers/proxy/nginx.conf.in >"$PEER_DIR/nginx/nginx.conf"
-  "$NGINX_BIN" -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" \
-    -e "$PEER_DIR/nginx/error.log" -g 'daemon off;' &
-  P=$!
-  PEER_PID_LIST+=("$P")
-  wait_port "$port" "$P"
-  URL="ws://127.0.0.1:$port/"
-  TRACED=$(pgrep -P "$P" | tr '\n' ' ') # the workers
+  start_nginx tests/peers/proxy/nginx.conf.in
+  URL="ws://127.0.0.1:$NGINX_PORT/"
+  TRACED=$(pgrep -P "$NGINX_PID" | tr '\n' ' ') # the workers
 fi
 target/release/wsgate-load fanout --url "$URL" --proxy v1 --clients 500 --publishers 5 \
   --rate 100 --duration 8s >"$PEER_DIR/load.log" 2>&1 &

@@ -27,7 +27,6 @@ start_proxy() {
   PEER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/wsgate-bench-proxy.XXXXXX")
   PEER_PID_LIST=()
   start_node "$BENCH_ROOT/tests/peers/node-ws" server.js
-  local port nofile
   case $1 in
     direct)
       PROXY_PID=$NODE_PID
@@ -45,20 +44,9 @@ start_proxy() {
       PROXY_ARGS=(--proxy v1)
       ;;
     nginx)
-      port=$(bench_free_port)
-      nofile=$(ulimit -Hn)
-      [ "$nofile" = unlimited ] && nofile=1048576
-      mkdir -p "$PEER_DIR/nginx"
-      sed -e "s|@TMP@|$PEER_DIR/nginx|g" -e "s|@NOFILE@|$nofile|g" \
-        -e "s|@WORKER_CONNECTIONS@|$((nofile - 100))|g" \
-        -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@PROXY_PORT@|$port|g" \
-        "$BENCH_ROOT/tests/peers/proxy/nginx.conf.in" >"$PEER_DIR/nginx/nginx.conf"
-      "$NGINX_BIN" -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" \
-        -e "$PEER_DIR/nginx/error.log" -g 'daemon off;' >"$PEER_DIR/nginx/stdout.log" 2>&1 &
-      PROXY_PID=$!
-      PEER_PID_LIST+=("$PROXY_PID")
-      wait_port "$port" "$PROXY_PID"
-      URL="ws://127.0.0.1:$port/"
+      start_nginx "$BENCH_ROOT/tests/peers/proxy/nginx.conf.in"
+      PROXY_PID=$NGINX_PID
+      URL="ws://127.0.0.1:$NGINX_PORT/"
       PROXY_ARGS=(--proxy v1)
       ;;
   esac
