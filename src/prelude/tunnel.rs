@@ -204,6 +204,43 @@ impl Dir {
     }
 }
 
+/// What one pass of a tunnel's loop did.
+enum Step {
+    /// Moved bytes (or timers): go round again.
+    Progress,
+    /// Nothing to do until a waker fires.
+    Idle,
+    /// The tunnel is over, for this reason.
+    Done(&'static str),
+}
+
+impl Step {
+    fn progress(p: bool) -> Step {
+        if p {
+            Step::Progress
+        } else {
+            Step::Idle
+        }
+    }
+}
+
+/// Runs `pass` until it is done, at most [`BUDGET`] passes per poll: then the task yields
+/// to the others on its executor thread.
+async fn drive(mut pass: impl FnMut(&mut Context<'_>) -> Step) -> &'static str {
+    future::poll_fn(|cx| {
+        for _ in 0..BUDGET {
+            match pass(cx) {
+                Step::Progress => {}
+                Step::Idle => return Poll::Pending,
+                Step::Done(reason) => return Poll::Ready(reason),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 thread_local! {
     /// Where a direct-mode read lands before it is written on; one per executor thread.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -326,25 +363,19 @@ async fn pump_direct(
 ) -> Ended {
     let mut up = Direct::new();
     let mut down = Direct::new();
-    let reason = future::poll_fn(|cx| {
-        for _ in 0..BUDGET {
-            let a = match up.poll(&mut client, &mut upstream, size, cx) {
-                Ok(p) => p,
-                Err(_) => return Poll::Ready("io_error"),
-            };
-            let b = match down.poll(&mut upstream, &mut client, size, cx) {
-                Ok(p) => p,
-                Err(_) => return Poll::Ready("io_error"),
-            };
-            if up.shut && down.shut {
-                return Poll::Ready("closed");
-            }
-            if !a && !b {
-                return Poll::Pending;
-            }
+    let reason = drive(|cx| {
+        let a = match up.poll(&mut client, &mut upstream, size, cx) {
+            Ok(p) => p,
+            Err(_) => return Step::Done("io_error"),
+        };
+        let b = match down.poll(&mut upstream, &mut client, size, cx) {
+            Ok(p) => p,
+            Err(_) => return Step::Done("io_error"),
+        };
+        if up.shut && down.shut {
+            return Step::Done("closed");
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Step::progress(a || b)
     })
     .await;
     Ended {
@@ -396,96 +427,90 @@ async fn pump_framed(
     let mut ping_left = 0usize;
     let mut pings = 0u64;
     let mut timer = ping.map(Timer::after);
-    let reason = future::poll_fn(|cx| {
-        for _ in 0..BUDGET {
-            let mut progress = false;
-            // Client to upstream, holding back (and dropping) a Pong to our Ping.
-            match up.poll_read(&mut client, cx) {
-                Ok(p) => {
-                    if p {
-                        client_heard = Instant::now();
-                        progress = true;
-                    }
-                }
-                Err(_) => return Poll::Ready("client_error"),
-            }
-            let mut send = up.end - up.start;
-            if outstanding && up.frames.at_boundary() && send > 0 {
-                match is_our_pong(&up.buf[up.start..up.end]) {
-                    Some(true) => {
-                        up.start += PONG_LEN;
-                        outstanding = false;
-                        send -= PONG_LEN;
-                        progress = true;
-                    }
-                    // Maybe ours: wait for the rest of it (unless the client is done).
-                    None if !up.eof => send = 0,
-                    _ => {}
-                }
-            }
-            if send > 0 && outstanding {
-                // Pass on only up to the next frame boundary, where a Pong may start.
-                send = send.min(frame_room(&up.frames, &up.buf[up.start..up.end]));
-            }
-            match up.poll_write(&mut upstream, send, cx) {
-                Ok(p) => progress |= p,
-                Err(_) => return Poll::Ready("upstream_error"),
-            }
-            progress |= up.shut_when_done(&upstream);
-            // Upstream to client, with our Ping between two frames.
-            if ping_left == 0 {
-                match down.poll_read(&mut upstream, cx) {
-                    Ok(p) => progress |= p,
-                    Err(_) => return Poll::Ready("upstream_error"),
-                }
-            }
-            if ping_left > 0 {
-                let from = PING.len() - ping_left;
-                match Pin::new(&mut client).poll_write(cx, &PING[from..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        ping_left -= n;
-                        progress = true;
-                    }
-                    Poll::Ready(_) => return Poll::Ready("client_error"),
-                    Poll::Pending => {}
-                }
-            } else {
-                let mut send = down.end - down.start;
-                if ping.is_some() {
-                    send = send.min(frame_room(&down.frames, &down.buf[down.start..down.end]));
-                }
-                match down.poll_write(&mut client, send, cx) {
-                    Ok(p) => progress |= p,
-                    Err(_) => return Poll::Ready("client_error"),
-                }
-                progress |= down.shut_when_done(&client);
-            }
-            if up.shut && down.shut {
-                return Poll::Ready("closed");
-            }
-            // The ping timer: due when the client has been quiet for the interval.
-            if let (Some(t), Some(every)) = (timer.as_mut(), ping) {
-                if Pin::new(&mut *t).poll(cx).is_ready() {
-                    let quiet = client_heard.elapsed();
-                    if quiet >= every && !outstanding && down.frames.at_boundary() {
-                        // Everything written so far ends a frame: the Ping goes next.
-                        ping_left = PING.len();
-                        outstanding = true;
-                        pings += 1;
-                        t.set_after(every);
-                    } else {
-                        t.set_after(every.saturating_sub(quiet).max(Duration::from_millis(10)));
-                    }
-                    // A re-armed timer has no waker until it is polled again: go round once more.
+    let reason = drive(|cx| {
+        let mut progress = false;
+        // Client to upstream, holding back (and dropping) a Pong to our Ping.
+        match up.poll_read(&mut client, cx) {
+            Ok(p) => {
+                if p {
+                    client_heard = Instant::now();
                     progress = true;
                 }
             }
-            if !progress {
-                return Poll::Pending;
+            Err(_) => return Step::Done("client_error"),
+        }
+        let mut send = up.end - up.start;
+        if outstanding && up.frames.at_boundary() && send > 0 {
+            match is_our_pong(&up.buf[up.start..up.end]) {
+                Some(true) => {
+                    up.start += PONG_LEN;
+                    outstanding = false;
+                    send -= PONG_LEN;
+                    progress = true;
+                }
+                // Maybe ours: wait for the rest of it (unless the client is done).
+                None if !up.eof => send = 0,
+                _ => {}
             }
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        if send > 0 && outstanding {
+            // Pass on only up to the next frame boundary, where a Pong may start.
+            send = send.min(frame_room(&up.frames, &up.buf[up.start..up.end]));
+        }
+        match up.poll_write(&mut upstream, send, cx) {
+            Ok(p) => progress |= p,
+            Err(_) => return Step::Done("upstream_error"),
+        }
+        progress |= up.shut_when_done(&upstream);
+        // Upstream to client, with our Ping between two frames.
+        if ping_left == 0 {
+            match down.poll_read(&mut upstream, cx) {
+                Ok(p) => progress |= p,
+                Err(_) => return Step::Done("upstream_error"),
+            }
+        }
+        if ping_left > 0 {
+            let from = PING.len() - ping_left;
+            match Pin::new(&mut client).poll_write(cx, &PING[from..]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    ping_left -= n;
+                    progress = true;
+                }
+                Poll::Ready(_) => return Step::Done("client_error"),
+                Poll::Pending => {}
+            }
+        } else {
+            let mut send = down.end - down.start;
+            if ping.is_some() {
+                send = send.min(frame_room(&down.frames, &down.buf[down.start..down.end]));
+            }
+            match down.poll_write(&mut client, send, cx) {
+                Ok(p) => progress |= p,
+                Err(_) => return Step::Done("client_error"),
+            }
+            progress |= down.shut_when_done(&client);
+        }
+        if up.shut && down.shut {
+            return Step::Done("closed");
+        }
+        // The ping timer: due when the client has been quiet for the interval.
+        if let (Some(t), Some(every)) = (timer.as_mut(), ping) {
+            if Pin::new(&mut *t).poll(cx).is_ready() {
+                let quiet = client_heard.elapsed();
+                if quiet >= every && !outstanding && down.frames.at_boundary() {
+                    // Everything written so far ends a frame: the Ping goes next.
+                    ping_left = PING.len();
+                    outstanding = true;
+                    pings += 1;
+                    t.set_after(every);
+                } else {
+                    t.set_after(every.saturating_sub(quiet).max(Duration::from_millis(10)));
+                }
+                // A re-armed timer has no waker until it is polled again: go round once more.
+                progress = true;
+            }
+        }
+        Step::progress(progress)
     })
     .await;
     Ended {
