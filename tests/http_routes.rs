@@ -124,3 +124,27 @@ fn oversize_head_gets_431() {
     many.extend_from_slice(b"\r\n");
     assert_eq!(status(&raw(gw.addr, &many)), 431);
 }
+
+/// A connection that sends nothing (browsers open spare ones) is logged quietly; one that
+/// stops halfway through its head is a client's fault, a WARN with its address.
+#[test]
+fn an_empty_connection_is_quiet_and_a_half_head_is_a_refusal() {
+    let gw = common::Gateway::start(&[]);
+    drop(std::net::TcpStream::connect(gw.addr).unwrap());
+    let quiet = gw.wait_log(|l| l.contains(" prelude_closed "));
+    assert!(
+        quiet.contains(" INFO ") && quiet.contains("reason=closed_before_request"),
+        "{quiet}"
+    );
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTT").unwrap();
+    drop(s);
+    let warn = gw.wait_log(|l| l.contains(" prelude_rejected "));
+    assert!(
+        warn.contains(" WARN ")
+            && warn.contains("reason=closed_before_request")
+            && warn.contains("bytes=9")
+            && warn.contains("client=127.0.0.1:"),
+        "{warn}"
+    );
+}

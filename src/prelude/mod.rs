@@ -344,19 +344,15 @@ pub(crate) async fn read_head(
     pre: &mut Prelude,
 ) -> Result<Option<HeadAt>, PreludeError> {
     let peer = pre.peer;
-    let off = ProxyConfig {
-        mode: ProxyMode::Off,
-        trusted: Vec::new(),
-    };
-    let pcfg = proxy.unwrap_or(&off);
-    // True while the PROXY header is still to be decoded.
-    let mut proxy_pending = pcfg.mode != ProxyMode::Off;
-    if pcfg.mode == ProxyMode::Required && !pcfg.is_trusted(peer.ip()) {
+    let proxy = proxy.filter(|p| p.mode != ProxyMode::Off);
+    if proxy.is_some_and(|p| p.mode == ProxyMode::Required && !p.is_trusted(peer.ip())) {
         return Err(PreludeError::UntrustedProxy);
     }
+    // True while the PROXY header is still to be decoded.
+    let mut proxy_pending = proxy.is_some();
     loop {
         let filled = pre.filled;
-        if proxy_pending {
+        if let (true, Some(pcfg)) = (proxy_pending, proxy) {
             match proxy::decode(&buf[..filled]) {
                 Ok(Decoded::Complete { consumed, header }) => {
                     if !pcfg.is_trusted(peer.ip()) {

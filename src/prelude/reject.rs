@@ -63,6 +63,18 @@ impl fmt::Display for PreludeError {
     }
 }
 
+/// When a refusal is no one's fault worth a WARN: browsers open spare connections they may
+/// never use, and sockets fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quiet {
+    /// Always a refusal.
+    Never,
+    /// Quiet when the connection sent nothing at all (closed, or timed out, empty).
+    IfNothingSent,
+    /// Always quiet (the socket failed).
+    Always,
+}
+
 /// The body of a refusal.
 #[derive(Debug)]
 pub(crate) enum Body {
@@ -93,6 +105,8 @@ pub(crate) struct Reject {
     pub detail: Box<str>,
     /// What the client is told.
     pub body: Body,
+    /// When it is logged quietly (INFO `prelude_closed`) rather than as a refusal.
+    pub quiet: Quiet,
     /// One more log field, when the check has a value worth showing (the refused `Origin`).
     pub field: Option<Box<(&'static str, String)>>,
 }
@@ -108,6 +122,7 @@ impl Reject {
             headers: "",
             detail: "".into(),
             body: Body::Detail,
+            quiet: Quiet::Never,
             field: None,
         }
     }
@@ -202,6 +217,11 @@ impl From<PreludeError> for Reject {
             }
             PreludeError::Eof | PreludeError::Io(_) => None,
         };
+        r.quiet = match &e {
+            PreludeError::Eof | PreludeError::Timeout => Quiet::IfNothingSent,
+            PreludeError::Io(_) => Quiet::Always,
+            _ => Quiet::Never,
+        };
         r
     }
 }
@@ -242,10 +262,11 @@ pub(crate) async fn answer<W: futures_lite::AsyncWrite + Unpin>(
     if let Some(f) = r.family {
         metrics.count(f, r.reason);
     }
-    // Nothing sent at all, or the socket failed: browsers open spare connections they may
-    // never use. Logged quietly.
-    let silent = pre.filled == 0 && matches!(r.reason, "closed_before_request" | "header_timeout")
-        || r.reason == "io_error";
+    let silent = match r.quiet {
+        Quiet::Never => false,
+        Quiet::IfNothingSent => pre.filled == 0,
+        Quiet::Always => true,
+    };
     if silent {
         r.level = Level::Info;
         r.event = "prelude_closed";
