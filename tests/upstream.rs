@@ -525,13 +525,17 @@ fn limits_count_tunnels_and_every_head_has_the_deadline() {
         "1",
         "--header-timeout",
         "500ms",
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     let (tunnel, _) = raw_upgrade(gw.addr);
     let resp = raw(gw.addr, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status(&resp), 503, "{}", String::from_utf8_lossy(&resp));
     gw.wait_log(|l| l.contains("upgrade_refused") && l.contains("reason=max_connections"));
     drop(tunnel);
+    // The permit is given back just after the close line (so a drain waits for the line).
     gw.wait_log(|l| l.contains(" tunnel_close "));
+    wait_metric(gw.admin_addr(), "wsgate_connections_open", 0.0);
     // A first request answered, then half a second head: cut at the deadline.
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();

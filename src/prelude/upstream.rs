@@ -119,6 +119,8 @@ enum Done {
     KeepAlive,
     /// Close the client connection.
     Close,
+    /// It is a WebSocket tunnel now.
+    Tunnel(Upgraded),
 }
 
 /// Serves a client connection whose first head is in `buf`, request after request, until
@@ -139,6 +141,7 @@ pub(crate) async fn serve(
         let last = served >= pcfg.keepalive_requests;
         match one(&mut stream, &mut buf, &pre, &gw, up, last).await {
             Done::Close => return,
+            Done::Tunnel(u) => return spawn_tunnel(stream, u, &pre, &gw),
             Done::KeepAlive => {}
         }
         // The next request: what is left in the buffer, then more within the keep-alive
@@ -276,7 +279,7 @@ async fn one(
     };
     m.count(Family::UpstreamResponse, status_class(resp.status));
     if resp.status == 101 && upgrade {
-        return tunnel(stream, buf, upstream, rbuf, resp, pre, gw, permit, started).await;
+        return tunnel(stream, buf, upstream, rbuf, resp, gw, permit, started).await;
     }
     let keep = !close_asked && !last && !gw.is_draining() && resp.body != BodyLen::UntilClose;
     let mut head = resp.head;
@@ -598,7 +601,8 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// After the upstream's 101: passes the 101 on, then copies both ways until both sides close.
+/// After the upstream's 101: passes the 101 on, with what each side sent after its head;
+/// [`spawn_tunnel`] then copies both ways until both sides close.
 #[allow(clippy::too_many_arguments)]
 async fn tunnel(
     client: &mut Async<TcpStream>,
@@ -606,7 +610,6 @@ async fn tunnel(
     mut upstream: Async<TcpStream>,
     mut ubuf: Buf,
     resp: Response,
-    pre: &Prelude,
     gw: &Arc<Gateway>,
     permit: SessionPermit,
     started: Instant,
@@ -629,10 +632,28 @@ async fn tunnel(
     m.upstream_bytes_out
         .fetch_add(cbuf.pending().len() as u64, Relaxed);
     cbuf.start = cbuf.end;
-    let client = match client.get_ref().try_clone().and_then(Async::new) {
-        Ok(c) => c,
-        Err(_) => return Done::Close,
-    };
+    Done::Tunnel(Upgraded {
+        upstream,
+        permit,
+        started,
+    })
+}
+
+/// A WebSocket the app accepted, its 101 passed on: what the tunnel starts from.
+struct Upgraded {
+    upstream: Async<TcpStream>,
+    permit: SessionPermit,
+    started: Instant,
+}
+
+/// Runs the tunnel in a task of its own, with the client's socket moved in: the prelude's
+/// buffers are freed, and the tunnel brings only what it needs.
+fn spawn_tunnel(client: Async<TcpStream>, u: Upgraded, pre: &Prelude, gw: &Arc<Gateway>) {
+    let Upgraded {
+        upstream,
+        permit,
+        started,
+    } = u;
     let (size, ping) = gw
         .config
         .upstream
@@ -669,7 +690,6 @@ async fn tunnel(
             drop(permit);
         })
         .detach();
-    Done::Close
 }
 
 fn upstream_name(gw: &Gateway) -> &str {
