@@ -177,6 +177,34 @@ fn bodies_pass_byte_exact_by_length_and_chunked_with_keep_alive() {
     );
 }
 
+/// An answer to HEAD has no body, but its Content-Length (the size of the GET's) is passed on.
+#[test]
+fn a_head_answer_keeps_its_content_length() {
+    let (_app, app) = echo_app();
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&["--upstream", &upstream]);
+    let get = raw(
+        gw.addr,
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let head = raw(
+        gw.addr,
+        b"HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&head).into_owned();
+    assert_eq!(status(&head), 200, "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {text}"
+    );
+    // The same size as the GET's body (whose JSON differs only in `method`: GET vs HEAD).
+    let n = body(&get).len() + 1;
+    assert!(
+        text.contains(&format!("Content-Length: {n}\r\n")),
+        "{n}: {text}"
+    );
+}
+
 #[test]
 fn smuggling_attempts_get_400_and_are_never_forwarded() {
     let (app_proc, app) = echo_app();

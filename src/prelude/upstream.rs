@@ -482,9 +482,13 @@ async fn read_response(
                 let upgrade = status == 101;
                 let mut head = String::with_capacity(256);
                 let _ = write!(head, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or(""));
+                // The Content-Length of an answer to HEAD, or of a 304, is the size of the body
+                // it stands for, not framing: it goes on as the app sent it.
+                let sized = (method == "HEAD" || status == 304) && body == BodyLen::None;
                 for x in resp.headers.iter() {
                     // A 101 keeps its Upgrade; the tunnel needs no framing headers.
-                    let keep = upgrade && x.name.eq_ignore_ascii_case("upgrade");
+                    let keep = (upgrade && x.name.eq_ignore_ascii_case("upgrade"))
+                        || (sized && x.name.eq_ignore_ascii_case("content-length"));
                     if !keep && framing::is_dropped(x.name, resp.headers) {
                         continue;
                     }
