@@ -77,7 +77,8 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
     let head = method == "HEAD";
     match path {
         "/metrics" => {
-            let mut body = gw.metrics.render(gw.hub.rooms(), gw.is_draining());
+            let polling = gw.sessions.polling.len();
+            let mut body = gw.metrics.render(gw.hub.rooms(), polling, gw.is_draining());
             if let Some(bp) = &gw.backplane {
                 bp.render_metrics(&mut body);
             }

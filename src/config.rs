@@ -169,8 +169,10 @@ impl Config {
             return Err("--header-timeout must be above zero".into());
         }
         let s = &self.session;
-        if s.ping_interval.is_zero() || s.pong_timeout.is_zero() {
-            return Err("--ping-interval and --pong-timeout must be above zero".into());
+        if s.ping_interval.is_zero() || s.pong_timeout.is_zero() || s.upgrade_timeout.is_zero() {
+            return Err(
+                "--ping-interval, --pong-timeout and --upgrade-timeout must be above zero".into(),
+            );
         }
         if s.outbox_frames == 0 {
             return Err("--outbox-frames must be at least 1".into());
@@ -235,6 +237,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("max-message-bytes", c.session.max_message_bytes.to_string()),
         ("outbox-frames", c.session.outbox_frames.to_string()),
         ("close-timeout", d(c.session.close_timeout)),
+        ("upgrade-timeout", d(c.session.upgrade_timeout)),
         ("threads", format!("{} (the cores available)", c.threads)),
         ("log-format", c.log_format.as_str().into()),
         ("log-value-bytes", c.log_value_bytes.to_string()),
@@ -434,6 +437,10 @@ pub struct SessionConfig {
     /// How long a closing connection waits for the peer's Close reply and for its last bytes
     /// to drain before the socket is dropped. Default 2 s.
     pub close_timeout: Duration,
+    /// How long a WebSocket that probes a polling session has to finish the upgrade (`5`)
+    /// before it is closed and the session stays on polling. Default 10 s (engine.io's
+    /// `upgradeTimeout`).
+    pub upgrade_timeout: Duration,
     /// Log each chat message with the real client address. Default off.
     pub log_messages: bool,
 }
@@ -630,6 +637,7 @@ impl Default for SessionConfig {
             outbox_frames: 256,
             read_buffer_bytes: 512,
             close_timeout: Duration::from_secs(2),
+            upgrade_timeout: Duration::from_secs(10),
             log_messages: false,
         }
     }

@@ -64,6 +64,18 @@ pub fn encode_with(kind: Kind, len: usize, fill: impl FnOnce(&mut [u8])) -> Fram
     frame
 }
 
+/// The payload of a frame made by [`encode`]: what follows its header. (An Engine.IO polling
+/// response carries the same packets as the WebSocket transport, without the framing.)
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let hl = match frame.get(1).map(|b| b & 0x7f) {
+        None => return &[],
+        Some(0..=125) => 2,
+        Some(126) => 4,
+        Some(_) => 10,
+    };
+    frame.get(hl..).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +99,15 @@ mod tests {
         assert_eq!(&f[..10], b"\x82\x7f\x00\x00\x00\x00\x00\x01\x11\x70");
         assert_eq!(f.len(), 70_010);
         assert!(f[10..].iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn payload_is_what_follows_the_header() {
+        for len in [0, 5, 125, 126, 300, 65_535, 65_536, 70_000] {
+            let p: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(payload(&encode(Kind::Text, &p)), &p[..], "{len}");
+        }
+        assert_eq!(payload(b""), b"");
+        assert_eq!(payload(b"\x81"), b"");
     }
 }

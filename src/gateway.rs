@@ -103,6 +103,7 @@ impl Gateway {
             max_messages_per_second: config.limits.max_messages_per_second,
             hub: hub.clone(),
             metrics: metrics.clone(),
+            polling: Default::default(),
         });
         let (tx, rx) = async_channel::bounded(1);
         let (drain_tx, drain_rx) = async_channel::bounded(1);

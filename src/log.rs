@@ -232,6 +232,16 @@ macro_rules! error {
     ($($t:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($t)*) };
 }
 
+/// Seconds with millisecond precision, as `1.234s`.
+#[derive(Debug, Clone, Copy)]
+pub struct Secs(pub f64);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

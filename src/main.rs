@@ -63,6 +63,10 @@ struct Args {
     #[argh(option, from_str_fn(duration))]
     close_timeout: Option<Duration>,
 
+    /// time a WebSocket probing a polling session has to finish the upgrade
+    #[argh(option, from_str_fn(duration))]
+    upgrade_timeout: Option<Duration>,
+
     /// executor threads (default: the number of available cores)
     #[argh(option)]
     threads: Option<usize>,
@@ -239,6 +243,7 @@ impl Args {
             c.session.max_message_bytes => self.max_message_bytes,
             c.session.outbox_frames => self.outbox_frames,
             c.session.close_timeout => self.close_timeout,
+            c.session.upgrade_timeout => self.upgrade_timeout,
             c.limits.max_connections => self.max_connections,
             c.limits.max_connections_per_ip => self.max_connections_per_ip,
             c.limits.max_messages_per_second => self.max_messages_per_second,

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub upstream_bytes_in: AtomicU64,
     /// Connections to the upstream that could not be made.
     pub upstream_connect_failures: AtomicU64,
+    /// Socket.IO sessions moved from polling to a WebSocket.
+    pub sio_upgrades: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -64,6 +66,8 @@ pub enum Family {
     UpstreamResponse,
     /// Proxied requests that failed on the upstream's side, by reason.
     UpstreamError,
+    /// Socket.IO sessions opened, by the transport they opened on.
+    SioTransport,
 }
 
 impl Family {
@@ -109,11 +113,16 @@ impl Family {
                 "reason",
                 "Proxied requests answered 502 or 504, by reason.",
             ),
+            Family::SioTransport => (
+                "wsgate_socketio_sessions_total",
+                "transport",
+                "Socket.IO sessions opened, by the transport they opened on.",
+            ),
         }
     }
 }
 
-const FAMILIES: [Family; 8] = [
+const FAMILIES: [Family; 9] = [
     Family::Closed,
     Family::Refused,
     Family::ProxyError,
@@ -122,6 +131,7 @@ const FAMILIES: [Family; 8] = [
     Family::AcceptError,
     Family::UpstreamResponse,
     Family::UpstreamError,
+    Family::SioTransport,
 ];
 
 impl Metrics {
@@ -143,8 +153,9 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    /// `rooms` and `draining` are read from their owners at render time.
-    pub fn render(&self, rooms: usize, draining: bool) -> String {
+    /// `rooms`, `polling` (sessions on the polling transport) and `draining` are read from
+    /// their owners at render time.
+    pub fn render(&self, rooms: usize, polling: usize, draining: bool) -> String {
         let mut out = String::with_capacity(4096);
         let mut w = Text(&mut out);
         w.gauge(
@@ -158,6 +169,11 @@ impl Metrics {
             rooms as u64,
         );
         w.gauge(
+            "wsgate_socketio_polling_sessions",
+            "Socket.IO sessions on the polling transport now (counted in wsgate_connections_open too).",
+            polling as u64,
+        );
+        w.gauge(
             "wsgate_draining",
             "1 while shutting down (healthz answers 503).",
             u64::from(draining),
@@ -167,7 +183,7 @@ impl Metrics {
             "WebSocket tunnels to --upstream open now.",
             self.tunnels_open.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -222,6 +238,11 @@ impl Metrics {
                 "wsgate_upstream_connect_failures_total",
                 "Connections to the upstream that could not be made.",
                 &self.upstream_connect_failures,
+            ),
+            (
+                "wsgate_socketio_upgrades_total",
+                "Socket.IO sessions moved from polling to a WebSocket.",
+                &self.sio_upgrades,
             ),
             (
                 "wsgate_close_aborts_total",
@@ -295,7 +316,7 @@ mod tests {
         m.count(Family::Closed, "eof");
         m.count(Family::Closed, "eof");
         m.count(Family::Refused, "max_connections");
-        let text = m.render(2, false);
+        let text = m.render(2, 0, false);
         assert!(
             text.contains("# TYPE wsgate_messages_in_total counter\nwsgate_messages_in_total 3\n")
         );

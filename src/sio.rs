@@ -63,6 +63,8 @@ pub enum SioError {
     /// Relayed, it would make every stock client in the room fail to decode it and drop its
     /// connection ("parse error").
     ReservedEvent,
+    /// A polling request body that is not UTF-8 text.
+    BadPayload,
 }
 
 impl SioError {
@@ -75,6 +77,7 @@ impl SioError {
             SioError::BadAckId => "sio_bad_ack_id",
             SioError::BadJson => "sio_bad_json",
             SioError::ReservedEvent => "sio_reserved_event",
+            SioError::BadPayload => "sio_bad_payload",
         }
     }
 }
@@ -86,10 +89,42 @@ pub const PONG: &str = "3";
 /// The arguments of the `hi` event a newcomer's room gets (`socket.broadcast.emit('hi')`).
 pub const HI_ARGS: &str = "[\"hi\"]";
 
-/// Parses one text frame from a Socket.IO client.
+/// Engine.IO `6`, what a held poll is answered with when it must end with nothing to carry
+/// (during an upgrade).
+pub const NOOP: &str = "6";
+/// Engine.IO `1`, what a held poll is answered with when its session ends.
+pub const CLOSE: &str = "1";
+/// The upgrade probe a client sends over its new WebSocket, and our answer.
+pub const PROBE_PING: &str = "2probe";
+/// The answer to [`PROBE_PING`].
+pub const PROBE_PONG: &str = "3probe";
+/// Engine.IO `5`: the client switches its session to the probed WebSocket.
+pub const UPGRADE: &str = "5";
+/// What separates the packets of a polling payload (engine.io-parser's `SEPARATOR`). JSON
+/// escapes every control character, so no packet we carry contains it.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// The packets of a polling request body, in order. Each is then [`parse`]d; an empty body
+/// is one empty packet, refused there as the reference refuses it.
+pub fn payload_packets(body: &[u8]) -> Result<impl Iterator<Item = &str>, SioError> {
+    let text = std::str::from_utf8(body).map_err(|_| SioError::BadPayload)?;
+    Ok(text.split(RECORD_SEPARATOR as char))
+}
+
+/// Appends one packet to a polling response payload.
+pub fn push_packet(out: &mut Vec<u8>, packet: &[u8]) {
+    if !out.is_empty() {
+        out.push(RECORD_SEPARATOR);
+    }
+    out.extend_from_slice(packet);
+}
+
+/// Parses one text frame (or one packet of a polling payload) from a Socket.IO client.
 pub fn parse(text: &str) -> Result<Packet<'_>, SioError> {
     // Types are single ASCII digits, so slicing after the first byte is on a char boundary.
     match text.as_bytes().first() {
+        // A base64 binary packet of the polling transport: refused like binary frames.
+        Some(b'b') => Ok(Packet::Binary),
         Some(b'1') => Ok(Packet::Close),
         Some(b'2') => Ok(Packet::Ping),
         Some(b'3') => Ok(Packet::Pong),
@@ -223,15 +258,18 @@ pub fn chat_packet(text: &str) -> String {
     out
 }
 
-/// The Engine.IO open packet.
+/// The Engine.IO open packet. A polling session offers the upgrade to `websocket`; a
+/// session opened on a WebSocket has nothing to upgrade to.
 pub fn open_packet(
     sid: &str,
+    polling: bool,
     ping_interval_ms: u128,
     ping_timeout_ms: u128,
     max_payload: usize,
 ) -> String {
+    let upgrades = if polling { "[\"websocket\"]" } else { "[]" };
     format!(
-        "0{{\"sid\":\"{sid}\",\"upgrades\":[],\"pingInterval\":{ping_interval_ms},\
+        "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{ping_interval_ms},\
          \"pingTimeout\":{ping_timeout_ms},\"maxPayload\":{max_payload}}}"
     )
 }
@@ -387,6 +425,21 @@ mod tests {
     }
 
     #[test]
+    fn polling_payloads() {
+        let packets: Vec<_> = payload_packets(b"40\x1e42[\"a\"]\x1e3").unwrap().collect();
+        assert_eq!(packets, ["40", "42[\"a\"]", "3"]);
+        let one: Vec<_> = payload_packets(b"").unwrap().collect();
+        assert_eq!(one, [""]);
+        assert_eq!(parse(one[0]), Err(SioError::BadEngineType));
+        assert!(payload_packets(b"42[\"\xff\"]").is_err());
+        assert_eq!(parse("bAQID"), Ok(Packet::Binary));
+        let mut out = Vec::new();
+        push_packet(&mut out, b"2");
+        push_packet(&mut out, b"42[\"x\"]");
+        assert_eq!(out, b"2\x1e42[\"x\"]");
+    }
+
+    #[test]
     fn chat_bridge() {
         assert_eq!(
             chat_text("[\"chat message\",\"héllo \\\"w\\\" \\u00e9 \\ud83d\\ude00\"]").as_deref(),
@@ -410,8 +463,12 @@ mod tests {
     #[test]
     fn server_packets() {
         assert_eq!(
-            open_packet("abc", 25000, 20000, 65536),
+            open_packet("abc", false, 25000, 20000, 65536),
             "0{\"sid\":\"abc\",\"upgrades\":[],\"pingInterval\":25000,\"pingTimeout\":20000,\"maxPayload\":65536}"
+        );
+        assert_eq!(
+            open_packet("abc", true, 1, 2, 3),
+            "0{\"sid\":\"abc\",\"upgrades\":[\"websocket\"],\"pingInterval\":1,\"pingTimeout\":2,\"maxPayload\":3}"
         );
         assert_eq!(connect_ok("abc"), "40{\"sid\":\"abc\"}");
         assert_eq!(

@@ -1,7 +1,7 @@
 //! HTTP/1.1 request heads and plain responses. Parsing is a pure function over `&[u8]` with
 //! caller-owned header storage; responses are whole byte strings written at once.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// Headers we look at; more than this many in a request is answered with 431.
 pub const MAX_HEADERS: usize = 32;
@@ -198,12 +198,14 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
+    NoContent,
     BadRequest,
     Forbidden,
     NotFound,
     MethodNotAllowed,
     UpgradeRequired,
     TooManyRequests,
+    PayloadTooLarge,
     HeaderTooLarge,
     InternalError,
     BadGateway,
@@ -216,12 +218,14 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::NoContent => 204,
             Status::BadRequest => 400,
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::UpgradeRequired => 426,
             Status::TooManyRequests => 429,
+            Status::PayloadTooLarge => 413,
             Status::HeaderTooLarge => 431,
             Status::InternalError => 500,
             Status::BadGateway => 502,
@@ -234,12 +238,14 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::NoContent => "No Content",
             Status::BadRequest => "Bad Request",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::UpgradeRequired => "Upgrade Required",
             Status::TooManyRequests => "Too Many Requests",
+            Status::PayloadTooLarge => "Content Too Large",
             Status::HeaderTooLarge => "Request Header Fields Too Large",
             Status::InternalError => "Internal Server Error",
             Status::BadGateway => "Bad Gateway",
@@ -250,8 +256,7 @@ impl Status {
 }
 
 /// A whole response with `Connection: close`. `extra` holds additional header lines, each
-/// ending in CRLF. With `head_only` the body is left out (answering `HEAD`), but its length
-/// is still announced.
+/// ending in CRLF. With `head_only` (a HEAD request) the body is left out.
 pub fn response(
     status: Status,
     content_type: &str,
@@ -259,18 +264,38 @@ pub fn response(
     body: &[u8],
     head_only: bool,
 ) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n",
-        status.code(),
-        status.reason(),
-        body.len()
-    )
-    .into_bytes();
+    let mut out = head(status, content_type, extra, body.len(), true);
     if !head_only {
         out.extend_from_slice(body);
     }
     out
+}
+
+/// A whole response on a kept-alive connection: `Connection: close` only when `close`.
+pub fn response_kept(
+    status: Status,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    close: bool,
+) -> Vec<u8> {
+    let mut out = head(status, content_type, extra, body.len(), close);
+    out.extend_from_slice(body);
+    out
+}
+
+fn head(status: Status, content_type: &str, extra: &str, len: usize, close: bool) -> Vec<u8> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let mut out = format!("HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+    // A 204 has no body, so no length and no type (RFC 9110 8.6).
+    if status != Status::NoContent {
+        let _ = write!(
+            out,
+            "Content-Type: {content_type}\r\nContent-Length: {len}\r\n"
+        );
+    }
+    let _ = write!(out, "Cache-Control: no-store\r\n{connection}{extra}\r\n");
+    out.into_bytes()
 }
 
 /// A plain-text error response whose body says why.

@@ -11,6 +11,7 @@
 pub mod framing;
 pub mod handshake;
 pub mod http;
+mod polling;
 pub mod proxy;
 mod reject;
 pub mod route;
@@ -22,9 +23,9 @@ use crate::config::{LimitsConfig, ProxyConfig, ProxyMode};
 use crate::gateway::{Gateway, Health, SessionPermit};
 use crate::hub::{Membership, Protocol};
 use crate::info;
-use crate::log::Level;
+use crate::log::{Level, Secs};
 use crate::metrics::Family;
-use crate::session::{self, Peer, Session, Stats};
+use crate::session::{self, Peer, Polling, Session, Stats};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use http::{Head, HeadAt, Request, Status};
 use proxy::{Decoded, ProxyError};
@@ -32,10 +33,11 @@ pub(crate) use reject::PreludeError;
 use reject::Reject;
 use route::Route;
 use smol::{Async, Timer};
-use std::fmt;
+use std::borrow::Cow;
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The embedded chat page served at `/`.
 pub const PAGE: &[u8] = include_bytes!("page.html");
@@ -75,11 +77,58 @@ enum Answer<'a> {
     Static(&'a std::path::Path),
     /// A WebSocket upgrade that passed every check.
     Upgrade {
-        room: &'a str,
+        room: Cow<'a, str>,
         protocol: Protocol,
         accept: [u8; 28],
-        permit: SessionPermit,
+        /// `None` for a WebSocket that takes over a polling session (whose admission it
+        /// then shares).
+        permit: Option<SessionPermit>,
+        upgrade: Option<Arc<Polling>>,
     },
+    /// A request of Engine.IO's polling transport.
+    Polling { sid: Option<&'a str>, room: &'a str },
+}
+
+/// Bytes read from one side, `data[start..end]` not yet used: the prelude's buffer on the
+/// client side, the response buffer on the upstream side.
+#[derive(Debug)]
+pub(crate) struct Buf {
+    pub data: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Buf {
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Moves what is pending to the front.
+    pub(crate) fn compact(&mut self) {
+        self.data.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+    }
+
+    /// Reads more (compacting first when the buffer is full), within `timeout`.
+    pub(crate) async fn fill(
+        &mut self,
+        from: &mut Async<TcpStream>,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            self.compact();
+        }
+        let end = self.end;
+        let n = from
+            .read(&mut self.data[end..])
+            .or(async {
+                Timer::after(timeout).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        self.end += n;
+        Ok(n)
+    }
 }
 
 /// Serves one accepted connection.
@@ -107,21 +156,49 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
         Ok(None) => return,
         Err(e) => return reject::answer(&mut stream, &gw.metrics, &pre, None, e.into()).await,
     };
+    let mut buf = Buf {
+        data: buf,
+        start: pre.head_start,
+        end: pre.filled,
+    };
     if cfg.upstream.is_some() {
-        let buf = upstream::Buf {
-            data: buf,
-            start: pre.head_start,
-            end: pre.filled,
-        };
         return upstream::serve(stream, buf, pre, gw).await;
     }
-    let request = head.request(&buf[pre.head_start..pre.filled]);
+    // Requests of the polling transport keep the connection; every other answer closes it.
+    let mut served = 0usize;
+    let mut head = head;
+    loop {
+        served += 1;
+        let last = served >= cfg.prelude.keepalive_requests;
+        let Some(kept) = answer(stream, &mut buf, &head, &pre, &gw, last).await else {
+            return;
+        };
+        stream = kept;
+        match next_head(&mut stream, &mut buf, &mut pre, &gw).await {
+            Some(h) => head = h,
+            None => return,
+        }
+    }
+}
+
+/// Answers one request whose head is at `buf.data[pre.head_start..]`. Returns the stream
+/// when the connection may carry another request.
+async fn answer(
+    mut stream: Async<TcpStream>,
+    buf: &mut Buf,
+    head: &HeadAt,
+    pre: &Prelude,
+    gw: &Arc<Gateway>,
+    last: bool,
+) -> Option<Async<TcpStream>> {
+    let request = head.request(&buf.data[pre.head_start..pre.filled]);
     let body_start = pre.head_start + head.len;
-    let answer = match route_request(&gw, &pre, &request) {
+    let answer = match route_request(gw, pre, &request) {
         Ok(a) => a,
         Err(r) => {
             let path = Some(request.target);
-            return reject::answer(&mut stream, &gw.metrics, &pre, path, r).await;
+            reject::answer(&mut stream, &gw.metrics, pre, path, r).await;
+            return None;
         }
     };
     match answer {
@@ -135,45 +212,111 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
                 }
                 Err(r) => {
                     let path = Some(request.target);
-                    reject::answer(&mut stream, &gw.metrics, &pre, path, r).await
+                    reject::answer(&mut stream, &gw.metrics, pre, path, r).await
                 }
             }
+        }
+        Answer::Polling { sid, room } => {
+            let req = polling::Request {
+                target: request.target.to_owned(),
+                sid: sid.map(str::to_owned),
+                room: room.to_owned(),
+                last,
+            };
+            return polling::answer(stream, buf, head, pre, gw, req).await;
         }
         Answer::Upgrade {
             room,
             protocol,
             accept,
             permit,
+            upgrade,
         } => {
             // Plain clients join before the 101 goes out: a client that saw its upgrade
             // succeed is already in the room and gets the next message sent there. Socket.IO
             // clients wait in the lobby (where shutdown still reaches them) until they connect.
             let membership = match protocol {
-                Protocol::Raw => gw.hub.join(room, protocol),
+                Protocol::Raw => gw.hub.join(&room, protocol),
                 Protocol::SocketIo => gw.hub.join_lobby(protocol),
             };
-            let room = room.to_owned();
-            let leftover = buf[body_start..pre.filled].to_vec();
-            drop(buf);
+            let room = room.into_owned();
+            let leftover = buf.data[body_start..pre.filled].to_vec();
+            buf.data = Vec::new();
             if stream
                 .write_all(&handshake::response_101(&accept))
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
             let start = Start {
                 room,
                 protocol,
                 client: pre.client,
-                proxy: pre.proxy,
+                proxy: pre.proxy.clone(),
                 permit,
+                upgrade,
             };
             // A fresh task keeps the prelude's buffers out of the long-lived future.
             let gw2 = gw.clone();
             gw.executor
                 .spawn(async move { run_session(stream, leftover, membership, start, gw2).await })
                 .detach();
+        }
+    }
+    None
+}
+
+/// Waits for the next request on a kept-alive connection and reads its head into `buf`:
+/// what is left in the buffer first, then more within the keep-alive timeout (closed quietly
+/// when nothing comes, or at once when the drain starts), then the prelude's one cap and
+/// deadline for the head. `None`: the connection is done (an error was answered).
+pub(crate) async fn next_head(
+    stream: &mut Async<TcpStream>,
+    buf: &mut Buf,
+    pre: &mut Prelude,
+    gw: &Gateway,
+) -> Option<HeadAt> {
+    let pcfg = &gw.config.prelude;
+    if buf.data.len() < pcfg.max_head_bytes {
+        buf.data.resize(pcfg.max_head_bytes, 0);
+    }
+    buf.compact();
+    pre.head_start = 0;
+    pre.filled = buf.end;
+    if buf.end == 0 {
+        // `peek` leaves the byte for the head reader.
+        let mut probe = [0u8; 1];
+        let idle = async { stream.peek(&mut probe).await.unwrap_or(0) }
+            .or(async {
+                Timer::after(pcfg.keepalive_timeout).await;
+                0
+            })
+            .or(async {
+                gw.drained().await;
+                0
+            })
+            .await;
+        if idle == 0 {
+            return None;
+        }
+    }
+    let deadline = Instant::now() + pcfg.header_timeout;
+    let head = read_head(stream, None, &mut buf.data, pre)
+        .or(async {
+            Timer::at(deadline).await;
+            Err(PreludeError::Timeout)
+        })
+        .await;
+    match head {
+        Ok(h) => {
+            buf.end = pre.filled;
+            h
+        }
+        Err(PreludeError::Eof) if pre.filled == 0 => None,
+        Err(e) => {
+            reject::answer(stream, &gw.metrics, pre, None, e.into()).await;
+            None
         }
     }
 }
@@ -203,6 +346,22 @@ fn route_request<'r>(
             return Err(Reject::http(Status::BadRequest, "bad_room", why));
         }
         Route::EngineIoError { code, message } => return Err(Reject::engine_io(code, message)),
+        Route::Polling { sid, room } => return Ok(Answer::Polling { sid, room }),
+        Route::SioUpgrade { sid } => {
+            let Some(polling) = gw.sessions.polling.get(sid) else {
+                return Err(Reject::engine_io(1, "Session ID unknown"));
+            };
+            let accept = handshake::check(request)?;
+            check_origin(&cfg.limits, request.origin)?;
+            // No admission of its own: it shares the polling session's.
+            return Ok(Answer::Upgrade {
+                room: Cow::Owned(polling.room.to_string()),
+                protocol: Protocol::SocketIo,
+                accept,
+                permit: None,
+                upgrade: Some(polling),
+            });
+        }
         Route::Upgrade { room } => (room, Protocol::Raw),
         Route::SocketIo { room } => (room, Protocol::SocketIo),
     };
@@ -210,16 +369,17 @@ fn route_request<'r>(
     check_origin(&cfg.limits, request.origin)?;
     let permit = gw.admit(pre.client.ip())?;
     Ok(Answer::Upgrade {
-        room,
+        room: Cow::Borrowed(room),
         protocol,
         accept,
-        permit,
+        permit: Some(permit),
+        upgrade: None,
     })
 }
 
 /// Whether an upgrade with this `Origin` may proceed. No list: all. No header: allowed
 /// (non-browser clients do not send one).
-fn check_origin(limits: &LimitsConfig, origin: Option<&[u8]>) -> Result<(), Reject> {
+pub(crate) fn check_origin(limits: &LimitsConfig, origin: Option<&[u8]>) -> Result<(), Reject> {
     let allowed = &limits.allowed_origins;
     match origin {
         Some(o)
@@ -258,7 +418,9 @@ struct Start {
     protocol: Protocol,
     client: SocketAddr,
     proxy: ProxyInfo,
-    permit: SessionPermit,
+    permit: Option<SessionPermit>,
+    /// The polling session this WebSocket may take over.
+    upgrade: Option<Arc<Polling>>,
 }
 
 async fn run_session(
@@ -274,6 +436,7 @@ async fn run_session(
         client,
         proxy,
         permit,
+        upgrade,
     } = start;
     let peer = Peer {
         conn: gw.next_conn(),
@@ -289,14 +452,20 @@ async fn run_session(
             Protocol::Raw => "ws",
             Protocol::SocketIo => "socket.io",
         },
+        transport = "websocket",
+        upgrade = upgrade.as_ref().map_or("-", |p| &p.sid),
         proxy = proxy.version.unwrap_or("none"),
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
+    if upgrade.is_none() && protocol == Protocol::SocketIo {
+        gw.metrics.count(Family::SioTransport, "websocket");
+    }
     let mut stats = Stats::default();
     let who = Session {
         room: &room,
         protocol,
         peer: &peer,
+        upgrade: upgrade.as_deref(),
     };
     let end = session::run(stream, leftover, membership, who, &gw.sessions, &mut stats).await;
     gw.metrics.count(Family::Closed, end.as_str());
@@ -320,16 +489,11 @@ async fn run_session(
         tcp = if stats.reset { "reset" } else { "fin" }
     );
     // Counted out only now: the drain waits for the last permit, so every close line is
-    // written before the process exits.
+    // written before the process exits. A session taken over from polling holds the
+    // polling session's.
     drop(permit);
-}
-
-/// Seconds with millisecond precision, as `1.234s`.
-struct Secs(f64);
-
-impl fmt::Display for Secs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0)
+    if let Some(p) = upgrade.filter(|p| p.is_upgraded()) {
+        p.release();
     }
 }
 

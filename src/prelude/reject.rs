@@ -151,15 +151,17 @@ impl Reject {
         r
     }
 
-    /// An Engine.IO error: 400 with the reference server's JSON body.
+    /// An Engine.IO error with the reference server's JSON body: 400, or 403 for `Forbidden`
+    /// (code 4), as engine.io's `abortRequest` answers.
     pub(crate) fn engine_io(code: u8, message: &'static str) -> Reject {
-        let mut r = Reject::new(
-            Some(Status::BadRequest),
-            "engine_io_error",
-            "handshake_rejected",
-        )
-        .counted(Family::HandshakeReject)
-        .detail(message);
+        let status = if code == 4 {
+            Status::Forbidden
+        } else {
+            Status::BadRequest
+        };
+        let mut r = Reject::new(Some(status), "engine_io_error", "handshake_rejected")
+            .counted(Family::HandshakeReject)
+            .detail(message);
         r.body = Body::Json(format!("{{\"code\":{code},\"message\":\"{message}\"}}").into());
         r
     }

@@ -16,6 +16,12 @@ pub enum Route<'a> {
     Upgrade { room: &'a str },
     /// `GET /socket.io/?EIO=4&transport=websocket[&room=NAME]`: a Socket.IO client.
     SocketIo { room: &'a str },
+    /// `GET /socket.io/?EIO=4&transport=websocket&sid=SID`: a WebSocket that takes over the
+    /// polling session `sid`.
+    SioUpgrade { sid: &'a str },
+    /// `/socket.io/?EIO=4&transport=polling[&sid=SID][&room=NAME]`: the polling transport,
+    /// any method (its handler answers GET, POST and the CORS preflight).
+    Polling { sid: Option<&'a str>, room: &'a str },
     /// A Socket.IO request we cannot serve: 400 with Engine.IO's JSON error body.
     EngineIoError { code: u8, message: &'static str },
     /// A known path with a method other than GET (or HEAD for plain pages): 405.
@@ -42,7 +48,7 @@ pub fn route<'a>(method: &str, target: &'a str) -> Route<'a> {
         "/" | "/index.html" => page(Route::Page),
         "/healthz" => page(Route::Health),
         "/ws" | "/ws/" => upgrade(get, DEFAULT_ROOM),
-        "/socket.io/" | "/socket.io" => socket_io(get, target),
+        "/socket.io/" | "/socket.io" => socket_io(method, target),
         _ => match path.strip_prefix("/ws/") {
             Some(room) if valid_room(room) => upgrade(get, room),
             Some(_) => Route::BadRoom,
@@ -59,14 +65,26 @@ fn upgrade(get: bool, room: &str) -> Route<'_> {
     }
 }
 
-fn socket_io(get: bool, target: &str) -> Route<'_> {
+fn socket_io<'a>(method: &str, target: &'a str) -> Route<'a> {
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let param = |key: &str| {
         query
             .split('&')
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
     };
-    if !get {
+    let transport = param("transport");
+    let sid = param("sid");
+    // The checks in engine.io's order (`Server.verify`): transport, then the handshake
+    // method (a session's own requests may POST), then the protocol version.
+    if !matches!(transport, Some("websocket" | "polling")) {
+        return Route::EngineIoError {
+            code: 0,
+            message: "Transport unknown",
+        };
+    }
+    let polling = transport == Some("polling");
+    let handshake_method = method == "GET" || (polling && method == "OPTIONS");
+    if sid.is_none() && !handshake_method || !polling && method != "GET" {
         return Route::EngineIoError {
             code: 2,
             message: "Bad handshake method",
@@ -78,23 +96,15 @@ fn socket_io(get: bool, target: &str) -> Route<'_> {
             message: "Unsupported protocol version",
         };
     }
-    if param("transport") != Some("websocket") {
-        return Route::EngineIoError {
-            code: 0,
-            message: "Transport unknown",
-        };
-    }
-    if param("sid").is_some() {
-        // An upgrade of a polling session: there are no polling sessions here.
-        return Route::EngineIoError {
-            code: 1,
-            message: "Session ID unknown",
-        };
-    }
-    match param("room") {
-        None => Route::SocketIo { room: DEFAULT_ROOM },
-        Some(r) if valid_room(r) => Route::SocketIo { room: r },
-        Some(_) => Route::BadRoom,
+    let room = match param("room") {
+        None => DEFAULT_ROOM,
+        Some(r) if valid_room(r) => r,
+        Some(_) => return Route::BadRoom,
+    };
+    match (polling, sid) {
+        (true, sid) => Route::Polling { sid, room },
+        (false, Some(sid)) => Route::SioUpgrade { sid },
+        (false, None) => Route::SocketIo { room },
     }
 }
 
@@ -134,6 +144,41 @@ mod tests {
         assert_eq!(route("GET", &format!("{sio}&room=../x")), Route::BadRoom);
         assert_eq!(
             route("GET", "/socket.io/?EIO=4&transport=polling&t=abc"),
+            Route::Polling {
+                sid: None,
+                room: "main"
+            }
+        );
+        let poll = "/socket.io/?EIO=4&transport=polling&sid=abc&room=r1";
+        for m in ["GET", "POST", "PUT"] {
+            assert_eq!(
+                route(m, poll),
+                Route::Polling {
+                    sid: Some("abc"),
+                    room: "r1"
+                }
+            );
+        }
+        assert_eq!(
+            route("OPTIONS", "/socket.io/?EIO=4&transport=polling"),
+            Route::Polling {
+                sid: None,
+                room: "main"
+            }
+        );
+        assert_eq!(
+            route("POST", "/socket.io/?EIO=4&transport=polling"),
+            Route::EngineIoError {
+                code: 2,
+                message: "Bad handshake method"
+            }
+        );
+        assert_eq!(
+            route("GET", &format!("{sio}&sid=abc")),
+            Route::SioUpgrade { sid: "abc" }
+        );
+        assert_eq!(
+            route("GET", "/socket.io/?EIO=4&transport=flash"),
             Route::EngineIoError {
                 code: 0,
                 message: "Transport unknown"

@@ -26,13 +26,13 @@ use super::framing::{self, BodyLen, Chunked};
 use super::http::{self, Status};
 use super::reject::{self, Reject};
 use super::tunnel;
-use super::Prelude;
+use super::{Buf, Prelude};
 use crate::config::UpstreamConfig;
 use crate::gateway::{Gateway, SessionPermit};
 use crate::info;
 use crate::lock;
 use crate::metrics::{Family, Metrics};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
 use std::fmt::Write as _;
 use std::io;
@@ -40,44 +40,6 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Bytes read from one side, `data[start..end]` not yet used: the prelude's buffer on the
-/// client side, the response buffer on the upstream side.
-#[derive(Debug)]
-pub(crate) struct Buf {
-    pub data: Vec<u8>,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Buf {
-    fn pending(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    /// Moves what is pending to the front.
-    fn compact(&mut self) {
-        self.data.copy_within(self.start..self.end, 0);
-        (self.start, self.end) = (0, self.end - self.start);
-    }
-
-    /// Reads more (compacting first when the buffer is full), within `timeout`.
-    async fn fill(&mut self, from: &mut Async<TcpStream>, timeout: Duration) -> io::Result<usize> {
-        if self.end == self.data.len() {
-            self.compact();
-        }
-        let end = self.end;
-        let n = from
-            .read(&mut self.data[end..])
-            .or(async {
-                Timer::after(timeout).await;
-                Err(io::ErrorKind::TimedOut.into())
-            })
-            .await?;
-        self.end += n;
-        Ok(n)
-    }
-}
 
 /// Why a proxied request failed on the upstream's side.
 #[derive(Debug)]
@@ -144,41 +106,11 @@ pub(crate) async fn serve(
             Done::Tunnel(u) => return spawn_tunnel(stream, u, &pre, &gw),
             Done::KeepAlive => {}
         }
-        // The next request: what is left in the buffer, then more within the keep-alive
-        // timeout (quietly closed when nothing comes), then the prelude's one cap and
-        // deadline for its head.
-        buf.compact();
-        pre.head_start = 0;
-        pre.filled = buf.end;
-        if buf.end == 0 {
-            // `peek` leaves the byte for the head reader.
-            let mut probe = [0u8; 1];
-            // Closed quietly after the keep-alive timeout, or at once when the drain starts.
-            let idle = async { stream.peek(&mut probe).await.unwrap_or(0) }
-                .or(async {
-                    Timer::after(pcfg.keepalive_timeout).await;
-                    0
-                })
-                .or(async {
-                    gw.drained().await;
-                    0
-                })
-                .await;
-            if idle == 0 {
-                return;
-            }
-        }
-        let deadline = Instant::now() + pcfg.header_timeout;
-        let head = super::read_head(&mut stream, None, &mut buf.data, &mut pre)
-            .or(async {
-                Timer::at(deadline).await;
-                Err(super::PreludeError::Timeout)
-            })
-            .await;
-        match head {
-            Ok(_) => buf.end = pre.filled,
-            Err(super::PreludeError::Eof) if pre.filled == 0 => return,
-            Err(e) => return reject::answer(&mut stream, &gw.metrics, &pre, None, e.into()).await,
+        if super::next_head(&mut stream, &mut buf, &mut pre, &gw)
+            .await
+            .is_none()
+        {
+            return;
         }
     }
 }

@@ -34,6 +34,11 @@ pub enum End {
     SioBadPacket(SioError),
     /// Socket.IO binary events and attachments are not supported: 1003.
     SioBinary,
+    /// A second poll (GET) came while one was held, as the reference refuses it: 1008.
+    PollOverlap,
+    /// A WebSocket meant to take over a polling session sent something other than the
+    /// probe and the upgrade, its session was gone, or it did not finish in time: 1008.
+    UpgradeFailed,
 }
 
 /// One row of the table: what an [`End`] means on the wire, in metrics and in the log.
@@ -81,6 +86,8 @@ impl End {
                 "binary events not supported",
                 true,
             ),
+            End::PollOverlap => row(1008, "poll_overlap", "overlapping polls", true),
+            End::UpgradeFailed => row(1008, "sio_upgrade_failed", "upgrade failed", true),
         }
     }
 
@@ -134,6 +141,8 @@ mod tests {
             End::SioClose,
             End::SioBadPacket(SioError::BadJson),
             End::SioBinary,
+            End::PollOverlap,
+            End::UpgradeFailed,
         ];
         let mut labels: Vec<_> = all.iter().map(|e| e.as_str()).collect();
         labels.sort();

@@ -45,10 +45,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 mod end;
+pub mod polling;
 mod socketio;
 mod writer;
 
 pub use end::End;
+pub use polling::{Polling, Registry};
 use writer::Writer;
 
 /// Most bytes of control frames (Pong, Ping, Close) that may wait for the socket. A Pong is
@@ -95,6 +97,8 @@ pub struct SessionCtx {
     pub hub: Arc<Hub>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Socket.IO sessions on the polling transport, by `sid`.
+    pub polling: Registry,
 }
 
 /// The stream tungstenite runs over: reads come from the socket, writes go to `ctrl`.
@@ -192,6 +196,9 @@ pub struct Session<'a> {
     pub protocol: Protocol,
     /// Who it is, for log lines.
     pub peer: &'a Peer,
+    /// The polling session this WebSocket takes over, once the client probes and switches
+    /// (`sid` in its query).
+    pub upgrade: Option<&'a Polling>,
 }
 
 /// Runs a session to its end and returns how it ended. Plain sessions arrive as members of
@@ -205,11 +212,10 @@ pub async fn run<S: Transport>(
     ctx: &SessionCtx,
     stats: &mut Stats,
 ) -> End {
-    let Session {
-        room,
-        protocol,
-        peer,
-    } = who;
+    let (room, protocol, peer, upgrade) = (who.room, who.protocol, who.peer, who.upgrade);
+    // Until the client sends `5`, a WebSocket that takes over a polling session only probes.
+    let mut probing = upgrade;
+    let upgrade_deadline = Instant::now() + ctx.cfg.upgrade_timeout;
     let cfg = &ctx.cfg;
     let metrics = &ctx.metrics;
     let mut bucket = TokenBucket::new(ctx.max_messages_per_second);
@@ -226,12 +232,14 @@ pub async fn run<S: Transport>(
         Some(ws_config(cfg)),
     ))
     .await;
-    let sid = match protocol {
-        Protocol::Raw => String::new(),
-        Protocol::SocketIo => {
+    let sid = match (protocol, upgrade) {
+        (Protocol::Raw, _) => String::new(),
+        (Protocol::SocketIo, Some(p)) => p.sid.to_string(),
+        (Protocol::SocketIo, None) => {
             let sid = sio::new_sid();
             let open = sio::open_packet(
                 &sid,
+                false,
                 cfg.ping_interval.as_millis(),
                 cfg.pong_timeout.as_millis(),
                 cfg.max_message_bytes,
@@ -243,7 +251,10 @@ pub async fn run<S: Transport>(
     let mut w = Writer::default();
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_deadline: Option<Instant> = None;
-    let mut timer = Timer::at(next_ping);
+    let mut timer = Timer::at(match probing {
+        Some(_) => next_ping.min(upgrade_deadline),
+        None => next_ping,
+    });
     let mut budget = BUDGET;
 
     let end = loop {
@@ -300,26 +311,34 @@ pub async fn run<S: Transport>(
                     }
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                // Engine.IO's own packets (pong `3`, ping `2`, noop `6`) are not messages:
-                // they are neither counted nor rate limited.
-                let is_message = protocol == Protocol::Raw || payload.first() == Some(&b'4');
-                if is_message {
-                    stats.msgs_in += 1;
-                    metrics.messages_in.fetch_add(1, Relaxed);
-                    metrics.bytes_in.fetch_add(payload.len() as u64, Relaxed);
-                    if !bucket.take(Instant::now()) {
-                        break End::RateLimited;
+                if let Some(p) = probing {
+                    // A WebSocket taking over a polling session: only the probe and the
+                    // switch, as the reference server allows.
+                    match (&msg, p) {
+                        (Message::Text(t), _) if t.as_str() == sio::PROBE_PING => {
+                            let _ = queue(&mut ws, Message::text(sio::PROBE_PONG));
+                            p.probe();
+                            continue;
+                        }
+                        (Message::Text(t), _) if t.as_str() == sio::UPGRADE => {
+                            let Some((taken, ctrl)) = p.switch(peer.conn) else {
+                                break End::UpgradeFailed;
+                            };
+                            membership = taken;
+                            // What the polling transport had not sent yet goes first.
+                            let packets = ctrl.split(|b| *b == sio::RECORD_SEPARATOR);
+                            for packet in packets.filter(|p| !p.is_empty()) {
+                                let text = String::from_utf8_lossy(packet).into_owned();
+                                let _ = queue(&mut ws, Message::text(text));
+                            }
+                            probing = None;
+                            continue;
+                        }
+                        _ => break End::UpgradeFailed,
                     }
                 }
-                if cfg.log_messages && is_message {
-                    crate::info!(
-                        "message",
-                        conn = peer.conn,
-                        client = peer.client,
-                        room = room,
-                        bytes = payload.len(),
-                        text = Printable(kind, payload)
-                    );
+                if let Err(end) = account(ctx, stats, &mut bucket, &who, kind, payload) {
+                    break end;
                 }
                 match (protocol, kind) {
                     (Protocol::Raw, _) => {
@@ -348,6 +367,9 @@ pub async fn run<S: Transport>(
             Event::WriteFailed => break End::IoError,
             Event::Tick => {
                 let now = Instant::now();
+                if probing.is_some() && now >= upgrade_deadline {
+                    break End::UpgradeFailed;
+                }
                 if pong_deadline.is_some_and(|d| now >= d) {
                     metrics.pong_timeouts.fetch_add(1, Relaxed);
                     break End::PongTimeout;
@@ -366,7 +388,11 @@ pub async fn run<S: Transport>(
                     pong_deadline.get_or_insert(now + cfg.pong_timeout);
                     next_ping = now + cfg.ping_interval;
                 }
-                timer.set_at(pong_deadline.map_or(next_ping, |d| d.min(next_ping)));
+                let mut at = pong_deadline.map_or(next_ping, |d| d.min(next_ping));
+                if probing.is_some() {
+                    at = at.min(upgrade_deadline);
+                }
+                timer.set_at(at);
             }
         }
     };
@@ -448,10 +474,45 @@ fn classify(e: &WsError) -> End {
     }
 }
 
+/// Counts one packet from a client, logs it when `--log-messages` asks, and takes a token
+/// from the rate limit. Engine.IO's own packets (pong `3`, ping `2`, noop `6`) are not
+/// messages: they are neither counted nor limited.
+fn account(
+    ctx: &SessionCtx,
+    stats: &mut Stats,
+    bucket: &mut TokenBucket,
+    who: &Session<'_>,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<(), End> {
+    if who.protocol == Protocol::SocketIo && payload.first() != Some(&b'4') {
+        return Ok(());
+    }
+    stats.msgs_in += 1;
+    ctx.metrics.messages_in.fetch_add(1, Relaxed);
+    ctx.metrics
+        .bytes_in
+        .fetch_add(payload.len() as u64, Relaxed);
+    if !bucket.take(Instant::now()) {
+        return Err(End::RateLimited);
+    }
+    if ctx.cfg.log_messages {
+        crate::info!(
+            "message",
+            conn = who.peer.conn,
+            client = who.peer.client,
+            room = who.room,
+            bytes = payload.len(),
+            text = Printable(kind, payload)
+        );
+    }
+    Ok(())
+}
+
 /// A per-connection token bucket holding one second's worth of messages, refilled
 /// continuously. A rate of 0 means no limit.
 #[derive(Debug)]
-struct TokenBucket {
+pub(super) struct TokenBucket {
     rate: u32,
     /// Tokens in thousandths, so that refills need no floating point.
     milli: u64,
@@ -459,7 +520,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: u32) -> Self {
+    pub(super) fn new(rate: u32) -> Self {
         TokenBucket {
             rate,
             milli: u64::from(rate) * 1000,
@@ -529,6 +590,7 @@ mod tests {
             max_messages_per_second: 0,
             hub: Hub::with(8, None, metrics.clone()),
             metrics: metrics.clone(),
+            polling: Registry::default(),
         };
         let peer = |conn| Peer {
             conn,
@@ -546,6 +608,7 @@ mod tests {
                 room: "r",
                 protocol: Protocol::Raw,
                 peer,
+                upgrade: None,
             };
             let (mut sa, mut sb) = (Stats::default(), Stats::default());
             let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa);

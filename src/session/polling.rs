@@ -1,0 +1,471 @@
+//! A Socket.IO session on Engine.IO's HTTP long-polling transport: what a page that calls
+//! plain `io()` starts with. The HTTP side (requests, keep-alive, CORS) is
+//! `crate::prelude::polling`; this is the session those requests share.
+//!
+//! ```text
+//! GET  (no sid)  -> open: 0{"sid":..,"upgrades":["websocket"],..}; the session joins the lobby
+//! POST packets   -> each packet as on the WebSocket transport (40 joins the room, 42 publishes)
+//! GET  (held)    <- control packets, then the member's outbox, `\x1e`-joined, in one response
+//! keeper task    -> pings every `ping_interval` (carried by the next GET); no pong: closed
+//! WebSocket sid  -> 2probe/3probe, the held GET gets 6, then 5 moves the member over
+//! ```
+//!
+//! * **Bounded.** Broadcasts stay in the member's hub outbox (bounded, full-policy: evict)
+//!   until a GET takes them; control packets (connect answers, acks, pings) wait in `ctrl`,
+//!   capped at [`CTRL_CAP`] bytes (past it: closed, `control_flood`).
+//! * **One GET at a time.** A second GET while one is held ends the session (`poll_overlap`),
+//!   as the reference server does; the held one gets the close packet.
+//! * **Liveness.** A client that stops polling never sees its ping, so it is closed
+//!   `ping_interval + pong_timeout` after its last pong, as a WebSocket client would be.
+//! * **The switch.** The WebSocket probe answers `3probe` and makes the held GET answer `6`
+//!   (noop), so the client pauses polling; its `5` then hands the member (with whatever its
+//!   outbox holds) and the unsent control packets to the WebSocket session. Nothing was taken
+//!   from the outbox that a GET did not deliver, so nothing is lost or sent twice, and order
+//!   is kept.
+
+use super::socketio;
+use super::{account, End, Peer, Session, SessionCtx, Stats, TokenBucket, CTRL_CAP};
+use crate::frame::{self, Frame, Kind};
+use crate::gateway::SessionPermit;
+use crate::hub::{Membership, Protocol, Signal};
+use crate::lock::mutex as lock;
+use crate::log::{Level, Secs};
+use crate::metrics::Family;
+use crate::sio;
+use smol::Timer;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+/// The polling sessions of this instance, by `sid`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: Mutex<HashMap<Box<str>, Arc<Polling>>>,
+}
+
+impl Registry {
+    /// The live session with this id.
+    pub fn get(&self, sid: &str) -> Option<Arc<Polling>> {
+        lock(&self.map).get(sid).cloned()
+    }
+
+    /// Sessions open on the polling transport now.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove(&self, sid: &str) {
+        lock(&self.map).remove(sid);
+    }
+}
+
+/// One polling session, shared by the requests that carry it and its keeper task.
+#[derive(Debug)]
+pub struct Polling {
+    /// Its Engine.IO session id.
+    pub sid: Box<str>,
+    /// The room it joins when it connects to `/`.
+    pub room: Box<str>,
+    /// Who it is, for log lines.
+    pub peer: Peer,
+    opened: Instant,
+    ctx: Arc<SessionCtx>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Its place in the lobby or its room; `None` once ended or moved to a WebSocket.
+    membership: Option<Membership>,
+    /// Its admission; given back when it ends, or when the WebSocket that took it over does.
+    permit: Option<SessionPermit>,
+    /// Packets for this client that are not broadcasts, `\x1e`-joined.
+    ctrl: Vec<u8>,
+    /// A GET is held.
+    held: bool,
+    get_waker: Option<Waker>,
+    keeper_waker: Option<Waker>,
+    next_ping: Instant,
+    /// Set by the first unanswered ping.
+    pong_deadline: Option<Instant>,
+    /// A WebSocket has probed: an empty held GET answers `6`.
+    upgrading: bool,
+    /// Moved to a WebSocket (`5`).
+    upgraded: bool,
+    /// Why it ended.
+    end: Option<End>,
+    bucket: TokenBucket,
+    stats: Stats,
+}
+
+/// Why a GET or POST for a known `sid` is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The session has ended (Engine.IO's `Session ID unknown`).
+    Gone,
+    /// It was upgraded to a WebSocket: polling it is a `Bad request`, as the reference says.
+    Upgraded,
+    /// This request ended it: a second held GET, or a POST whose packets were refused.
+    Ended(End),
+}
+
+impl Polling {
+    /// Opens a session for an admitted client and registers it. Returns it with its open
+    /// packet (the handshake GET's body); the caller spawns [`Polling::keep`].
+    pub fn open(
+        ctx: &Arc<SessionCtx>,
+        room: &str,
+        peer: Peer,
+        permit: SessionPermit,
+    ) -> (Arc<Polling>, String) {
+        let cfg = &ctx.cfg;
+        let sid = sio::new_sid();
+        let open = sio::open_packet(
+            &sid,
+            true,
+            cfg.ping_interval.as_millis(),
+            cfg.pong_timeout.as_millis(),
+            cfg.max_message_bytes,
+        );
+        let now = Instant::now();
+        let p = Arc::new(Polling {
+            sid: sid.into(),
+            room: room.into(),
+            peer,
+            opened: now,
+            ctx: ctx.clone(),
+            state: Mutex::new(State {
+                membership: Some(ctx.hub.join_lobby(Protocol::SocketIo)),
+                permit: Some(permit),
+                ctrl: Vec::new(),
+                held: false,
+                get_waker: None,
+                keeper_waker: None,
+                next_ping: now + cfg.ping_interval,
+                pong_deadline: None,
+                upgrading: false,
+                upgraded: false,
+                end: None,
+                bucket: TokenBucket::new(ctx.max_messages_per_second),
+                stats: Stats::default(),
+            }),
+        });
+        lock(&ctx.polling.map).insert(p.sid.clone(), p.clone());
+        crate::info!(
+            "open",
+            conn = p.peer.conn,
+            client = p.peer.client,
+            room = room,
+            protocol = "socket.io",
+            transport = "polling",
+            sid = p.sid
+        );
+        ctx.metrics.count(Family::SioTransport, "polling");
+        (p, open)
+    }
+
+    /// One GET: waits until there is something for the client and returns the payload. A
+    /// session that ends meanwhile answers the close packet `1`.
+    pub async fn poll(&self) -> Result<Vec<u8>, Refused> {
+        {
+            let mut st = lock(&self.state);
+            if st.upgraded {
+                return Err(Refused::Upgraded);
+            }
+            if st.end.is_some() {
+                return Err(Refused::Gone);
+            }
+            if st.held {
+                self.finish(&mut st, End::PollOverlap);
+                return Err(Refused::Ended(End::PollOverlap));
+            }
+            st.held = true;
+        }
+        let _held = Held(self);
+        let mut frames: VecDeque<Frame> = VecDeque::new();
+        std::future::poll_fn(|cx| {
+            let mut st = lock(&self.state);
+            if st.upgraded {
+                return Poll::Ready(Ok(sio::NOOP.into()));
+            }
+            if st.end.is_some() {
+                return Poll::Ready(Ok(sio::CLOSE.into()));
+            }
+            let signal = match &st.membership {
+                Some(m) => m.member().poll_outbox(cx, Some(&mut frames)),
+                None => Poll::Pending,
+            };
+            match signal {
+                Poll::Ready(Signal::Evicted) => {
+                    self.finish(&mut st, End::SlowConsumer);
+                    return Poll::Ready(Ok(sio::CLOSE.into()));
+                }
+                Poll::Ready(Signal::GoingAway) => {
+                    self.finish(&mut st, End::GoingAway);
+                    return Poll::Ready(Ok(sio::CLOSE.into()));
+                }
+                Poll::Ready(Signal::Frames) | Poll::Pending => {}
+            }
+            if st.ctrl.is_empty() && frames.is_empty() {
+                if st.upgrading {
+                    return Poll::Ready(Ok(sio::NOOP.into()));
+                }
+                st.get_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let mut out = std::mem::take(&mut st.ctrl);
+            for f in frames.drain(..) {
+                sio::push_packet(&mut out, frame::payload(&f));
+                st.stats.frames_out += 1;
+            }
+            Poll::Ready(Ok(out))
+        })
+        .await
+    }
+
+    /// One POST: handles its packets in order, as the WebSocket transport handles frames.
+    pub fn post(&self, body: &[u8]) -> Result<(), Refused> {
+        let mut st = lock(&self.state);
+        if st.upgraded {
+            return Err(Refused::Upgraded);
+        }
+        if st.end.is_some() {
+            return Err(Refused::Gone);
+        }
+        let result = self.packets(&mut st, body);
+        if !st.ctrl.is_empty() {
+            if let Some(w) = st.get_waker.take() {
+                w.wake();
+            }
+        }
+        result.map_err(|end| {
+            self.finish(&mut st, end);
+            Refused::Ended(end)
+        })
+    }
+
+    fn packets(&self, st: &mut State, body: &[u8]) -> Result<(), End> {
+        let packets = sio::payload_packets(body).map_err(End::SioBadPacket)?;
+        let who = Session {
+            room: &self.room,
+            protocol: Protocol::SocketIo,
+            peer: &self.peer,
+            upgrade: None,
+        };
+        let client = socketio::Client {
+            sid: &self.sid,
+            room: &self.room,
+            hub: &self.ctx.hub,
+        };
+        let State {
+            membership,
+            ctrl,
+            bucket,
+            stats,
+            pong_deadline,
+            ..
+        } = st;
+        let membership = membership.as_mut().ok_or(End::Eof)?;
+        for text in packets {
+            // Any packet shows the client is alive, as any frame does on a WebSocket.
+            *pong_deadline = None;
+            account(&self.ctx, stats, bucket, &who, Kind::Text, text.as_bytes())?;
+            let mut flood = false;
+            let mut reply = |m: String| {
+                flood |= !push_ctrl(ctrl, m.as_bytes());
+                Ok(())
+            };
+            client.packet(text, membership, &mut reply)?;
+            if flood {
+                return Err(End::ControlFlood);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the session's time while no request does: queues a ping every `ping_interval`
+    /// (the next GET carries it), closes it when a pong is late, and watches the member's
+    /// end signals (shutdown, eviction) while no GET is held. Ends with the session.
+    pub async fn keep(self: Arc<Self>) {
+        let cfg = &self.ctx.cfg;
+        let mut timer = Timer::never();
+        std::future::poll_fn(|cx| loop {
+            let mut st = lock(&self.state);
+            if st.end.is_some() || st.upgraded {
+                return Poll::Ready(());
+            }
+            let now = Instant::now();
+            if st.pong_deadline.is_some_and(|d| now >= d) {
+                self.ctx.metrics.pong_timeouts.fetch_add(1, Relaxed);
+                self.finish(&mut st, End::PongTimeout);
+                return Poll::Ready(());
+            }
+            if now >= st.next_ping {
+                if !push_ctrl(&mut st.ctrl, sio::PING.as_bytes()) {
+                    self.finish(&mut st, End::ControlFlood);
+                    return Poll::Ready(());
+                }
+                self.ctx.metrics.pings.fetch_add(1, Relaxed);
+                st.pong_deadline.get_or_insert(now + cfg.pong_timeout);
+                st.next_ping = now + cfg.ping_interval;
+                if let Some(w) = st.get_waker.take() {
+                    w.wake();
+                }
+            }
+            if !st.held {
+                let signal = match &st.membership {
+                    Some(m) => m.member().poll_outbox(cx, None),
+                    None => Poll::Pending,
+                };
+                let end = match signal {
+                    Poll::Ready(Signal::Evicted) => Some(End::SlowConsumer),
+                    Poll::Ready(Signal::GoingAway) => Some(End::GoingAway),
+                    _ => None,
+                };
+                if let Some(end) = end {
+                    self.finish(&mut st, end);
+                    return Poll::Ready(());
+                }
+            }
+            st.keeper_waker = Some(cx.waker().clone());
+            timer.set_at(
+                st.pong_deadline
+                    .map_or(st.next_ping, |d| d.min(st.next_ping)),
+            );
+            drop(st);
+            if Pin::new(&mut timer).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+
+    /// The WebSocket probe arrived: an empty held GET answers `6` from now on, so that the
+    /// client can pause polling and switch.
+    pub fn probe(&self) {
+        let mut st = lock(&self.state);
+        st.upgrading = true;
+        if let Some(w) = st.get_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The client switched (`5`) on the WebSocket connection `ws_conn`: hands over the
+    /// member, with whatever its outbox holds, and the control packets not yet sent
+    /// (`\x1e`-joined). `None` if the session ended meanwhile. Its admission stays here until
+    /// [`Polling::release`].
+    pub fn switch(&self, ws_conn: u64) -> Option<(Membership, Vec<u8>)> {
+        let mut st = lock(&self.state);
+        if st.end.is_some() || st.upgraded {
+            return None;
+        }
+        let membership = st.membership.take()?;
+        st.upgraded = true;
+        self.ctx.polling.remove(&self.sid);
+        self.ctx.metrics.sio_upgrades.fetch_add(1, Relaxed);
+        crate::info!(
+            "upgrade",
+            conn = self.peer.conn,
+            client = self.peer.client,
+            sid = self.sid,
+            ws_conn = ws_conn,
+            after = Secs(self.opened.elapsed().as_secs_f64())
+        );
+        for w in [st.get_waker.take(), st.keeper_waker.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+        Some((membership, std::mem::take(&mut st.ctrl)))
+    }
+
+    /// Whether [`Polling::switch`] moved this session to a WebSocket.
+    pub fn is_upgraded(&self) -> bool {
+        lock(&self.state).upgraded
+    }
+
+    /// The WebSocket session that took this one over has ended: its admission goes back.
+    pub fn release(&self) {
+        let permit = lock(&self.state).permit.take();
+        drop(permit);
+    }
+
+    /// The client's connection dropped while its GET was held: the transport is closed, as
+    /// the reference closes it.
+    pub fn client_gone(&self) {
+        let mut st = lock(&self.state);
+        self.finish(&mut st, End::Eof);
+    }
+
+    /// Ends the session once: unregisters it, logs its close line, leaves its room, gives
+    /// its admission back, and wakes a held GET (which answers `1`) and the keeper.
+    fn finish(&self, st: &mut State, end: End) {
+        if st.end.is_some() || st.upgraded {
+            return;
+        }
+        st.end = Some(end);
+        self.ctx.polling.remove(&self.sid);
+        drop(st.membership.take());
+        self.ctx.metrics.count(Family::Closed, end.as_str());
+        let level = if end.is_client_fault() {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        crate::log_at!(
+            level,
+            "close",
+            conn = self.peer.conn,
+            client = self.peer.client,
+            room = self.room,
+            duration = Secs(self.opened.elapsed().as_secs_f64()),
+            code = end.logged_code(),
+            reason = end.as_str(),
+            msgs_in = st.stats.msgs_in,
+            frames_out = st.stats.frames_out,
+            transport = "polling"
+        );
+        // After the close line: the drain waits for the last permit.
+        drop(st.permit.take());
+        for w in [st.get_waker.take(), st.keeper_waker.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
+/// Appends a packet to `ctrl` unless that passes [`CTRL_CAP`].
+fn push_ctrl(ctrl: &mut Vec<u8>, packet: &[u8]) -> bool {
+    if ctrl.len() + packet.len() + 1 > CTRL_CAP {
+        return false;
+    }
+    sio::push_packet(ctrl, packet);
+    true
+}
+
+/// Marks the held GET as gone when its request ends, however it ends, and lets the keeper
+/// watch the outbox again.
+struct Held<'a>(&'a Polling);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.held = false;
+        st.get_waker = None;
+        if let Some(w) = st.keeper_waker.take() {
+            w.wake();
+        }
+    }
+}
