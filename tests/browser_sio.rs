@@ -86,3 +86,59 @@ fn two_chromium_pages_and_a_plain_client_chat_in_one_room() {
     assert_eq!(sio.count(), 2, "{opens:?}");
     assert!(opens.iter().all(|l| l.contains("room=main")), "{opens:?}");
 }
+
+/// The classic app's own page, byte for byte (its plain `io()` starts on polling), with the
+/// full npm bundle where the app's server used to serve it: no app behind wsgate at all.
+#[test]
+fn the_classic_page_unchanged_connects_with_plain_io_and_chats() {
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} not found: run make test-deps"
+    );
+    require_node(&["playwright-core", "socket.io-client"]);
+    let dir = TempDir::new("browser-classic");
+    let classic =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/socketio-chat/index.html");
+    fs::copy(&classic, dir.path().join("index.html")).unwrap();
+    assert!(
+        fs::read_to_string(&classic)
+            .unwrap()
+            .contains("io(room ? { query: { room } } : {})"),
+        "the page must not name a transport"
+    );
+    let bundle = node_dir().join("node_modules/socket.io-client/dist/socket.io.js");
+    fs::create_dir(dir.path().join("socket.io")).unwrap();
+    fs::copy(&bundle, dir.path().join("socket.io/socket.io.js"))
+        .unwrap_or_else(|e| panic!("{}: {e}: run make test-deps", bundle.display()));
+    let gw = Gateway::start(&["--static", dir.path().to_str().unwrap()]);
+    let url = format!("http://{}", gw.addr);
+    let mut other = SioClient::spawn(&url, r#"{"transports":["polling"]}"#);
+    other.connected();
+    let mut b = SioClient::spawn_script("sio_browser.js", &[&format!("{url}/")]);
+    b.expect(r#"ready {"pages":2}"#);
+    // Both pages opened their sessions on polling.
+    let polls = gw.wait_logs(3, common::WAIT, |l| {
+        l.contains(" open ") && l.contains("transport=polling")
+    });
+    assert_eq!(polls.len(), 3, "{polls:?}");
+    let text = "typed into the classic form";
+    b.send(&format!(
+        r#"{{"op":"send","page":0,"text":{}}}"#,
+        json_str(text)
+    ));
+    b.expect(&format!(r#"seen {{"text":{}}}"#, json_str(text)));
+    // Each page greeted the room when it joined (`socket.broadcast.emit('hi')`).
+    for _ in 0..2 {
+        other.expect(r#"event {"name":"hi","args":[]}"#);
+    }
+    other.expect(&sio_common::chat_line(text));
+    other.chat("from another client");
+    b.send(r#"{"op":"expect","text":"from another client"}"#);
+    b.expect(r#"seen {"text":"from another client"}"#);
+    // And each upgraded to a WebSocket; nothing went wrong but the browser's own favicon.
+    assert_eq!(gw.wait_events("upgrade", 2).len(), 2);
+    let bad = gw.logs().into_iter().filter(|l| {
+        (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("path=/favicon.ico")
+    });
+    assert_eq!(bad.collect::<Vec<_>>(), Vec::<String>::new());
+}

@@ -162,7 +162,8 @@ pub async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gatew
         end: pre.filled,
     };
     if cfg.upstream.is_some() {
-        return upstream::serve(stream, buf, pre, gw).await;
+        // Boxed: its state would otherwise widen every connection's task, held polls included.
+        return Box::pin(upstream::serve(stream, buf, pre, gw)).await;
     }
     // Requests of the polling transport keep the connection; every other answer closes it.
     let mut served = 0usize;

@@ -54,27 +54,34 @@ pub(super) async fn answer(
     req: Request,
 ) -> Option<Async<TcpStream>> {
     let cfg = &gw.config;
-    // The prelude parsed this head; here the framing and CORS headers are wanted too.
-    let mut hs = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut hs);
-    let head_bytes = &buf.data[pre.head_start..pre.head_start + head.len];
-    let _ = parsed.parse(head_bytes);
-    let method = parsed.method.unwrap_or_default().to_owned();
-    let headers = &*parsed.headers;
-    let close_asked = parsed.version == Some(0)
-        || framing::has_token(headers, "connection", "close")
-        || req.last
-        || gw.is_draining();
-    let cors = cors_headers(&cfg.limits, framing::header(headers, "origin"));
-    let body = framing::request_body(headers);
-    let allow_headers = framing::header(headers, "access-control-request-headers")
-        .map(|h| String::from_utf8_lossy(h).into_owned());
+    let Fields {
+        method,
+        close_asked,
+        origin,
+        body,
+        allow_headers,
+    } = fields(&buf.data[pre.head_start..pre.head_start + head.len]);
+    let close_asked = close_asked || req.last || gw.is_draining();
+    let cors = cors_headers(&cfg.limits, origin.as_deref());
     buf.start = pre.head_start + head.len;
     buf.end = pre.filled;
     let refuse = |r: Reject| (r, req.target.as_str());
-    let result = match cors {
-        Err(r) => Err(refuse(r)),
-        Ok(cors) => match (method.as_str(), &req.sid) {
+    // Framing is checked for every method, so that no request is read one way here and
+    // another way by whatever is in front (RFC 9112 6.3): a GET's body would otherwise be
+    // taken for the next request.
+    let framing = match (method.as_str(), body) {
+        (_, Err(e)) => Err(Reject::http(Status::BadRequest, e.as_str(), e)),
+        ("POST", Ok(b)) => Ok(b),
+        (_, Ok(BodyLen::None | BodyLen::Length(0))) => Ok(BodyLen::None),
+        (_, Ok(_)) => Err(Reject::http(
+            Status::BadRequest,
+            "polling_body_unexpected",
+            "only a POST carries a body",
+        )),
+    };
+    let result = match (cors, framing) {
+        (Err(r), _) | (_, Err(r)) => Err(refuse(r)),
+        (Ok(cors), Ok(body)) => match (method.as_str(), &req.sid) {
             ("OPTIONS", _) => {
                 let mut extra = cors;
                 if !extra.is_empty() {
@@ -160,6 +167,34 @@ pub(super) async fn answer(
     }
 }
 
+/// What a polling request's head says beyond what the router looked at, owned: the header
+/// array it is parsed into must not live across the await that holds a GET.
+struct Fields {
+    method: String,
+    /// HTTP/1.0, or `Connection: close`.
+    close_asked: bool,
+    origin: Option<Vec<u8>>,
+    body: Result<BodyLen, framing::FramingError>,
+    allow_headers: Option<String>,
+}
+
+fn fields(head: &[u8]) -> Fields {
+    // The prelude parsed this head; here the framing and CORS headers are wanted too.
+    let mut hs = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut hs);
+    let _ = parsed.parse(head);
+    let headers = &*parsed.headers;
+    Fields {
+        method: parsed.method.unwrap_or_default().to_owned(),
+        close_asked: parsed.version == Some(0)
+            || framing::has_token(headers, "connection", "close"),
+        origin: framing::header(headers, "origin").map(<[u8]>::to_vec),
+        body: framing::request_body(headers),
+        allow_headers: framing::header(headers, "access-control-request-headers")
+            .map(|h| String::from_utf8_lossy(h).into_owned()),
+    }
+}
+
 /// The handshake GET: admits the client and opens its session. Returns the open packet.
 fn handshake(gw: &Arc<Gateway>, pre: &Prelude, room: &str) -> Result<String, Reject> {
     let permit = gw.admit(pre.client.ip())?;
@@ -211,14 +246,13 @@ async fn hold(
 async fn read_body(
     stream: &mut Async<TcpStream>,
     buf: &mut Buf,
-    body: Result<BodyLen, framing::FramingError>,
+    body: BodyLen,
     gw: &Gateway,
 ) -> Result<Vec<u8>, Reject> {
     let max = gw.config.session.max_message_bytes;
     let len = match body {
-        Err(e) => return Err(Reject::http(Status::BadRequest, e.as_str(), e)),
-        Ok(BodyLen::None) => 0,
-        Ok(BodyLen::Length(n)) if n > max as u64 => {
+        BodyLen::None => 0,
+        BodyLen::Length(n) if n > max as u64 => {
             let why = format!("a polling body of {n} bytes is over --max-message-bytes ({max})");
             return Err(Reject::http(
                 Status::PayloadTooLarge,
@@ -226,8 +260,8 @@ async fn read_body(
                 why,
             ));
         }
-        Ok(BodyLen::Length(n)) => n as usize,
-        Ok(BodyLen::Chunked | BodyLen::UntilClose) => {
+        BodyLen::Length(n) => n as usize,
+        BodyLen::Chunked | BodyLen::UntilClose => {
             let why = "a polling body needs a Content-Length";
             return Err(Reject::http(
                 Status::BadRequest,

@@ -72,6 +72,9 @@ struct Counters {
 
 /// Runs the scenario and returns the JSON result.
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
+    if c.dialer.protocol == crate::target::Protocol::SocketIoPolling {
+        return Err("--protocol socketio-polling is for idle only".into());
+    }
     let total = a.total();
     let before = c.sample();
     let k = Arc::new(Counters::default());

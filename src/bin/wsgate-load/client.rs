@@ -40,7 +40,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// Most bytes queued for writing before `send` waits.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
 
-type Stream = Async<TcpStream>;
+pub(crate) type Stream = Async<TcpStream>;
 
 /// Why a client could not open its session, as a short stable reason for the failure tally.
 #[derive(Debug)]
@@ -174,10 +174,11 @@ impl Dialer {
             .await
     }
 
-    async fn open_inner(&self, index: u64, target: &str) -> Result<Client, OpenError> {
+    /// Connects client `index` (from its `--source-ips` address) and writes its PROXY header
+    /// and then `request`.
+    pub(crate) async fn dial(&self, index: u64, request: &[u8]) -> Result<Stream, OpenError> {
         let source = self.sources.map(|s| s.nth(index));
         let mut stream = connect(self.url.addr, source).await?;
-        let key = handshake::key(index ^ crate::seed());
         let mut out = Vec::with_capacity(256);
         if let Some(version) = self.proxy {
             let SocketAddr::V4(server) = self.url.addr else {
@@ -191,8 +192,15 @@ impl Dialer {
                 server,
             ));
         }
-        out.extend(handshake::request(&self.url.host, target, &key));
+        out.extend_from_slice(request);
         stream.write_all(&out).await.map_err(OpenError::Io)?;
+        Ok(stream)
+    }
+
+    async fn open_inner(&self, index: u64, target: &str) -> Result<Client, OpenError> {
+        let key = handshake::key(index ^ crate::seed());
+        let request = handshake::request(&self.url.host, target, &key);
+        let mut stream = self.dial(index, &request).await?;
 
         let mut buf = Vec::with_capacity(HEAD_READ_CHUNK);
         let head_len = loop {
@@ -329,7 +337,7 @@ impl Tx {
     pub(crate) async fn send_chat(&mut self, payload: &str) -> Result<(), String> {
         let text = match self.protocol {
             Protocol::Raw => payload.to_owned(),
-            Protocol::SocketIo => socketio::chat_event(payload),
+            Protocol::SocketIo | Protocol::SocketIoPolling => socketio::chat_event(payload),
         };
         self.send_text(text).await
     }

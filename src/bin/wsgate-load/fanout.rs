@@ -203,6 +203,9 @@ impl StepResult {
 
 /// Runs the scenario and returns the JSON result.
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
+    if c.dialer.protocol == crate::target::Protocol::SocketIoPolling {
+        return Err("--protocol socketio-polling is for idle only".into());
+    }
     let rates = a.rates()?;
     let (subs, pubs, rooms) = (c.clients, a.publishers, a.rooms);
     // Publishers dial `--publish-url` when given (same protocol, PROXY and sources).

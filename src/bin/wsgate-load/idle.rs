@@ -1,7 +1,7 @@
 //! `idle`: open `--clients` connections at `--connect-rate`, hold them `--hold`, and report the
 //! connect rate, failures by reason and the server's RSS growth per connection (`kb_per_conn`).
 //! Held clients keep reading, so the server's pings are answered (tungstenite answers WebSocket
-//! pings, [`crate::client::Rx`] answers Socket.IO ones).
+//! pings, [`crate::client::Rx`] answers Socket.IO ones, and a polling client POSTs its pong).
 
 use crate::procstat;
 use std::{
@@ -16,7 +16,10 @@ use argh::FromArgs;
 use futures_lite::FutureExt;
 use smol::Timer;
 
-use crate::{client::Event, histogram::Histogram, report::Json, report::Reasons, Common, Ex};
+use crate::client::{Client, Event};
+use crate::polling::PollClient;
+use crate::target::Protocol;
+use crate::{histogram::Histogram, report::Json, report::Reasons, Common, Ex};
 
 /// How long closing the held clients may take at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -31,6 +34,9 @@ with_common_flags! {
         /// new connections per second; default 1000
         #[argh(option, default = "1000.0")]
         pub(crate) connect_rate: f64,
+        /// spread the clients over this many rooms, client i in room-(i mod N); default 1 (the URL's own room)
+        #[argh(option, default = "1")]
+        pub(crate) rooms: usize,
         /// how long to hold every client open after the last connect; default 10s
         #[argh(option, default = "Duration::from_secs(10)", from_str_fn(crate::parse_duration))]
         pub(crate) hold: Duration,
@@ -40,6 +46,9 @@ with_common_flags! {
 impl Args {
     /// The run's planned length, for the default hard deadline; checks the flags.
     pub(crate) fn planned(&self, c: &Common) -> Result<Duration, String> {
+        if self.rooms == 0 {
+            return Err("--rooms must be at least 1".into());
+        }
         if !self.connect_rate.is_finite() || self.connect_rate <= 0.0 {
             return Err("--connect-rate must be above 0".into());
         }
@@ -67,6 +76,36 @@ struct Counters {
     last_open_ns: AtomicU64,
 }
 
+/// A held client of either kind.
+#[derive(Debug)]
+enum Held {
+    Ws(Client),
+    Poll(PollClient),
+}
+
+impl Held {
+    /// Waits until the server ends the session; returns why.
+    async fn until_closed(&mut self) -> String {
+        match self {
+            Held::Ws(c) => loop {
+                if let Event::Closed(why) = c.rx.next_event().await {
+                    return why;
+                }
+            },
+            Held::Poll(p) => p.held_until_closed().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Held::Ws(c) => {
+                let _ = c.tx.lock().await.close().await;
+            }
+            Held::Poll(p) => p.close().await,
+        }
+    }
+}
+
 /// Runs the scenario and returns the JSON result.
 pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let n = c.clients as u64;
@@ -74,7 +113,7 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let counters = Arc::new(Counters::default());
     let (reasons, connect_hist) = (&counters.reasons, &counters.hist);
     let (stop, stopped) = async_channel::bounded::<()>(1);
-    let target = c.dialer.url.request_target(c.dialer.protocol, 0, 1);
+    let rooms = a.rooms;
 
     let _progress = {
         let (k, procs) = (counters.clone(), c.procs.clone());
@@ -95,11 +134,19 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
     let mut tasks = Vec::with_capacity(c.clients);
     for i in 0..n {
         Timer::at(t0 + Duration::from_secs_f64(i as f64 / a.connect_rate)).await;
-        let (dialer, target, k) = (c.dialer.clone(), target.clone(), counters.clone());
+        let target = c
+            .dialer
+            .url
+            .request_target(c.dialer.protocol, i as usize % rooms, rooms);
+        let (dialer, k) = (c.dialer.clone(), counters.clone());
         let stopped = stopped.clone();
         tasks.push(ex.spawn(async move {
             let began = Instant::now();
-            let mut client = match dialer.open(i, &target).await {
+            let opened = match dialer.protocol {
+                Protocol::SocketIoPolling => dialer.open_polling(i, &target).await.map(Held::Poll),
+                _ => dialer.open(i, &target).await.map(Held::Ws),
+            };
+            let mut client = match opened {
                 Ok(client) => client,
                 Err(e) => {
                     k.reasons.add(e.to_string());
@@ -111,27 +158,19 @@ pub(crate) async fn run(ex: &Ex, c: &Common, a: &Args) -> Result<Json, String> {
             k.last_open_ns.fetch_max(crate::now_ns(), Relaxed);
             k.open_now.fetch_add(1, Relaxed);
             k.opened.fetch_add(1, Relaxed);
-            let ended = async {
-                loop {
-                    if let Event::Closed(why) = client.rx.next_event().await {
-                        return Some(why);
-                    }
-                }
-            }
-            .or(async {
-                let _ = stopped.recv().await;
-                None
-            })
-            .await;
+            let ended = async { Some(client.until_closed().await) }
+                .or(async {
+                    let _ = stopped.recv().await;
+                    None
+                })
+                .await;
             k.open_now.fetch_sub(1, Relaxed);
             match ended {
                 Some(why) => {
                     k.dropped.fetch_add(1, Relaxed);
                     k.reasons.add(format!("closed while held: {why}"));
                 }
-                None => {
-                    let _ = client.tx.lock().await.close().await;
-                }
+                None => client.close().await,
             }
         }));
     }

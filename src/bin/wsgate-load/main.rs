@@ -8,6 +8,7 @@
 //! fanout.rs      subscribers + publishers in rooms, a rate ladder: deliveries/s, latency, loss
 //! churn.rs       connect/handshake/close cycles: errors, server RSS and fds before/after
 //! client.rs      one connection: bind, connect, PROXY, handshake, WebSocket, Socket.IO open
+//! polling.rs     one Socket.IO session on Engine.IO's polling transport (idle only)
 //! target.rs      --url, loopback policy, --source-ips, request path per room and protocol
 //! proxy_header.rs, handshake.rs, socketio.rs, message.rs   pure wire formats, unit-tested
 //! histogram.rs   lock-free log-linear latency histogram
@@ -40,7 +41,7 @@ macro_rules! with_common_flags {
             /// clients to open (churn: most cycles in flight at once); default 100
             #[argh(option, default = "100")]
             pub(crate) clients: usize,
-            /// raw (WebSocket text messages) or socketio (Engine.IO v4 / Socket.IO v5); default raw
+            /// raw (WebSocket text messages), socketio (Engine.IO v4 / Socket.IO v5) or socketio-polling (idle only); default raw
             #[argh(option, default = "crate::target::Protocol::Raw")]
             pub(crate) protocol: crate::target::Protocol,
             /// send a PROXY header first, v1 (like a CLB) or v2 (like an NLB), from a synthetic client address per connection
@@ -92,6 +93,7 @@ mod handshake;
 mod histogram;
 mod idle;
 mod message;
+mod polling;
 mod procstat;
 mod proxy_header;
 mod report;

@@ -16,6 +16,8 @@ use wsgate::json;
 
 /// The Engine.IO path and query that select protocol v4 over a bare WebSocket.
 pub(crate) const ENGINE_PATH: &str = "socket.io/?EIO=4&transport=websocket";
+/// The same on the polling transport.
+pub(crate) const POLLING_PATH: &str = "socket.io/?EIO=4&transport=polling";
 /// Socket.IO CONNECT to the default namespace, sent once after the open packet.
 pub(crate) const CONNECT: &str = "40";
 /// Engine.IO PONG, the answer to each server PING (`2`).

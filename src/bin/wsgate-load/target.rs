@@ -15,12 +15,18 @@ pub(crate) enum Protocol {
     Raw,
     /// Engine.IO v4 / Socket.IO v5, websocket transport only.
     SocketIo,
+    /// Engine.IO v4 / Socket.IO v5 on the HTTP long-polling transport (`idle` only).
+    SocketIoPolling,
 }
 
 impl std::str::FromStr for Protocol {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let words = [("raw", Self::Raw), ("socketio", Self::SocketIo)];
+        let words = [
+            ("raw", Self::Raw),
+            ("socketio", Self::SocketIo),
+            ("socketio-polling", Self::SocketIoPolling),
+        ];
         wsgate::config::keyword(s, "--protocol", &words)
     }
 }
@@ -76,7 +82,8 @@ impl Url {
 
     /// The request target for room `room` of `rooms`, speaking `protocol`.
     /// raw: the URL's path, or `<path>/room-K` when there are several rooms.
-    /// socketio: `<path>/socket.io/?EIO=4&transport=websocket[&<query>][&room=room-K]`; with
+    /// socketio: `<path>/socket.io/?EIO=4&transport=websocket[&<query>][&room=room-K]`
+    /// (socketio-polling: `transport=polling`); with
     /// several rooms a `room=` in the URL's query gives way to ours.
     pub(crate) fn request_target(&self, protocol: Protocol, room: usize, rooms: usize) -> String {
         let base = self.path.trim_end_matches('/');
@@ -93,9 +100,13 @@ impl Url {
                 }
                 t
             }
-            Protocol::SocketIo => {
+            Protocol::SocketIo | Protocol::SocketIoPolling => {
                 let base = base.strip_suffix("/socket.io").unwrap_or(base);
-                let mut t = format!("{base}/{}", socketio::ENGINE_PATH);
+                let engine = match protocol {
+                    Protocol::SocketIo => socketio::ENGINE_PATH,
+                    _ => socketio::POLLING_PATH,
+                };
+                let mut t = format!("{base}/{engine}");
                 // With several rooms, ours replace a `room=` the URL may carry.
                 for param in self.query.split('&').filter(|p| !p.is_empty()) {
                     if rooms <= 1 || !param.starts_with("room=") {
