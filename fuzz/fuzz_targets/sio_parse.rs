@@ -17,12 +17,26 @@ fuzz_target!(|body: &[u8]| {
         one(text);
     }
     if let Ok(packets) = payload_packets(body) {
-        let mut again = Vec::new();
-        for p in packets {
+        let packets: Vec<&str> = packets.collect();
+        for p in &packets {
             one(p);
+        }
+        // The split is lossless...
+        assert_eq!(packets.join("\x1e").as_bytes(), body);
+        // ...and the encoder (which only ever gets non-empty packets) gives them back.
+        let mut again = Vec::new();
+        let full: Vec<&str> = packets.into_iter().filter(|p| !p.is_empty()).collect();
+        for p in &full {
             push_packet(&mut again, p.as_bytes());
         }
-        // An empty body is one empty packet: encoding it back gives the empty body again.
-        assert_eq!(again, body);
+        let back: Vec<&str> = match payload_packets(&again) {
+            Ok(it) => it.collect(),
+            Err(_) => unreachable!("the encoder keeps UTF-8"),
+        };
+        if full.is_empty() {
+            assert_eq!(back, [""]);
+        } else {
+            assert_eq!(back, full);
+        }
     }
 });
