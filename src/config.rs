@@ -206,6 +206,16 @@ impl Config {
             if b.queue_messages == 0 || b.queue_bytes == 0 {
                 return Err("--redis-queue and --redis-queue-bytes must be at least 1".into());
             }
+            if b.announce_interval.is_zero() {
+                return Err("--announce-interval must be above zero".into());
+            }
+            if b.advertise.is_some() && self.proxy.mode == ProxyMode::Off {
+                return Err(
+                    "--advertise needs --proxy-protocol optional or required: a forwarded \
+                     request carries the client's address and its hop in a PROXY v2 header"
+                        .into(),
+                );
+            }
             if b.timeout.is_zero() || b.backoff_min.is_zero() || b.backoff_min > b.backoff_max {
                 return Err(
                     "--redis-timeout and --redis-backoff-min must be above zero, and \
@@ -275,6 +285,8 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("redis-timeout", d(b.timeout)),
         ("redis-backoff-min", d(b.backoff_min)),
         ("redis-backoff-max", d(b.backoff_max)),
+        ("advertise", "(off)".into()),
+        ("announce-interval", d(b.announce_interval)),
     ]
 }
 
@@ -337,6 +349,13 @@ pub struct BackplaneConfig {
     pub backoff_min: Duration,
     /// Longest reconnect delay. Default 5 s.
     pub backoff_max: Duration,
+    /// Where the other instances reach this one's listener (`--advertise HOST:PORT`), to
+    /// forward the requests of polling sessions that live here. `None` (the default): none
+    /// are forwarded here, and sessions' ids name no instance.
+    pub advertise: Option<SocketAddr>,
+    /// How often this instance announces `advertise` on the backplane; an instance not heard
+    /// from for three times this long is forgotten. Default 2 s.
+    pub announce_interval: Duration,
 }
 
 /// A parsed `redis://` URL. Its `Debug` hides the password and its `Display` is only
@@ -490,6 +509,8 @@ impl BackplaneConfig {
             timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            advertise: None,
+            announce_interval: Duration::from_secs(2),
         }
     }
 }

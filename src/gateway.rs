@@ -104,6 +104,9 @@ impl Gateway {
             hub: hub.clone(),
             metrics: metrics.clone(),
             polling: Default::default(),
+            sid_prefix: backplane
+                .as_ref()
+                .map_or(String::new(), |b| b.sid_prefix().to_owned()),
         });
         let (tx, rx) = async_channel::bounded(1);
         let (drain_tx, drain_rx) = async_channel::bounded(1);

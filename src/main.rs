@@ -198,6 +198,15 @@ struct Args {
     /// longest reconnect delay to Redis
     #[argh(option, from_str_fn(duration))]
     redis_backoff_max: Option<Duration>,
+
+    /// with --redis: HOST:PORT where the other instances reach this one, to forward the
+    /// requests of polling sessions that live here (needs --proxy-protocol optional|required)
+    #[argh(option)]
+    advertise: Option<SocketAddr>,
+
+    /// with --advertise: how often this instance announces itself on the backplane
+    #[argh(option, from_str_fn(duration))]
+    announce_interval: Option<Duration>,
 }
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
@@ -284,8 +293,12 @@ impl Args {
                 b.timeout => self.redis_timeout,
                 b.backoff_min => self.redis_backoff_min,
                 b.backoff_max => self.redis_backoff_max,
+                b.announce_interval => self.announce_interval,
             }
+            b.advertise = self.advertise;
             c.backplane = Some(b);
+        } else if self.advertise.is_some() {
+            return Err("--advertise needs --redis".into());
         }
         c.validate()?;
         Ok(c)

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub upstream_connect_failures: AtomicU64,
     /// Socket.IO sessions moved from polling to a WebSocket.
     pub sio_upgrades: AtomicU64,
+    /// Connections passed to the instance that owns their polling session.
+    pub peer_forwards: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -183,7 +185,7 @@ impl Metrics {
             "WebSocket tunnels to --upstream open now.",
             self.tunnels_open.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -243,6 +245,11 @@ impl Metrics {
                 "wsgate_socketio_upgrades_total",
                 "Socket.IO sessions moved from polling to a WebSocket.",
                 &self.sio_upgrades,
+            ),
+            (
+                "wsgate_peer_forwards_total",
+                "Connections passed to the instance that owns their polling session.",
+                &self.peer_forwards,
             ),
             (
                 "wsgate_close_aborts_total",

@@ -294,8 +294,19 @@ pub fn ack(id: u64) -> String {
 
 /// A random session id: 20 characters of base64url.
 pub fn new_sid() -> String {
+    new_sid_after("")
+}
+
+/// A session id of 20 characters of base64url that starts with `prefix` (an instance's tag,
+/// so that other instances know where the session lives); the rest is random (at least 12
+/// characters, 72 bits).
+pub fn new_sid_after(prefix: &str) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..20).map(|_| A[fastrand::usize(..64)] as char).collect()
+    let random = 20usize.saturating_sub(prefix.len()).max(12);
+    let mut sid = String::with_capacity(prefix.len() + random);
+    sid.push_str(prefix);
+    sid.extend((0..random).map(|_| A[fastrand::usize(..64)] as char));
+    sid
 }
 
 #[cfg(test)]

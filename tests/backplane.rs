@@ -3,88 +3,11 @@
 //! duplicates; Redis killed, restarted, paused; wrong password and wrong host.
 mod common;
 use async_tungstenite::tungstenite::Message;
-use common::{
-    free_port, next_msg, next_text, raw, require_program, scrape, wait_accepting, ws_connect,
-    Gateway, Proc, Ws, WAIT,
-};
+use common::redis::Redis;
+use common::{free_port, next_msg, next_text, raw, scrape, ws_connect, Gateway, Ws, WAIT};
 use futures_lite::future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A `redis-server` on a loopback port, without persistence; killed when dropped.
-struct Redis {
-    proc: Option<Proc>,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16, password: Option<&str>) -> Redis {
-        let bin = require_program("redis-server");
-        let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"]);
-        if let Some(p) = password {
-            cmd.args(["--requirepass", p]);
-        }
-        let mut proc = Proc::spawn("redis-server", cmd);
-        wait_accepting(&mut proc, Self::addr_of(port));
-        Redis {
-            proc: Some(proc),
-            port,
-        }
-    }
-
-    fn addr_of(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.proc.as_ref().expect("running").pid();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} redis-server");
-    }
-
-    /// SIGKILL: no goodbye to the clients beyond the kernel's.
-    fn kill(&mut self) {
-        self.signal("-KILL");
-        let mut proc = self.proc.take().unwrap();
-        proc.wait_exit(WAIT);
-    }
-
-    /// Sends commands (already RESP-encoded) and returns the first `replies` reply lines.
-    fn command(&self, resp: &str, replies: usize) -> String {
-        let mut s = TcpStream::connect(Self::addr_of(self.port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(resp.as_bytes()).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 512];
-        while got.windows(2).filter(|w| w == b"\r\n").count() < replies {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "redis closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&got).into_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        // A paused server would sit out the SIGTERM grace period.
-        if self.proc.is_some() {
-            self.signal("-CONT");
-        }
-    }
-}
 
 /// Test-friendly backplane timings: a dead Redis is noticed within 2 s, retries every ≤ 500 ms.
 const FAST: [&str; 6] = [

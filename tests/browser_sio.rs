@@ -88,7 +88,8 @@ fn two_chromium_pages_and_a_plain_client_chat_in_one_room() {
 }
 
 /// The classic app's own page, byte for byte (its plain `io()` starts on polling), with the
-/// full npm bundle where the app's server used to serve it: no app behind wsgate at all.
+/// client bundle put where the app's server used to serve it by the README's one step,
+/// `make socketio-client SITE=DIR`: no app behind wsgate at all.
 #[test]
 fn the_classic_page_unchanged_connects_with_plain_io_and_chats() {
     assert!(
@@ -106,11 +107,19 @@ fn the_classic_page_unchanged_connects_with_plain_io_and_chats() {
             .contains("io(room ? { query: { room } } : {})"),
         "the page must not name a transport"
     );
-    let bundle = node_dir().join("node_modules/socket.io-client/dist/socket.io.js");
-    fs::create_dir(dir.path().join("socket.io")).unwrap();
-    fs::copy(&bundle, dir.path().join("socket.io/socket.io.js"))
-        .unwrap_or_else(|e| panic!("{}: {e}: run make test-deps", bundle.display()));
+    let make = std::process::Command::new("make")
+        .args(["-s", "socketio-client"])
+        .arg(format!("SITE={}", dir.path().display()))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run make");
+    assert!(make.success(), "make socketio-client failed");
     let gw = Gateway::start(&["--static", dir.path().to_str().unwrap()]);
+    let js = raw(
+        gw.addr,
+        b"GET /socket.io/socket.io.js HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(status(&js), 200);
     let url = format!("http://{}", gw.addr);
     let mut other = SioClient::spawn(&url, r#"{"transports":["polling"]}"#);
     other.connected();

@@ -5,8 +5,9 @@
 //! [version = 1][kind: t | b | s][node id: 16 bytes][data]
 //! ```
 //! Kind `t` is plain text, `b` plain binary, `s` Socket.IO event arguments (the JSON array
-//! `["name", ...]`). The node id is random per process, so every instance can skip its own
-//! messages.
+//! `["name", ...]`), `p` a peer announcement (the address where the publishing instance takes
+//! forwarded polling requests, on the channel `{prefix}:!peers`, which no room can be). The
+//! node id is random per process, so every instance can skip its own messages.
 
 use crate::frame;
 use crate::hub::Payload;
@@ -20,6 +21,8 @@ pub const HEADER_LEN: usize = 2 + NODE_ID_LEN;
 const KIND_TEXT: u8 = b't';
 const KIND_BINARY: u8 = b'b';
 const KIND_SOCKETIO: u8 = b's';
+/// The kind of a peer announcement (see [`Body::Peer`]).
+pub const KIND_PEER: u8 = b'p';
 
 /// An envelope read back from a `PUBLISH` payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum Body<'a> {
     Binary(&'a [u8]),
     /// A Socket.IO event's arguments, `["name", ...]`.
     SocketIo(&'a str),
+    /// An instance's announcement of the address (`host:port`) it takes forwarded requests on.
+    Peer(&'a str),
 }
 
 /// Why a payload on our channels is not an envelope.
@@ -111,6 +116,7 @@ pub fn decode(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
             }
             Body::SocketIo(args)
         }
+        KIND_PEER => Body::Peer(text()?),
         k => return Err(EnvelopeError::Kind(k)),
     };
     Ok(Envelope { node, body })

@@ -41,9 +41,11 @@ use crate::hub::{Hub, Payload, Relay};
 use crate::lock::mutex as lock;
 use crate::metrics;
 use crate::{error, info};
-use envelope::{decode, parts, Body, HEADER_LEN, NODE_ID_LEN};
+use envelope::{decode, parts, Body, Envelope, HEADER_LEN, NODE_ID_LEN};
 use link::LinkError;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -58,6 +60,12 @@ const MAX_REASONS_LOGGED: usize = 8;
 const CHANNEL_SLACK: usize = 1024;
 /// Items in the largest reply the backplane expects (`pmessage`, pattern, channel, message).
 const MAX_REPLY_ITEMS: usize = 8;
+/// The channel suffix of peer announcements: `{prefix}:!peers`, which no room name can be.
+const PEERS_CHANNEL: &str = "!peers";
+/// Characters of an instance's tag, the start of its polling sessions' ids.
+pub const TAG_LEN: usize = 8;
+/// A peer not heard from for this many announce intervals is forgotten.
+const PEER_LIFETIMES: u32 = 3;
 
 /// The backplane's plain counters: name and help, in the order of `render_metrics`'s values.
 const COUNTERS: [(&str, &str); 4] = [
@@ -93,6 +101,10 @@ pub struct Backplane {
     sub_up: AtomicBool,
     log: Mutex<StateLog>,
     stats: Stats,
+    /// This instance's tag: [`TAG_LEN`] base64url characters of its node id.
+    tag: String,
+    /// Other instances by tag: where they take forwarded requests, and when they last said so.
+    peers: Mutex<HashMap<String, (SocketAddr, Instant)>>,
 }
 
 /// `PUBLISH` commands encoded back to back, waiting for the publisher task.
@@ -148,18 +160,78 @@ impl Backplane {
     /// [`start`].
     pub fn new(cfg: BackplaneConfig, max_message_bytes: usize) -> Arc<Backplane> {
         let max_bulk = HEADER_LEN + max_message_bytes + CHANNEL_SLACK;
+        let node = fastrand::u128(..).to_be_bytes();
         Arc::new(Backplane {
             limits: resp::Limits {
                 max_bulk,
                 max_items: MAX_REPLY_ITEMS,
             },
             cfg,
-            node: fastrand::u128(..).to_be_bytes(),
+            tag: tag_of(&node),
+            node,
             queue: Mutex::new(Queue::default()),
             sub_up: AtomicBool::new(false),
             log: Mutex::new(StateLog::default()),
             stats: Stats::default(),
+            peers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This instance's tag, which starts the id of every polling session it owns when it
+    /// has an `--advertise` address (empty otherwise: its sessions cannot be forwarded to).
+    pub fn sid_prefix(&self) -> &str {
+        if self.cfg.advertise.is_some() {
+            &self.tag
+        } else {
+            ""
+        }
+    }
+
+    /// The live instance, other than this one, that owns the polling session `sid`, and
+    /// where it takes forwarded requests.
+    pub fn owner_of(&self, sid: &str) -> Option<SocketAddr> {
+        let tag = sid.get(..TAG_LEN)?;
+        if tag == self.tag {
+            return None;
+        }
+        let ttl = self.cfg.announce_interval * PEER_LIFETIMES;
+        let peers = lock(&self.peers);
+        peers
+            .get(tag)
+            .filter(|(_, seen)| seen.elapsed() < ttl)
+            .map(|(addr, _)| *addr)
+    }
+
+    /// Instances heard from within their lifetime.
+    pub fn live_peers(&self) -> usize {
+        let ttl = self.cfg.announce_interval * PEER_LIFETIMES;
+        lock(&self.peers)
+            .values()
+            .filter(|(_, seen)| seen.elapsed() < ttl)
+            .count()
+    }
+
+    /// Queues this instance's announcement, if it has an address to announce.
+    fn announce(&self) {
+        if let Some(addr) = self.cfg.advertise {
+            let text = addr.to_string();
+            self.publish(PEERS_CHANNEL, envelope::KIND_PEER, text.as_bytes());
+        }
+    }
+
+    /// Records another instance's announcement.
+    fn on_peer(&self, node: &[u8; NODE_ID_LEN], addr: &str) -> bool {
+        let Ok(addr) = addr.parse::<SocketAddr>() else {
+            return false;
+        };
+        let tag = tag_of(node);
+        let new = lock(&self.peers)
+            .insert(tag.clone(), (addr, Instant::now()))
+            .is_none_or(|(old, _)| old != addr);
+        if new {
+            info!("peer_seen", peer = tag, addr = addr);
+        }
+        true
     }
 
     /// Whether both connections are up.
@@ -193,6 +265,11 @@ impl Backplane {
             "wsgate_backplane_up",
             "1 while both Redis connections (publish, subscribe) are up.",
             u64::from(self.is_up()),
+        );
+        w.gauge(
+            "wsgate_backplane_peers",
+            "Other instances heard from recently (polling requests for their sessions are forwarded).",
+            self.live_peers() as u64,
         );
         w.gauge(
             "wsgate_backplane_queued",
@@ -306,11 +383,25 @@ impl Backplane {
 
     /// Handles one message from the subscription.
     fn on_message(&self, hub: &Hub, channel: &[u8], message: &[u8]) {
-        let room = channel
+        let suffix = channel
             .strip_prefix(self.cfg.channel_prefix.as_bytes())
             .and_then(|r| r.strip_prefix(b":"))
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .filter(|r| crate::hub::valid_room(r));
+            .and_then(|r| std::str::from_utf8(r).ok());
+        if suffix == Some(PEERS_CHANNEL) {
+            let ok = match decode(message) {
+                Ok(env) if *env.node == self.node => true,
+                Ok(Envelope {
+                    node,
+                    body: Body::Peer(addr),
+                }) => self.on_peer(node, addr),
+                _ => false,
+            };
+            if !ok {
+                self.stats.invalid.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let room = suffix.filter(|r| crate::hub::valid_room(r));
         let (Some(room), Ok(env)) = (room, decode(message)) else {
             self.stats.invalid.fetch_add(1, Relaxed);
             return;
@@ -335,20 +426,24 @@ impl Backplane {
                     chat: chat.as_deref(),
                 }
             }
+            // Announcements travel on their own channel only.
+            Body::Peer(_) => {
+                self.stats.invalid.fetch_add(1, Relaxed);
+                return;
+            }
         };
         hub.deliver(room, payload);
         self.stats.received.fetch_add(1, Relaxed);
     }
 }
 
-impl Relay for Backplane {
-    /// Appends `PUBLISH {prefix}:{room} <envelope>` to the queue, or drops it (counted).
-    fn relay(&self, room: &str, payload: &Payload<'_>) {
-        let (kind, data) = parts(payload);
+impl Backplane {
+    /// Appends `PUBLISH {prefix}:{suffix} <envelope>` to the queue, or drops it (counted).
+    fn publish(&self, suffix: &str, kind: u8, data: &[u8]) {
         let prefix = self.cfg.channel_prefix.as_bytes();
         let len = resp::array_header_len(3)
             + resp::bulk_len(7)
-            + resp::bulk_len(prefix.len() + 1 + room.len())
+            + resp::bulk_len(prefix.len() + 1 + suffix.len())
             + resp::bulk_len(HEADER_LEN + data.len());
         let mut q = lock(&self.queue);
         if !q.up {
@@ -368,7 +463,7 @@ impl Relay for Backplane {
         let buf = &mut q.buf;
         resp::array_header(buf, 3);
         resp::bulk(buf, &[b"PUBLISH"]);
-        resp::bulk(buf, &[prefix, b":", room.as_bytes()]);
+        resp::bulk(buf, &[prefix, b":", suffix.as_bytes()]);
         resp::bulk(buf, &[&envelope::header(&self.node, kind), data]);
         q.entries += 1;
         let waker = q.waker.take();
@@ -377,6 +472,25 @@ impl Relay for Backplane {
             w.wake();
         }
     }
+}
+
+impl Relay for Backplane {
+    /// Appends `PUBLISH {prefix}:{room} <envelope>` to the queue, or drops it (counted).
+    fn relay(&self, room: &str, payload: &Payload<'_>) {
+        let (kind, data) = parts(payload);
+        self.publish(room, kind, data);
+    }
+}
+
+/// An instance's tag: the first 48 bits of its node id in base64url.
+fn tag_of(node: &[u8; NODE_ID_LEN]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = node[..6]
+        .iter()
+        .fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+    (0..TAG_LEN)
+        .map(|i| A[(bits >> (42 - 6 * i) & 63) as usize] as char)
+        .collect()
 }
 
 /// Starts the publisher and subscriber tasks on the gateway's executor (when `--redis`).
@@ -401,6 +515,23 @@ pub fn start(backplane: &Option<Arc<Backplane>>, hub: &Arc<Hub>, executor: &Exec
     for role in [Role::Publish, Role::Subscribe] {
         executor
             .spawn(link::run(bp.clone(), hub.clone(), role))
+            .detach();
+    }
+    if let Some(addr) = cfg.advertise {
+        info!(
+            "peer_advertise",
+            peer = bp.tag,
+            addr = addr,
+            every = crate::config::format_duration(cfg.announce_interval)
+        );
+        let bp = bp.clone();
+        executor
+            .spawn(async move {
+                loop {
+                    bp.announce();
+                    smol::Timer::after(bp.cfg.announce_interval).await;
+                }
+            })
             .detach();
     }
 }
@@ -495,6 +626,48 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("wsgate_backplane_failures_total 1\n"), "{m}");
+    }
+
+    #[test]
+    fn peers_are_learnt_from_announcements_and_forgotten() {
+        let mut cfg = BackplaneConfig::new(RedisUrl::default());
+        cfg.advertise = Some("10.0.0.1:80".parse().unwrap());
+        cfg.announce_interval = Duration::from_millis(40);
+        let me = Backplane::new(cfg.clone(), 1024);
+        cfg.advertise = Some("10.0.0.2:80".parse().unwrap());
+        let other = Backplane::new(cfg, 1024);
+        assert_eq!(me.sid_prefix().len(), TAG_LEN);
+        assert_ne!(me.sid_prefix(), other.sid_prefix());
+        // What `other` publishes, as the subscriber reads it.
+        lock(&other.queue).up = true;
+        other.announce();
+        let queued = std::mem::take(&mut lock(&other.queue).buf);
+        let mut env = envelope::header(&other.node, envelope::KIND_PEER).to_vec();
+        env.extend_from_slice(b"10.0.0.2:80");
+        let mut want = Vec::new();
+        resp::command(&mut want, &[b"PUBLISH", b"wsgate:!peers", &env]);
+        assert_eq!(queued, want);
+        let hub = Hub::new(4);
+        me.on_message(&hub, b"wsgate:!peers", &env);
+        let sid = crate::sio::new_sid_after(other.sid_prefix());
+        assert_eq!(me.owner_of(&sid), Some("10.0.0.2:80".parse().unwrap()));
+        assert_eq!(me.live_peers(), 1);
+        // Its own sessions, and ids too short to carry a tag, are nobody else's.
+        assert_eq!(
+            me.owner_of(&crate::sio::new_sid_after(me.sid_prefix())),
+            None
+        );
+        assert_eq!(me.owner_of("abc"), None);
+        // A bad address, or an announcement on a room's channel, is invalid and changes nothing.
+        let mut bad = envelope::header(&other.node, envelope::KIND_PEER).to_vec();
+        bad.extend_from_slice(b"not an address");
+        me.on_message(&hub, b"wsgate:!peers", &bad);
+        me.on_message(&hub, b"wsgate:main", &env);
+        assert_eq!(me.stats.invalid.load(Relaxed), 2);
+        // Not heard from for three intervals: forgotten.
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(me.owner_of(&sid), None);
+        assert_eq!(me.live_peers(), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!                                                        └────> Reject ─> reject::answer (log, count, status)
 //! ```
 
+mod forward;
 pub mod framing;
 pub mod handshake;
 pub mod http;
@@ -51,6 +52,9 @@ pub(crate) struct ProxyInfo {
     pub vpce: Option<String>,
     /// The port the client connected to at the load balancer (`X-Forwarded-Port`).
     pub dst_port: Option<u16>,
+    /// Another instance forwarded this connection (PROXY v2 hop TLV): it is never forwarded
+    /// again.
+    pub forwarded: bool,
 }
 
 /// The prelude as far as it got: who the client is and where the head is in the buffer.
@@ -87,6 +91,8 @@ enum Answer<'a> {
     },
     /// A request of Engine.IO's polling transport.
     Polling { sid: Option<&'a str>, room: &'a str },
+    /// A request for a polling session that lives on another instance, there.
+    Forward { to: SocketAddr, sid: &'a str },
 }
 
 /// Bytes read from one side, `data[start..end]` not yet used: the prelude's buffer on the
@@ -216,6 +222,10 @@ async fn answer(
                     reject::answer(&mut stream, &gw.metrics, pre, path, r).await
                 }
             }
+        }
+        Answer::Forward { to, sid } => {
+            let sid = sid.to_owned();
+            return forward::start(stream, buf, pre, gw, to, &sid).await;
         }
         Answer::Polling { sid, room } => {
             let req = polling::Request {
@@ -347,9 +357,18 @@ fn route_request<'r>(
             return Err(Reject::http(Status::BadRequest, "bad_room", why));
         }
         Route::EngineIoError { code, message } => return Err(Reject::engine_io(code, message)),
-        Route::Polling { sid, room } => return Ok(Answer::Polling { sid, room }),
+        Route::Polling { sid, room } => {
+            if let Some((sid, to)) = sid.and_then(|sid| Some((sid, owner_elsewhere(gw, pre, sid)?)))
+            {
+                return Ok(Answer::Forward { to, sid });
+            }
+            return Ok(Answer::Polling { sid, room });
+        }
         Route::SioUpgrade { sid } => {
             let Some(polling) = gw.sessions.polling.get(sid) else {
+                if let Some(to) = owner_elsewhere(gw, pre, sid) {
+                    return Ok(Answer::Forward { to, sid });
+                }
                 return Err(Reject::engine_io(1, "Session ID unknown"));
             };
             let accept = handshake::check(request)?;
@@ -376,6 +395,15 @@ fn route_request<'r>(
         permit: Some(permit),
         upgrade: None,
     })
+}
+
+/// The other instance that owns polling session `sid`, when it is not here and this request
+/// did not come from another instance already.
+fn owner_elsewhere(gw: &Gateway, pre: &Prelude, sid: &str) -> Option<SocketAddr> {
+    if pre.proxy.forwarded || gw.sessions.polling.get(sid).is_some() {
+        return None;
+    }
+    gw.backplane.as_ref()?.owner_of(sid)
 }
 
 /// Whether an upgrade with this `Origin` may proceed. No list: all. No header: allowed
@@ -531,6 +559,7 @@ pub(crate) async fn read_head(
                         proxy::Version::V2 => "v2",
                     });
                     pre.proxy.vpce = header.aws_vpce_id().map(str::to_owned);
+                    pre.proxy.forwarded = header.is_forwarded_hop();
                     if let proxy::Addresses::Inet { destination, .. } = header.addresses {
                         pre.proxy.dst_port = Some(destination.port());
                     }

@@ -211,6 +211,12 @@ impl<'a> Header<'a> {
         }
     }
 
+    /// Whether another wsgate instance forwarded this connection (TLV [`PP2_TYPE_WSGATE_HOP`]):
+    /// a forwarded request is never forwarded again.
+    pub fn is_forwarded_hop(&self) -> bool {
+        self.tlvs().any(|tlv| tlv.kind == PP2_TYPE_WSGATE_HOP)
+    }
+
     /// The AWS VPC endpoint id (TLV 0xEA, subtype 0x01), when present, non-empty and valid
     /// UTF-8. The first such TLV counts.
     pub fn aws_vpce_id(&self) -> Option<&'a str> {
@@ -237,6 +243,41 @@ impl<'a> Iterator for Tlvs<'a> {
             value,
         })
     }
+}
+
+/// The custom TLV (in the spec's 0xE0-0xEF range for application use) that marks a connection
+/// forwarded by another wsgate instance; its value is empty.
+pub const PP2_TYPE_WSGATE_HOP: u8 = 0xE1;
+
+/// Encodes a PROXY v2 `PROXY` header for a TCP connection from `source` to `destination`
+/// (both IPv4, or else both as IPv6, v4 addresses mapped), with the hop TLV
+/// [`PP2_TYPE_WSGATE_HOP`]: what one instance sends another it forwards a request to.
+pub fn encode_v2_hop(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut out = V2_SIGNATURE.to_vec();
+    out.push(0x21); // version 2, PROXY
+    let mut block = Vec::with_capacity(36 + TLV_HEADER_LEN);
+    match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            out.push(0x11); // INET, STREAM
+            block.extend_from_slice(&s.ip().octets());
+            block.extend_from_slice(&d.ip().octets());
+        }
+        _ => {
+            out.push(0x21); // INET6, STREAM
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+                SocketAddr::V6(a) => *a.ip(),
+            };
+            block.extend_from_slice(&v6(source).octets());
+            block.extend_from_slice(&v6(destination).octets());
+        }
+    }
+    block.extend_from_slice(&source.port().to_be_bytes());
+    block.extend_from_slice(&destination.port().to_be_bytes());
+    block.extend_from_slice(&[PP2_TYPE_WSGATE_HOP, 0, 0]);
+    out.extend_from_slice(&(block.len() as u16).to_be_bytes());
+    out.extend_from_slice(&block);
+    out
 }
 
 /// Decodes a PROXY v1 or v2 header at the start of `buf`.
@@ -564,6 +605,36 @@ fn v2_addresses(fam_proto: u8, block: &[u8]) -> (Addresses<'_>, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_header_decodes_to_what_was_encoded() {
+        let cases = [
+            ("198.51.100.7:5555", "10.0.0.2:80"),
+            ("[2001:db8::1]:443", "[2001:db8::2]:8080"),
+            ("198.51.100.7:5555", "[2001:db8::2]:8080"),
+        ];
+        for (src, dst) in cases {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let mut bytes = encode_v2_hop(src, dst);
+            let len = bytes.len();
+            bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            let Ok(Decoded::Complete { consumed, header }) = decode(&bytes) else {
+                panic!("{src} {dst}");
+            };
+            assert_eq!(consumed, len);
+            assert!(header.is_forwarded_hop());
+            let want = match (src, dst) {
+                (SocketAddr::V4(_), SocketAddr::V6(_)) => {
+                    let SocketAddr::V4(v4) = src else {
+                        unreachable!()
+                    };
+                    SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+                }
+                _ => src,
+            };
+            assert_eq!(header.source(), Some(want));
+        }
+    }
 
     /// A v1 line from its space-separated fields, CRLF added.
     fn v1(fields: &[&str]) -> Vec<u8> {

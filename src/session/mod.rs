@@ -99,6 +99,9 @@ pub struct SessionCtx {
     pub metrics: Arc<Metrics>,
     /// Socket.IO sessions on the polling transport, by `sid`.
     pub polling: Registry,
+    /// What starts the id of every polling session opened here: this instance's backplane
+    /// tag when other instances may forward its requests here (`--advertise`), else empty.
+    pub sid_prefix: String,
 }
 
 /// The stream tungstenite runs over: reads come from the socket, writes go to `ctrl`.
@@ -591,6 +594,7 @@ mod tests {
             hub: Hub::with(8, None, metrics.clone()),
             metrics: metrics.clone(),
             polling: Registry::default(),
+            sid_prefix: String::new(),
         };
         let peer = |conn| Peer {
             conn,

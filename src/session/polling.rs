@@ -128,7 +128,7 @@ impl Polling {
         permit: SessionPermit,
     ) -> (Arc<Polling>, String) {
         let cfg = &ctx.cfg;
-        let sid = sio::new_sid();
+        let sid = sio::new_sid_after(&ctx.sid_prefix);
         let open = sio::open_packet(
             &sid,
             true,

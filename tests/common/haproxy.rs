@@ -19,6 +19,45 @@ impl Haproxy {
     /// reached with `server_opts` (e.g. `send-proxy`). `extra` is appended to the config.
     /// HAProxy logs each session (`option tcplog`) and health-check result to stderr.
     pub fn start(gw: SocketAddr, server_opts: &str, extra: &str) -> Haproxy {
+        Self::start_with(|listen| config(listen, gw, server_opts, extra))
+    }
+
+    /// Starts HAProxy in HTTP mode on a free loopback port, balancing every request (not
+    /// every connection) round robin over `servers`, each reached with `server_opts`: a load
+    /// balancer without stickiness, as a CLB TCP listener or an NLB is for polling requests.
+    pub fn start_http_round_robin(servers: &[SocketAddr], server_opts: &str) -> Haproxy {
+        let lines: String = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("    server gw{i} {s} {server_opts}\n"))
+            .collect();
+        Self::start_with(|listen| {
+            format!(
+                "\
+global
+    log stderr format raw local0 info
+
+defaults
+    mode http
+    log global
+    option httplog
+    option http-server-close
+    http-reuse never
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 60s
+
+listen lb
+    bind {listen}
+    balance roundrobin
+{lines}"
+            )
+        })
+    }
+
+    /// Starts HAProxy with the config `make` writes for a listen address.
+    pub fn start_with(make: impl Fn(SocketAddr) -> String) -> Haproxy {
         let bin = require_program("haproxy");
         // The free port can be taken by someone else before HAProxy binds it: try again then.
         let mut last = String::new();
@@ -26,7 +65,7 @@ impl Haproxy {
             let dir = TempDir::new("haproxy");
             let addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
             let cfg = dir.path().join("haproxy.cfg");
-            std::fs::write(&cfg, config(addr, gw, server_opts, extra)).unwrap();
+            std::fs::write(&cfg, make(addr)).unwrap();
             let mut cmd = Command::new(&bin);
             cmd.arg("-f").arg(&cfg).arg("-db");
             let mut proc = Proc::spawn("haproxy", cmd);

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod haproxy;
+pub mod redis;
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
