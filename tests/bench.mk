@@ -8,6 +8,8 @@
 #                        a Node `ws` server, in one run; adds compare.json and compare.md
 #   make bench-proxy     wsgate --upstream against nginx in front of the same Node `ws` app:
 #                        CPU per proxied message, KiB per idle proxied connection, added p99
+#   make bench-polling   KiB per idle Socket.IO polling session (10,000 held), and the same
+#                        sessions on the websocket transport for comparison
 #   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
 #                        node + npm (Debian packages), and the peers' npm packages (npm ci)
 #
@@ -26,7 +28,7 @@ BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-proxy bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-polling bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -40,6 +42,10 @@ bench-compare: bench-release bench-deps
 # wsgate --upstream against nginx, each in front of the same Node `ws` app (tests/bench/proxy.sh).
 bench-proxy: bench-release bench-deps
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/proxy.sh
+
+# Memory per idle Socket.IO polling session (tests/bench/polling.sh).
+bench-polling: bench-release
+	BENCH_OUT='$(BENCH_OUT)' tests/bench/polling.sh
 
 bench-deps: bench-apt-deps $(addsuffix /node_modules/.bench-installed,$(BENCH_NODE_PEERS))
 
