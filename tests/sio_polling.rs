@@ -425,3 +425,37 @@ fn a_websocket_probe_hands_over_queued_messages_in_order() {
     let r = Conn::open(gw.addr).req("GET", &sid_path(&sid), b"");
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn a_probe_that_does_not_switch_in_time_leaves_the_session_on_polling() {
+    let gw = Gateway::start(&["--upgrade-timeout", "300ms"]);
+    let mut c = Conn::open(gw.addr);
+    let sid = handshake(&mut c);
+    assert_eq!(c.req("POST", &sid_path(&sid), b"40").status, 200);
+    assert_eq!(c.req("GET", &sid_path(&sid), b"").status, 200);
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    smol::block_on(async {
+        // Silent after the probe: closed at the deadline.
+        let mut ws = ws_connect(gw.addr, &path, b"").await;
+        sio_common::send_text(&mut ws, "2probe").await;
+        assert_eq!(sio_common::next_packet(&mut ws).await, "3probe");
+        assert_eq!(common::close_code(&mut ws).await, 1008);
+        // Anything but the probe and the switch: closed at once.
+        let mut ws = ws_connect(gw.addr, &path, b"").await;
+        sio_common::send_text(&mut ws, "42[\"chat message\",\"sneaky\"]").await;
+        assert_eq!(common::close_code(&mut ws).await, 1008);
+    });
+    let fails = gw.wait_logs(2, WAIT, |l| l.contains("reason=sio_upgrade_failed"));
+    assert_eq!(fails.len(), 2);
+    // The session itself goes on polling, and its GETs are held again (not let go with `6`).
+    c.send("GET", &sid_path(&sid), "", b"");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Conn::open(gw.addr);
+    let r = d.req(
+        "POST",
+        &sid_path(&sid),
+        b"42[\"chat message\",\"still polling\"]",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(c.read().text(), "42[\"chat message\",\"still polling\"]");
+}

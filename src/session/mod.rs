@@ -215,10 +215,19 @@ pub async fn run<S: Transport>(
     ctx: &SessionCtx,
     stats: &mut Stats,
 ) -> End {
-    let (room, protocol, peer, upgrade) = (who.room, who.protocol, who.peer, who.upgrade);
-    // Until the client sends `5`, a WebSocket that takes over a polling session only probes.
+    // Taken apart: the session's state machine keeps only what it uses.
+    let Session {
+        room,
+        protocol,
+        peer,
+        upgrade,
+    } = who;
+    // Until the client sends `5`, a WebSocket that takes over a polling session only probes
+    // (within `--upgrade-timeout`, which the polling session keeps).
     let mut probing = upgrade;
-    let upgrade_deadline = Instant::now() + ctx.cfg.upgrade_timeout;
+    if let Some(p) = probing {
+        p.probe_started();
+    }
     let cfg = &ctx.cfg;
     let metrics = &ctx.metrics;
     let mut bucket = TokenBucket::new(ctx.max_messages_per_second);
@@ -235,7 +244,7 @@ pub async fn run<S: Transport>(
         Some(ws_config(cfg)),
     ))
     .await;
-    let sid = match (protocol, upgrade) {
+    let sid = match (protocol, probing) {
         (Protocol::Raw, _) => String::new(),
         (Protocol::SocketIo, Some(p)) => p.sid.to_string(),
         (Protocol::SocketIo, None) => {
@@ -254,8 +263,8 @@ pub async fn run<S: Transport>(
     let mut w = Writer::default();
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_deadline: Option<Instant> = None;
-    let mut timer = Timer::at(match probing {
-        Some(_) => next_ping.min(upgrade_deadline),
+    let mut timer = Timer::at(match probing.and_then(Polling::upgrade_deadline) {
+        Some(d) => next_ping.min(d),
         None => next_ping,
     });
     let mut budget = BUDGET;
@@ -340,6 +349,12 @@ pub async fn run<S: Transport>(
                         _ => break End::UpgradeFailed,
                     }
                 }
+                let who = Session {
+                    room,
+                    protocol,
+                    peer,
+                    upgrade: None,
+                };
                 if let Err(end) = account(ctx, stats, &mut bucket, &who, kind, payload) {
                     break end;
                 }
@@ -370,7 +385,7 @@ pub async fn run<S: Transport>(
             Event::WriteFailed => break End::IoError,
             Event::Tick => {
                 let now = Instant::now();
-                if probing.is_some() && now >= upgrade_deadline {
+                if probing.is_some_and(|p| p.upgrade_expired(now)) {
                     break End::UpgradeFailed;
                 }
                 if pong_deadline.is_some_and(|d| now >= d) {
@@ -392,8 +407,8 @@ pub async fn run<S: Transport>(
                     next_ping = now + cfg.ping_interval;
                 }
                 let mut at = pong_deadline.map_or(next_ping, |d| d.min(next_ping));
-                if probing.is_some() {
-                    at = at.min(upgrade_deadline);
+                if let Some(d) = probing.and_then(Polling::upgrade_deadline) {
+                    at = at.min(d);
                 }
                 timer.set_at(at);
             }
@@ -401,6 +416,10 @@ pub async fn run<S: Transport>(
     };
 
     stats.frames_out = w.frames_out;
+    if let Some(p) = probing {
+        // It never switched: the session stays on polling, and its GETs are held again.
+        p.probe_failed();
+    }
     drop(membership);
     if let Some(code) = end.code() {
         let frame = CloseFrame {

@@ -97,6 +97,8 @@ struct State {
     next_ping: Instant,
     /// Set by the first unanswered ping.
     pong_deadline: Option<Instant>,
+    /// When a WebSocket began to probe: it must switch within `--upgrade-timeout`.
+    probe_deadline: Option<Instant>,
     /// A WebSocket has probed: an empty held GET answers `6`.
     upgrading: bool,
     /// Moved to a WebSocket (`5`).
@@ -152,6 +154,7 @@ impl Polling {
                 keeper_waker: None,
                 next_ping: now + cfg.ping_interval,
                 pong_deadline: None,
+                probe_deadline: None,
                 upgrading: false,
                 upgraded: false,
                 end: None,
@@ -347,6 +350,29 @@ impl Polling {
             }
         })
         .await
+    }
+
+    /// A WebSocket with this session's id is open: it has `--upgrade-timeout` to switch.
+    pub fn probe_started(&self) {
+        let deadline = Instant::now() + self.ctx.cfg.upgrade_timeout;
+        lock(&self.state).probe_deadline = Some(deadline);
+    }
+
+    /// When the probing WebSocket must have switched by.
+    pub fn upgrade_deadline(&self) -> Option<Instant> {
+        lock(&self.state).probe_deadline
+    }
+
+    /// Whether the probing WebSocket is past its deadline.
+    pub fn upgrade_expired(&self, now: Instant) -> bool {
+        self.upgrade_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// The probing WebSocket ended without switching: GETs are held again.
+    pub fn probe_failed(&self) {
+        let mut st = lock(&self.state);
+        st.upgrading = false;
+        st.probe_deadline = None;
     }
 
     /// The WebSocket probe arrived: an empty held GET answers `6` from now on, so that the
