@@ -103,13 +103,7 @@ fn a_default_client_starts_on_polling_gets_hi_chats_and_upgrades() {
     let mut plain = smol::block_on(ws_connect(gw.addr, "/ws", b""));
     // socket.io-client's own default transports.
     let mut a = SioClient::spawn(&url, r#"{"transports":["polling","websocket"]}"#);
-    // Socket.IO's connect and Engine.IO's upgrade race each other; both must come. The
-    // upgrade is the proof that it started on polling: Engine.IO upgrades only from it.
-    let mut first_two = [a.next(), a.next()];
-    first_two.sort();
-    let [connected, upgraded] = first_two;
-    assert!(connected.starts_with("connect {"), "{connected}");
-    assert_eq!(upgraded, r#"upgrade {"transport":"websocket"}"#);
+    a.connected_then_upgraded();
     let mut b = SioClient::spawn(&url, r#"{"transports":["polling"]}"#);
     assert!(b.connected().contains(r#""transport":"polling""#));
     a.expect(r#"event {"name":"hi","args":[]}"#);

@@ -74,13 +74,7 @@ fn the_classic_app_behind_haproxy_and_wsgate_with_default_transports() {
     assert!(body(&page).contains("socket.io.js"), "the app's index.html");
     // The default `io()`: polling first, then the upgrade.
     let mut a = SioClient::spawn(&url, r#"{"transports":["polling","websocket"]}"#);
-    // Socket.IO's connect and Engine.IO's upgrade race each other; both must come. The
-    // upgrade event is the proof that it started on polling: Engine.IO upgrades only from it.
-    let mut first_two = [a.next(), a.next()];
-    first_two.sort();
-    let [connected, upgraded] = first_two;
-    assert!(connected.starts_with("connect {"), "{connected}");
-    assert_eq!(upgraded, r#"upgrade {"transport":"websocket"}"#);
+    a.connected_then_upgraded();
     // A polling-only client gets the app's `hi` and everyone's chat.
     let mut b = SioClient::spawn(&url, r#"{"transports":["polling"]}"#);
     assert!(b.connected().contains(r#""transport":"polling""#));

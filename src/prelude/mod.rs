@@ -24,7 +24,6 @@ use crate::config::{LimitsConfig, ProxyConfig, ProxyMode};
 use crate::gateway::{Gateway, Health, SessionPermit};
 use crate::hub::{Membership, Protocol};
 use crate::info;
-use crate::log::{Level, Secs};
 use crate::metrics::Family;
 use crate::session::{self, Peer, Polling, Session, Stats};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
@@ -497,26 +496,14 @@ async fn run_session(
         upgrade: upgrade.as_deref(),
     };
     let end = session::run(stream, leftover, membership, who, &gw.sessions, &mut stats).await;
-    gw.metrics.count(Family::Closed, end.as_str());
-    let duration = Secs(opened.elapsed().as_secs_f64());
-    let level = if end.is_client_fault() {
-        Level::Warn
-    } else {
-        Level::Info
+    // Built again rather than kept: the task's state would hold both across the session.
+    let who = Session {
+        room: &room,
+        protocol,
+        peer: &peer,
+        upgrade: upgrade.as_deref(),
     };
-    crate::log_at!(
-        level,
-        "close",
-        conn = peer.conn,
-        client = peer.client,
-        room = room,
-        duration = duration,
-        code = end.logged_code(),
-        reason = end.as_str(),
-        msgs_in = stats.msgs_in,
-        frames_out = stats.frames_out,
-        tcp = if stats.reset { "reset" } else { "fin" }
-    );
+    session::log_close(&gw.sessions, &who, opened, end, &stats);
     // Counted out only now: the drain waits for the last permit, so every close line is
     // written before the process exits. A session taken over from polling holds the
     // polling session's.

@@ -25,7 +25,8 @@
 use crate::config::SessionConfig;
 use crate::frame::Kind;
 use crate::hub::{Hub, Membership, Protocol, Signal};
-use crate::metrics::Metrics;
+use crate::log::{Level, Secs};
+use crate::metrics::{Family, Metrics};
 use crate::sio;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -171,6 +172,8 @@ pub struct Stats {
     pub frames_out: u64,
     /// The close did not finish within `close_timeout` and the connection was reset.
     pub reset: bool,
+    /// A session on the polling transport.
+    pub polling: bool,
 }
 
 /// The tungstenite settings for a session: small buffers, our limits.
@@ -494,6 +497,37 @@ fn classify(e: &WsError) -> End {
         WsError::ConnectionClosed | WsError::AlreadyClosed => End::Eof,
         _ => End::IoError,
     }
+}
+
+/// Counts a session's end by reason and writes its close line (WARN when the client caused
+/// it): one format for both transports. `tcp` says how the connection ended (`fin`, `reset`),
+/// or `-` for a polling session, which has no one connection.
+pub fn log_close(ctx: &SessionCtx, who: &Session<'_>, opened: Instant, end: End, stats: &Stats) {
+    ctx.metrics.count(Family::Closed, end.as_str());
+    let level = if end.is_client_fault() {
+        Level::Warn
+    } else {
+        Level::Info
+    };
+    let (transport, tcp) = match (stats.polling, stats.reset) {
+        (true, _) => ("polling", "-"),
+        (false, true) => ("websocket", "reset"),
+        (false, false) => ("websocket", "fin"),
+    };
+    crate::log_at!(
+        level,
+        "close",
+        conn = who.peer.conn,
+        client = who.peer.client,
+        room = who.room,
+        duration = Secs(opened.elapsed().as_secs_f64()),
+        code = end.logged_code(),
+        reason = end.as_str(),
+        msgs_in = stats.msgs_in,
+        frames_out = stats.frames_out,
+        transport = transport,
+        tcp = tcp
+    );
 }
 
 /// Counts one packet from a client, logs it when `--log-messages` asks, and takes a token

@@ -29,7 +29,7 @@ use crate::frame::{self, Frame, Kind};
 use crate::gateway::SessionPermit;
 use crate::hub::{Membership, Protocol, Signal};
 use crate::lock::mutex as lock;
-use crate::log::{Level, Secs};
+use crate::log::Secs;
 use crate::metrics::Family;
 use crate::sio;
 use smol::Timer;
@@ -159,7 +159,10 @@ impl Polling {
                 upgraded: false,
                 end: None,
                 bucket: TokenBucket::new(ctx.max_messages_per_second),
-                stats: Stats::default(),
+                stats: Stats {
+                    polling: true,
+                    ..Stats::default()
+                },
             }),
         });
         lock(&ctx.polling.map).insert(p.sid.clone(), p.clone());
@@ -442,25 +445,13 @@ impl Polling {
         st.end = Some(end);
         self.ctx.polling.remove(&self.sid);
         drop(st.membership.take());
-        self.ctx.metrics.count(Family::Closed, end.as_str());
-        let level = if end.is_client_fault() {
-            Level::Warn
-        } else {
-            Level::Info
+        let who = Session {
+            room: &self.room,
+            protocol: Protocol::SocketIo,
+            peer: &self.peer,
+            upgrade: None,
         };
-        crate::log_at!(
-            level,
-            "close",
-            conn = self.peer.conn,
-            client = self.peer.client,
-            room = self.room,
-            duration = Secs(self.opened.elapsed().as_secs_f64()),
-            code = end.logged_code(),
-            reason = end.as_str(),
-            msgs_in = st.stats.msgs_in,
-            frames_out = st.stats.frames_out,
-            transport = "polling"
-        );
+        super::log_close(&self.ctx, &who, self.opened, end, &st.stats);
         // After the close line: the drain waits for the last permit.
         drop(st.permit.take());
         for w in [st.get_waker.take(), st.keeper_waker.take()]

@@ -169,6 +169,26 @@ impl SioClient {
         l
     }
 
+    /// For a client with the default transports: waits for both its `connect` and its
+    /// `upgrade` to a WebSocket (they race each other), and returns the `connect` line. The
+    /// upgrade is the proof that it started on polling: Engine.IO upgrades only from it.
+    pub fn connected_then_upgraded(&mut self) -> String {
+        let mut first_two = [self.next(), self.next()];
+        first_two.sort();
+        let [connected, upgraded] = first_two;
+        assert!(
+            connected.starts_with("connect {"),
+            "{connected}; {:?}",
+            self.seen
+        );
+        assert_eq!(
+            upgraded, r#"upgrade {"transport":"websocket"}"#,
+            "{:?}",
+            self.seen
+        );
+        connected
+    }
+
     /// Reads lines (pings counted) for `d`; fails on any other line.
     pub fn quiet_for(&mut self, d: Duration) {
         if let Some(l) = self.next_within(d) {
