@@ -1,16 +1,36 @@
-//! The operators' listener (`--admin-listen`): `/metrics` in the Prometheus text format and
-//! `/healthz`. No PROXY protocol and no WebSocket here; bind it to loopback or a private
-//! address that the load balancer does not forward to.
+//! The operators' listener (`--admin-listen`): `/metrics` in the Prometheus text format,
+//! `/healthz`, and with `--api-key-file` the publish API for the app's backend:
+//!
+//! ```text
+//! POST /publish/{room}   Authorization: Bearer KEY   -> 200 {"room":..,"delivered":N}
+//!      text/plain: a text message (Socket.IO clients: `chat message` with it)
+//!      ?event=NAME + a JSON array: Socket.IO event NAME with those arguments
+//!      application/octet-stream: a binary message (plain clients)
+//! GET  /rooms            Authorization: Bearer KEY   -> 200 {"rooms":[{"name":..,"members":N}]}
+//! ```
+//! No PROXY protocol and no WebSocket here; bind it to loopback or a private address that the
+//! load balancer does not forward to: the key is all that stands between a caller and every
+//! room.
 
+use crate::auth;
 use crate::error;
+use crate::frame::Kind;
 use crate::gateway::Gateway;
+use crate::hub::Payload;
+use crate::json::{self, Escaped};
+use crate::metrics::Family;
+use crate::prelude::framing::{self, BodyLen};
 use crate::prelude::health_response;
 use crate::prelude::http::{self, Head, Status};
+use crate::sio;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
-use std::net::{TcpListener, TcpStream};
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// Largest admin request head.
 const MAX_HEAD: usize = 4096;
@@ -33,13 +53,24 @@ pub async fn run(listener: Async<TcpListener>, gw: Arc<Gateway>) {
 
 async fn serve(mut stream: Async<TcpStream>, gw: Arc<Gateway>) {
     let timeout = gw.config.prelude.header_timeout;
+    let peer = stream.get_ref().peer_addr().ok();
     let mut buf = [0u8; MAX_HEAD];
     let mut filled = 0;
     let head = async {
         loop {
             match http::parse_head(&buf[..filled]) {
-                Ok(Head::Complete { request, .. }) => {
-                    return Some(answer(&gw, request.method, request.target))
+                Ok(Head::Complete { request, len }) => {
+                    let path = request
+                        .target
+                        .split_once('?')
+                        .map_or(request.target, |(p, _)| p);
+                    if path == "/rooms" || path.starts_with("/publish/") {
+                        let (head, rest) = buf[..filled].split_at(len);
+                        let rest = rest.to_vec();
+                        let head = head.to_vec();
+                        return Some(api(&gw, &head, rest, &mut stream, peer).await);
+                    }
+                    return Some(answer(&gw, request.method, request.target));
                 }
                 Ok(Head::Partial) if filled < buf.len() => {}
                 Ok(Head::Partial) => {
@@ -66,6 +97,200 @@ async fn serve(mut stream: Async<TcpStream>, gw: Arc<Gateway>) {
     if let Some(r) = resp {
         let _ = stream.write_all(&r).await;
     }
+}
+
+/// One request of the publish API (head parsed, `rest` read after it).
+async fn api(
+    gw: &Gateway,
+    head: &[u8],
+    rest: Vec<u8>,
+    stream: &mut Async<TcpStream>,
+    peer: Option<SocketAddr>,
+) -> Vec<u8> {
+    let client = peer.map_or("-".to_string(), |p| p.to_string());
+    let refuse =
+        |status: Status, reason: &'static str, why: &dyn std::fmt::Display, extra: &str| {
+            gw.metrics.count(Family::ApiRefused, reason);
+            crate::warn!(
+                "api_refused",
+                client = client,
+                status = status.code(),
+                reason = reason,
+                detail = why
+            );
+            http::error_response(status, extra, why)
+        };
+    let Some(key) = &gw.config.auth.api_key else {
+        return refuse(
+            Status::NotFound,
+            "api_off",
+            &"the publish API is off (--api-key-file)",
+            "",
+        );
+    };
+    let mut hs = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut hs);
+    let _ = req.parse(head);
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("/");
+    let headers = &*req.headers;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let given = auth::request_token("", framing::header(headers, "authorization"));
+    let key_ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(&key.0)));
+    if !key_ok {
+        // The key is never logged, right or wrong.
+        let why = "missing or wrong API key (Authorization: Bearer KEY)";
+        return refuse(
+            Status::Unauthorized,
+            "api_key",
+            &why,
+            "WWW-Authenticate: Bearer\r\n",
+        );
+    }
+    if path == "/rooms" {
+        if method != "GET" {
+            return refuse(
+                Status::MethodNotAllowed,
+                "api_method",
+                &method,
+                "Allow: GET\r\n",
+            );
+        }
+        let mut body = String::from("{\"rooms\":[");
+        for (i, (name, members)) in gw.hub.room_list().iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(
+                body,
+                "{comma}{{\"name\":\"{}\",\"members\":{members}}}",
+                Escaped(name)
+            );
+        }
+        body.push_str("]}\n");
+        return http::response(Status::Ok, "application/json", "", body.as_bytes(), false);
+    }
+    if method != "POST" {
+        return refuse(
+            Status::MethodNotAllowed,
+            "api_method",
+            &method,
+            "Allow: POST\r\n",
+        );
+    }
+    let room = path.strip_prefix("/publish/").unwrap_or_default();
+    if !crate::hub::valid_room(room) {
+        return refuse(
+            Status::BadRequest,
+            "api_bad_room",
+            &"room names are [A-Za-z0-9_.-]{1,64}",
+            "",
+        );
+    }
+    let max = gw.config.session.max_message_bytes;
+    let len = match framing::request_body(headers) {
+        Ok(BodyLen::Length(n)) if n > max as u64 => {
+            let why = format!("{n} bytes is over --max-message-bytes ({max})");
+            return refuse(Status::PayloadTooLarge, "api_too_big", &why, "");
+        }
+        Ok(BodyLen::Length(n)) => n as usize,
+        Ok(BodyLen::None) => 0,
+        Ok(_) => {
+            return refuse(
+                Status::BadRequest,
+                "api_no_length",
+                &"a body needs a Content-Length",
+                "",
+            )
+        }
+        Err(e) => return refuse(Status::BadRequest, e.as_str(), &e, ""),
+    };
+    let mut body = rest;
+    body.truncate(len);
+    if body.len() < len {
+        let have = body.len();
+        body.resize(len, 0);
+        if stream.read_exact(&mut body[have..]).await.is_err() {
+            return refuse(
+                Status::BadRequest,
+                "api_body_incomplete",
+                &"the body ended early",
+                "",
+            );
+        }
+    }
+    let ctype = framing::header(headers, "content-type").unwrap_or(b"text/plain");
+    let event = query.split('&').find_map(|kv| kv.strip_prefix("event="));
+    let payload = match publish_payload(ctype, event, &body) {
+        Ok(p) => p,
+        Err(why) => return refuse(Status::BadRequest, "api_bad_body", &why, ""),
+    };
+    let d = gw.hub.publish_from_outside(room, payload.as_payload());
+    gw.metrics.api_publishes.fetch_add(1, Relaxed);
+    crate::info!(
+        "api_publish",
+        client = client,
+        room = room,
+        bytes = body.len(),
+        delivered = d.delivered
+    );
+    let answer = format!("{{\"room\":\"{room}\",\"delivered\":{}}}\n", d.delivered);
+    http::response(Status::Ok, "application/json", "", answer.as_bytes(), false)
+}
+
+/// What an API publish carries, owned for as long as it is published.
+enum Published {
+    Text(String),
+    Binary(Vec<u8>),
+    Event { args: String, chat: Option<String> },
+}
+
+impl Published {
+    fn as_payload(&self) -> Payload<'_> {
+        match self {
+            Published::Text(t) => Payload::Raw {
+                kind: Kind::Text,
+                data: t.as_bytes(),
+            },
+            Published::Binary(b) => Payload::Raw {
+                kind: Kind::Binary,
+                data: b,
+            },
+            Published::Event { args, chat } => Payload::SocketIo {
+                args,
+                chat: chat.as_deref(),
+            },
+        }
+    }
+}
+
+/// The message an API body is: an event with `?event=NAME` (a JSON array of its arguments),
+/// binary for `application/octet-stream`, else UTF-8 text.
+fn publish_payload(ctype: &[u8], event: Option<&str>, body: &[u8]) -> Result<Published, String> {
+    let ctype = String::from_utf8_lossy(ctype).to_ascii_lowercase();
+    if let Some(raw) = event {
+        let name = crate::percent::decode(raw.as_bytes())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or("?event= is not UTF-8 text")?;
+        if name.is_empty() || sio::is_reserved(&name) {
+            return Err(format!("{name:?} is not an event name a client accepts"));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 JSON")?;
+        let items =
+            json::elements(text).ok_or("with ?event= the body is a JSON array of its arguments")?;
+        let mut args = format!("[\"{}\"", Escaped(&name));
+        for item in items {
+            args.push(',');
+            args.push_str(item.trim());
+        }
+        args.push(']');
+        let chat = sio::chat_text(&args);
+        return Ok(Published::Event { args, chat });
+    }
+    if ctype.starts_with("application/octet-stream") {
+        return Ok(Published::Binary(body.to_vec()));
+    }
+    String::from_utf8(body.to_vec())
+        .map(Published::Text)
+        .map_err(|_| "a text body must be UTF-8 (send binary as application/octet-stream)".into())
 }
 
 /// The response for an admin request.

@@ -55,6 +55,56 @@ pub struct Config {
     pub backplane: Option<BackplaneConfig>,
     /// `--upstream`: wsgate in nginx's place, in front of an existing app. Default: off.
     pub upstream: Option<UpstreamConfig>,
+    /// Handshake tokens and the publish API. Default: both off.
+    pub auth: AuthConfig,
+}
+
+/// Access control (`--jwt-secret-file`) and the publish API (`--api-key-file`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The HS256 key. When set, every session must present a valid token. Default: off.
+    pub jwt_secret: Option<Secret>,
+    /// Clock skew allowed on a token's `exp` and `nbf`. Default 5 s.
+    pub leeway: Duration,
+    /// When set, a token's `aud` must name it. Default: not checked.
+    pub audience: Option<String>,
+    /// The key of `POST /publish/{room}` and `GET /rooms` on the admin listener; without it
+    /// the API is off. Default: off.
+    pub api_key: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            leeway: Duration::from_secs(5),
+            audience: None,
+            api_key: None,
+        }
+    }
+}
+
+/// A key read from a file or the environment: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl Secret {
+    /// A key from a file's or variable's contents, a trailing line end dropped; an empty key
+    /// is refused (it would let anyone sign).
+    pub fn from_text(text: &[u8], what: &str) -> Result<Secret, String> {
+        let key = text.strip_suffix(b"\n").unwrap_or(text);
+        let key = key.strip_suffix(b"\r").unwrap_or(key);
+        if key.is_empty() {
+            return Err(format!("{what} is empty"));
+        }
+        Ok(Secret(key.to_vec()))
+    }
 }
 
 /// Proxying to an app on this host (`--upstream http://HOST:PORT`), as nginx's
@@ -156,6 +206,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
+        }
+        if self.auth.api_key.is_some() && self.admin_listen.is_none() {
+            return Err(
+                "--api-key-file serves its API on the admin listener: set --admin-listen".into(),
+            );
         }
         if self.prelude.max_head_bytes < MIN_HEAD_BYTES {
             return Err(format!(
@@ -278,6 +333,10 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("upstream-max-head-bytes", u.max_head_bytes.to_string()),
         ("upstream-tunnel-buffer", u.tunnel_buffer_bytes.to_string()),
         ("upstream-ping", "(off)".into()),
+        ("jwt-secret-file", "(off)".into()),
+        ("jwt-leeway", d(c.auth.leeway)),
+        ("jwt-audience", "(not checked)".into()),
+        ("api-key-file", "(off)".into()),
         ("redis", "(off)".into()),
         ("redis-channel-prefix", b.channel_prefix),
         ("redis-queue", b.queue_messages.to_string()),
@@ -494,6 +553,7 @@ impl Default for Config {
             static_dir: None,
             backplane: None,
             upstream: None,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -104,6 +104,7 @@ impl Gateway {
             hub: hub.clone(),
             metrics: metrics.clone(),
             polling: Default::default(),
+            auth: crate::auth::Auth::new(&config.auth),
             sid_prefix: backplane
                 .as_ref()
                 .map_or(String::new(), |b| b.sid_prefix().to_owned()),

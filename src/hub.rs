@@ -308,6 +308,27 @@ impl Hub {
         lock(&self.rooms).len()
     }
 
+    /// Every room and its member count now, by name.
+    pub fn room_list(&self) -> Vec<(String, usize)> {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let mut list: Vec<(String, usize)> = rooms
+            .iter()
+            .map(|r| (r.name.to_string(), read(&r.members).len()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Publishes `payload` into `room` from outside any session (the publish API): to every
+    /// member here, and through the relay (the backplane) to every other instance.
+    pub fn publish_from_outside(&self, room: &str, payload: Payload<'_>) -> Delivery {
+        let d = self.deliver(room, payload);
+        if let Some(relay) = &self.relay {
+            relay.relay(room, &payload);
+        }
+        d
+    }
+
     /// Members in `room` now (0 if it does not exist).
     pub fn members(&self, room: &str) -> usize {
         lock(&self.rooms)

@@ -105,6 +105,61 @@ fn value_end(b: &[u8], i: usize, depth: usize) -> Option<usize> {
     }
 }
 
+/// The members of the JSON object that `text` is exactly (whitespace around it allowed): each
+/// key, unescaped, with its value's raw text. `None` unless `text` is one valid object.
+pub fn members(text: &str) -> Option<Vec<(String, &str)>> {
+    let items = items(text, b'{')?;
+    items
+        .into_iter()
+        .map(|(key, v)| Some((unescape(key?)?, v)))
+        .collect()
+}
+
+/// The elements of the JSON array that `text` is exactly, as raw text each.
+pub fn elements(text: &str) -> Option<Vec<&str>> {
+    Some(items(text, b'[')?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The decoded string that the raw JSON value `v` is, if it is one.
+pub fn as_string(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    (b.first() == Some(&b'"') && string_len(b) == Some(b.len()))
+        .then(|| unescape(&v[1..v.len() - 1]))
+        .flatten()
+}
+
+/// The top-level items of the container `text` is exactly: for an object the raw key (inside
+/// its quotes) and value, for an array the values.
+fn items(text: &str, open: u8) -> Option<Vec<(Option<&str>, &str)>> {
+    let b = text.as_bytes();
+    let start = skip_ws(b, 0);
+    if b.get(start) != Some(&open) || value_len(b)? != b.len() {
+        return None;
+    }
+    let (object, close) = (open == b'{', if open == b'{' { b'}' } else { b']' });
+    let mut out = Vec::new();
+    let mut i = skip_ws(b, start + 1);
+    if b.get(i) == Some(&close) {
+        return Some(out);
+    }
+    loop {
+        let mut key = None;
+        if object {
+            let len = string_len(&b[i..])?;
+            key = Some(&text[i + 1..i + len - 1]);
+            i = skip_ws(b, i + len) + 1; // past ':' (validated above)
+            i = skip_ws(b, i);
+        }
+        let end = value_end(b, i, 1)?;
+        out.push((key, &text[i..end]));
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            _ => return Some(out),
+        }
+    }
+}
+
 fn container(b: &[u8], start: usize, close: u8, depth: usize, object: bool) -> Option<usize> {
     let mut i = skip_ws(b, start + 1);
     if b.get(i) == Some(&close) {
@@ -194,5 +249,26 @@ pub fn string_end(b: &[u8]) -> Result<usize, usize> {
             c if c < 0x20 => return Err(i),
             _ => i += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_and_elements() {
+        let m = members(r#" {"a":1, "b\u0063" : [true, "x"], "c":{"d":null}} "#).unwrap();
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "bc", "c"]);
+        assert_eq!(m[1].1, r#"[true, "x"]"#);
+        assert_eq!(elements(m[1].1).unwrap(), ["true", r#""x""#]);
+        assert_eq!(members("{}").unwrap(), []);
+        assert_eq!(elements("[ ]").unwrap(), Vec::<&str>::new());
+        for bad in ["", "[1]", "{\"a\":1", "{\"a\":1} x", "{a:1}"] {
+            assert!(members(bad).is_none(), "{bad}");
+        }
+        assert_eq!(as_string(r#""h\u00e9""#).as_deref(), Some("hé"));
+        assert_eq!(as_string("1"), None);
     }
 }

@@ -47,6 +47,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod admin;
+pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod executor;
@@ -62,3 +63,4 @@ pub mod prelude;
 pub mod server;
 pub mod session;
 pub mod sio;
+pub mod token;

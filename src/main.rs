@@ -207,6 +207,23 @@ struct Args {
     /// with --advertise: how often this instance announces itself on the backplane
     #[argh(option, from_str_fn(duration))]
     announce_interval: Option<Duration>,
+
+    /// file holding the HS256 key for handshake tokens (or env WSGATE_JWT_SECRET); when set,
+    /// every session must present a valid token
+    #[argh(option)]
+    jwt_secret_file: Option<std::path::PathBuf>,
+
+    /// clock skew allowed on a token's exp and nbf
+    #[argh(option, from_str_fn(duration))]
+    jwt_leeway: Option<Duration>,
+
+    /// when set, a token's aud must name it
+    #[argh(option)]
+    jwt_audience: Option<String>,
+
+    /// file holding the key of the publish API on the admin listener (or env WSGATE_API_KEY)
+    #[argh(option)]
+    api_key_file: Option<std::path::PathBuf>,
 }
 
 fn log_format(s: &str) -> Result<LogFormat, String> {
@@ -230,9 +247,11 @@ macro_rules! set {
 }
 
 impl Args {
-    /// The flags over [`Config::default`], validated. `env_password` is
-    /// `WSGATE_REDIS_PASSWORD`, used when the URL has no password.
-    fn into_config(self, env_password: Option<String>) -> Result<Config, String> {
+    /// The flags over [`Config::default`], validated. `env` reads the environment:
+    /// `WSGATE_REDIS_PASSWORD` (used when the URL has no password), `WSGATE_JWT_SECRET` and
+    /// `WSGATE_API_KEY` (used when their file flags are not given).
+    fn into_config(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let env_password = env("WSGATE_REDIS_PASSWORD");
         let mut c = Config::default();
         set! {
             c.listen => self.listen,
@@ -300,6 +319,26 @@ impl Args {
         } else if self.advertise.is_some() {
             return Err("--advertise needs --redis".into());
         }
+        let secret = |file: &Option<std::path::PathBuf>, var: &str, flag: &str| match file {
+            Some(path) => {
+                let text =
+                    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+                config::Secret::from_text(&text, &format!("{flag} {}", path.display())).map(Some)
+            }
+            None => env(var)
+                .map(|v| config::Secret::from_text(v.as_bytes(), var))
+                .transpose(),
+        };
+        c.auth.jwt_secret = secret(
+            &self.jwt_secret_file,
+            "WSGATE_JWT_SECRET",
+            "--jwt-secret-file",
+        )?;
+        c.auth.api_key = secret(&self.api_key_file, "WSGATE_API_KEY", "--api-key-file")?;
+        set! {
+            c.auth.leeway => self.jwt_leeway,
+        }
+        c.auth.audience = self.jwt_audience;
         c.validate()?;
         Ok(c)
     }
@@ -332,9 +371,8 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let env_password = std::env::var("WSGATE_REDIS_PASSWORD").ok();
     let max_connections_given = args.max_connections.is_some();
-    let config = match args.into_config(env_password) {
+    let config = match args.into_config(|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsgate: {e}");
@@ -394,6 +432,16 @@ fn main() -> ExitCode {
         threads = threads,
         proxy_protocol = format!("{:?}", config.proxy.mode).to_lowercase(),
         upstream = config.upstream.as_ref().map_or("off", |u| u.name.as_str()),
+        tokens = if config.auth.jwt_secret.is_some() {
+            "hs256"
+        } else {
+            "off"
+        },
+        publish_api = if config.auth.api_key.is_some() {
+            "on"
+        } else {
+            "off"
+        },
         version = env!("CARGO_PKG_VERSION")
     );
     let mut config = config;

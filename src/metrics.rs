@@ -46,6 +46,8 @@ pub struct Metrics {
     pub sio_upgrades: AtomicU64,
     /// Connections passed to the instance that owns their polling session.
     pub peer_forwards: AtomicU64,
+    /// Messages published through the API (`POST /publish/{room}`).
+    pub api_publishes: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -70,6 +72,10 @@ pub enum Family {
     UpstreamError,
     /// Socket.IO sessions opened, by the transport they opened on.
     SioTransport,
+    /// Sessions refused for their token, by reason (`--jwt-secret-file`).
+    AuthRefused,
+    /// Publish API requests refused, by reason.
+    ApiRefused,
 }
 
 impl Family {
@@ -115,6 +121,16 @@ impl Family {
                 "reason",
                 "Proxied requests answered 502 or 504, by reason.",
             ),
+            Family::ApiRefused => (
+                "wsgate_api_refused_total",
+                "reason",
+                "Publish API requests refused (401, 400, 413, ...), by reason.",
+            ),
+            Family::AuthRefused => (
+                "wsgate_auth_refused_total",
+                "reason",
+                "Sessions refused for their token (401, 403, or Socket.IO connect_error), by reason.",
+            ),
             Family::SioTransport => (
                 "wsgate_socketio_sessions_total",
                 "transport",
@@ -124,7 +140,7 @@ impl Family {
     }
 }
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 11] = [
     Family::Closed,
     Family::Refused,
     Family::ProxyError,
@@ -134,6 +150,8 @@ const FAMILIES: [Family; 9] = [
     Family::UpstreamResponse,
     Family::UpstreamError,
     Family::SioTransport,
+    Family::AuthRefused,
+    Family::ApiRefused,
 ];
 
 impl Metrics {
@@ -185,7 +203,7 @@ impl Metrics {
             "WebSocket tunnels to --upstream open now.",
             self.tunnels_open.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -250,6 +268,11 @@ impl Metrics {
                 "wsgate_peer_forwards_total",
                 "Connections passed to the instance that owns their polling session.",
                 &self.peer_forwards,
+            ),
+            (
+                "wsgate_api_publishes_total",
+                "Messages published through the API (POST /publish/{room}).",
+                &self.api_publishes,
             ),
             (
                 "wsgate_close_aborts_total",

@@ -27,8 +27,9 @@ pub enum Packet<'a> {
     Pong,
     /// Engine.IO `6`.
     Noop,
-    /// Socket.IO `0`: connect to a namespace.
-    Connect { ns: &'a str },
+    /// Socket.IO `0`: connect to a namespace; `data` is the client's `auth` object as sent
+    /// (raw JSON), or empty.
+    Connect { ns: &'a str, data: &'a str },
     /// Socket.IO `1`: leave a namespace.
     Disconnect { ns: &'a str },
     /// Socket.IO `2`: an event; `args` is the JSON array `["name", ...]`.
@@ -156,7 +157,7 @@ fn parse_socket(s: &str) -> Result<Packet<'_>, SioError> {
         }
     }
     match kind {
-        b'0' if optional_json(rest, b'{') => Ok(Packet::Connect { ns }),
+        b'0' if optional_json(rest, b'{') => Ok(Packet::Connect { ns, data: rest }),
         b'0' => Err(SioError::BadJson),
         b'1' if rest.is_empty() => Ok(Packet::Disconnect { ns }),
         b'1' => Err(SioError::BadJson),
@@ -220,7 +221,7 @@ const RESERVED_EVENTS: [&str; 6] = [
 
 /// Whether a raw (still escaped) event name is reserved, escapes decoded first so that
 /// `"dis\u0063onnect"` does not slip through.
-fn is_reserved(raw: &str) -> bool {
+pub fn is_reserved(raw: &str) -> bool {
     if raw.contains('\\') {
         json::unescape(raw).is_some_and(|n| RESERVED_EVENTS.contains(&n.as_str()))
     } else {
@@ -279,6 +280,22 @@ pub fn connect_ok(sid: &str) -> String {
     format!("40{{\"sid\":\"{sid}\"}}")
 }
 
+/// The `token` string of a CONNECT's `auth` object (`io({ auth: { token } })`), if any.
+pub fn auth_token(data: &str) -> Option<String> {
+    json::members(data)?
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .and_then(|(_, v)| json::as_string(v))
+}
+
+/// The Socket.IO connect error for the main namespace, with a message for `connect_error`.
+pub fn connect_refused(message: &str) -> String {
+    let mut out = String::from("44{\"message\":\"");
+    let _ = write!(out, "{}", json::Escaped(message));
+    out.push_str("\"}");
+    out
+}
+
 /// The Socket.IO connect error for a namespace we do not serve.
 pub fn connect_error(ns: &str) -> String {
     let mut out = String::from("44");
@@ -328,13 +345,28 @@ mod tests {
 
     #[test]
     fn socket_packets() {
-        assert_eq!(parse("40"), Ok(Packet::Connect { ns: "/" }));
+        assert_eq!(parse("40"), Ok(Packet::Connect { ns: "/", data: "" }));
         assert_eq!(
             parse("40{\"token\":\"abc\"}"),
-            Ok(Packet::Connect { ns: "/" })
+            Ok(Packet::Connect {
+                ns: "/",
+                data: "{\"token\":\"abc\"}"
+            })
         );
-        assert_eq!(parse("40/admin,"), Ok(Packet::Connect { ns: "/admin" }));
-        assert_eq!(parse("40/admin"), Ok(Packet::Connect { ns: "/admin" }));
+        assert_eq!(
+            parse("40/admin,"),
+            Ok(Packet::Connect {
+                ns: "/admin",
+                data: ""
+            })
+        );
+        assert_eq!(
+            parse("40/admin"),
+            Ok(Packet::Connect {
+                ns: "/admin",
+                data: ""
+            })
+        );
         assert_eq!(parse("41"), Ok(Packet::Disconnect { ns: "/" }));
         assert_eq!(
             parse("42[\"chat message\",\"hi\"]"),
@@ -487,6 +519,16 @@ mod tests {
             "44/admin,{\"message\":\"Invalid namespace\"}"
         );
         assert_eq!(ack(5), "435[]");
+        assert_eq!(
+            connect_refused("no \"token\""),
+            "44{\"message\":\"no \\\"token\\\"\"}"
+        );
+        assert_eq!(
+            auth_token("{\"token\":\"a.b\",\"x\":1}").as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(auth_token("{\"token\":1}"), None);
+        assert_eq!(auth_token(""), None);
         let sid = new_sid();
         assert_eq!(sid.len(), 20);
         assert_ne!(sid, new_sid());

@@ -148,6 +148,7 @@ mod tests {
             ws_key: Some(b"dGhlIHNhbXBsZSBub25jZQ=="),
             ws_version: Some(b"13"),
             origin: None,
+            authorization: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub ws_version: Option<&'a [u8]>,
     /// `Origin` (browsers send it; other clients usually do not).
     pub origin: Option<&'a [u8]>,
+    /// `Authorization` (a `Bearer` token, when `--jwt-secret-file` is set).
+    pub authorization: Option<&'a [u8]>,
 }
 
 /// What [`parse_head`] found.
@@ -83,8 +85,9 @@ pub struct HeadAt {
     pub len: usize,
     method: Span,
     target: Span,
-    /// `upgrade`, `connection`, `ws_key`, `ws_version`, `origin`, in [`Request`]'s order.
-    headers: [Option<Span>; 5],
+    /// `upgrade`, `connection`, `ws_key`, `ws_version`, `origin`, `authorization`, in
+    /// [`Request`]'s order.
+    headers: [Option<Span>; 6],
 }
 
 /// `start..end` of a field within the parsed buffer.
@@ -104,8 +107,15 @@ impl HeadAt {
             len,
             method: span(r.method.as_bytes()),
             target: span(r.target.as_bytes()),
-            headers: [r.upgrade, r.connection, r.ws_key, r.ws_version, r.origin]
-                .map(|h| h.map(span)),
+            headers: [
+                r.upgrade,
+                r.connection,
+                r.ws_key,
+                r.ws_version,
+                r.origin,
+                r.authorization,
+            ]
+            .map(|h| h.map(span)),
         }
     }
 
@@ -114,7 +124,8 @@ impl HeadAt {
         let bytes = |(s, e): Span| buf.get(s as usize..e as usize).unwrap_or_default();
         // Both were checked to be tokens and visible ASCII by httparse.
         let text = |s: Span| std::str::from_utf8(bytes(s)).unwrap_or_default();
-        let [upgrade, connection, ws_key, ws_version, origin] = self.headers.map(|h| h.map(bytes));
+        let [upgrade, connection, ws_key, ws_version, origin, authorization] =
+            self.headers.map(|h| h.map(bytes));
         Request {
             method: text(self.method),
             target: text(self.target),
@@ -123,6 +134,7 @@ impl HeadAt {
             ws_key,
             ws_version,
             origin,
+            authorization,
         }
     }
 }
@@ -163,6 +175,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Head<'_>, HttpError> {
             &mut request.ws_version
         } else if h.name.eq_ignore_ascii_case("origin") {
             &mut request.origin
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            &mut request.authorization
         } else {
             continue;
         };
@@ -200,6 +214,7 @@ pub enum Status {
     Ok,
     NoContent,
     BadRequest,
+    Unauthorized,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -220,6 +235,7 @@ impl Status {
             Status::Ok => 200,
             Status::NoContent => 204,
             Status::BadRequest => 400,
+            Status::Unauthorized => 401,
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
@@ -240,6 +256,7 @@ impl Status {
             Status::Ok => "OK",
             Status::NoContent => "No Content",
             Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",

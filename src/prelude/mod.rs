@@ -20,6 +20,7 @@ pub mod static_files;
 pub mod tunnel;
 mod upstream;
 
+use crate::auth::{self, Access};
 use crate::config::{LimitsConfig, ProxyConfig, ProxyMode};
 use crate::gateway::{Gateway, Health, SessionPermit};
 use crate::hub::{Membership, Protocol};
@@ -87,6 +88,8 @@ enum Answer<'a> {
         /// then shares).
         permit: Option<SessionPermit>,
         upgrade: Option<Arc<Polling>>,
+        /// What its token allows.
+        access: Access,
     },
     /// A request of Engine.IO's polling transport.
     Polling { sid: Option<&'a str>, room: &'a str },
@@ -232,6 +235,7 @@ async fn answer(
                 sid: sid.map(str::to_owned),
                 room: room.to_owned(),
                 last,
+                token: auth::request_token(request.target, request.authorization),
             };
             return polling::answer(stream, buf, head, pre, gw, req).await;
         }
@@ -241,6 +245,7 @@ async fn answer(
             accept,
             permit,
             upgrade,
+            access,
         } => {
             // Plain clients join before the 101 goes out: a client that saw its upgrade
             // succeed is already in the room and gets the next message sent there. Socket.IO
@@ -266,6 +271,7 @@ async fn answer(
                 proxy: pre.proxy.clone(),
                 permit,
                 upgrade,
+                access,
             };
             // A fresh task keeps the prelude's buffers out of the long-lived future.
             let gw2 = gw.clone();
@@ -372,13 +378,15 @@ fn route_request<'r>(
             };
             let accept = handshake::check(request)?;
             check_origin(&cfg.limits, request.origin)?;
-            // No admission of its own: it shares the polling session's.
+            // No admission of its own: it shares the polling session's, and takes over its
+            // grant at the switch.
             return Ok(Answer::Upgrade {
                 room: Cow::Owned(polling.room.to_string()),
                 protocol: Protocol::SocketIo,
                 accept,
                 permit: None,
                 upgrade: Some(polling),
+                access: Access::Open,
             });
         }
         Route::Upgrade { room } => (room, Protocol::Raw),
@@ -386,6 +394,17 @@ fn route_request<'r>(
     };
     let accept = handshake::check(request)?;
     check_origin(&cfg.limits, request.origin)?;
+    let token = || auth::request_token(request.target, request.authorization);
+    let access = match (&gw.sessions.auth, protocol) {
+        (None, _) => Access::Open,
+        // Checked here, before the 101: a refusal is a 401 or 403.
+        (Some(a), Protocol::Raw) => {
+            let grant = a.admit(token().as_deref(), room).map_err(Reject::denied)?;
+            Access::Granted(Box::new(grant))
+        }
+        // Checked at its CONNECT, where a refusal is Socket.IO's `connect_error`.
+        (Some(_), Protocol::SocketIo) => Access::Pending(token().map(Into::into)),
+    };
     let permit = gw.admit(pre.client.ip())?;
     Ok(Answer::Upgrade {
         room: Cow::Borrowed(room),
@@ -393,6 +412,7 @@ fn route_request<'r>(
         accept,
         permit: Some(permit),
         upgrade: None,
+        access,
     })
 }
 
@@ -449,6 +469,7 @@ struct Start {
     permit: Option<SessionPermit>,
     /// The polling session this WebSocket may take over.
     upgrade: Option<Arc<Polling>>,
+    access: Access,
 }
 
 async fn run_session(
@@ -465,6 +486,7 @@ async fn run_session(
         proxy,
         permit,
         upgrade,
+        mut access,
     } = start;
     let peer = Peer {
         conn: gw.next_conn(),
@@ -482,6 +504,7 @@ async fn run_session(
         },
         transport = "websocket",
         upgrade = upgrade.as_ref().map_or("-", |p| &p.sid),
+        user = access.user(),
         proxy = proxy.version.unwrap_or("none"),
         vpce = proxy.vpce.as_deref().unwrap_or("-")
     );
@@ -495,7 +518,16 @@ async fn run_session(
         peer: &peer,
         upgrade: upgrade.as_deref(),
     };
-    let end = session::run(stream, leftover, membership, who, &gw.sessions, &mut stats).await;
+    let end = session::run(
+        stream,
+        leftover,
+        membership,
+        who,
+        &gw.sessions,
+        &mut stats,
+        &mut access,
+    )
+    .await;
     // Built again rather than kept: the task's state would hold both across the session.
     let who = Session {
         room: &room,
@@ -503,7 +535,7 @@ async fn run_session(
         peer: &peer,
         upgrade: upgrade.as_deref(),
     };
-    session::log_close(&gw.sessions, &who, opened, end, &stats);
+    session::log_close(&gw.sessions, &who, opened, end, &stats, &access);
     // Counted out only now: the drain waits for the last permit, so every close line is
     // written before the process exits. A session taken over from polling holds the
     // polling session's.

@@ -22,6 +22,7 @@ use super::framing::{self, BodyLen};
 use super::http::{self, HeadAt, Status};
 use super::reject::{self, Reject};
 use super::{Buf, Prelude};
+use crate::auth::Access;
 use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
 use crate::session::polling::Refused;
@@ -41,6 +42,8 @@ pub(super) struct Request {
     pub room: String,
     /// The connection's last request (`--keepalive-requests`).
     pub last: bool,
+    /// The token the request carries (`?token=` or `Authorization: Bearer`).
+    pub token: Option<String>,
 }
 
 /// Answers one polling request whose head is at `buf.data[pre.head_start..]`. Returns the
@@ -98,7 +101,7 @@ pub(super) async fn answer(
                     close_asked,
                 ))
             }
-            ("GET", None) => match handshake(gw, pre, &req.room) {
+            ("GET", None) => match handshake(gw, pre, &req) {
                 Ok(open) => {
                     let ctype = "text/plain; charset=UTF-8";
                     let body = open.as_bytes();
@@ -196,13 +199,18 @@ fn fields(head: &[u8]) -> Fields {
 }
 
 /// The handshake GET: admits the client and opens its session. Returns the open packet.
-fn handshake(gw: &Arc<Gateway>, pre: &Prelude, room: &str) -> Result<String, Reject> {
+fn handshake(gw: &Arc<Gateway>, pre: &Prelude, req: &Request) -> Result<String, Reject> {
     let permit = gw.admit(pre.client.ip())?;
     let peer = Peer {
         conn: gw.next_conn(),
         client: pre.client,
     };
-    let (session, open) = Polling::open(&gw.sessions, room, peer, permit);
+    // Checked at its CONNECT (`40`), where a refusal is Socket.IO's `connect_error`.
+    let access = match &gw.sessions.auth {
+        Some(_) => Access::Pending(req.token.as_deref().map(Into::into)),
+        None => Access::Open,
+    };
+    let (session, open) = Polling::open(&gw.sessions, &req.room, peer, permit, access);
     gw.executor.spawn(session.keep()).detach();
     Ok(open)
 }

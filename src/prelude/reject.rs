@@ -193,6 +193,22 @@ impl Reject {
         self
     }
 
+    /// A session refused for its token: `401` with `WWW-Authenticate: Bearer`, or `403` for a
+    /// room the token does not allow; counted by reason.
+    pub(crate) fn denied(d: crate::auth::Denied) -> Reject {
+        let status = match d {
+            crate::auth::Denied::Token(_) => Status::Unauthorized,
+            crate::auth::Denied::Room => Status::Forbidden,
+        };
+        let mut r = Reject::new(Some(status), d.as_str(), "auth_refused")
+            .counted(Family::AuthRefused)
+            .detail(d.message());
+        if status == Status::Unauthorized {
+            r.headers = "WWW-Authenticate: Bearer\r\n";
+        }
+        r
+    }
+
     /// An `Origin` outside `--allowed-origins`: 403.
     pub(crate) fn origin(origin: &[u8]) -> Reject {
         Reject::new(Some(Status::Forbidden), "origin", "upgrade_refused")

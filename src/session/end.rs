@@ -39,6 +39,10 @@ pub enum End {
     /// A WebSocket meant to take over a polling session sent something other than the
     /// probe and the upgrade, its session was gone, or it did not finish in time: 1008.
     UpgradeFailed,
+    /// The session's token reached its `exp`: 1008 (the client reconnects with a new one).
+    TokenExpired,
+    /// A read-only token's session tried to publish: 1008, and nothing of it was delivered.
+    PublishForbidden,
 }
 
 /// One row of the table: what an [`End`] means on the wire, in metrics and in the log.
@@ -88,6 +92,8 @@ impl End {
             ),
             End::PollOverlap => row(1008, "poll_overlap", "overlapping polls", true),
             End::UpgradeFailed => row(1008, "sio_upgrade_failed", "upgrade failed", true),
+            End::TokenExpired => row(1008, "token_expired", "token expired", false),
+            End::PublishForbidden => row(1008, "publish_forbidden", "read-only token", true),
         }
     }
 
@@ -143,6 +149,8 @@ mod tests {
             End::SioBinary,
             End::PollOverlap,
             End::UpgradeFailed,
+            End::TokenExpired,
+            End::PublishForbidden,
         ];
         let mut labels: Vec<_> = all.iter().map(|e| e.as_str()).collect();
         labels.sort();

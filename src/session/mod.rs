@@ -22,6 +22,7 @@
 //!   connection that has not flushed and closed by then (a client that stopped reading) is
 //!   reset (`SO_LINGER` 0): its send buffer is freed at once instead of trickling out.
 
+use crate::auth::{Access, Auth};
 use crate::config::SessionConfig;
 use crate::frame::Kind;
 use crate::hub::{Hub, Membership, Protocol, Signal};
@@ -100,6 +101,8 @@ pub struct SessionCtx {
     pub metrics: Arc<Metrics>,
     /// Socket.IO sessions on the polling transport, by `sid`.
     pub polling: Registry,
+    /// The token checker (`--jwt-secret-file`); `None`: tokens are off.
+    pub auth: Option<Auth>,
     /// What starts the id of every polling session opened here: this instance's backplane
     /// tag when other instances may forward its requests here (`--advertise`), else empty.
     pub sid_prefix: String,
@@ -217,6 +220,7 @@ pub async fn run<S: Transport>(
     who: Session<'_>,
     ctx: &SessionCtx,
     stats: &mut Stats,
+    access: &mut Access,
 ) -> End {
     // Taken apart: the session's state machine keeps only what it uses.
     let Session {
@@ -266,10 +270,8 @@ pub async fn run<S: Transport>(
     let mut w = Writer::default();
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_deadline: Option<Instant> = None;
-    let mut timer = Timer::at(match probing.and_then(Polling::upgrade_deadline) {
-        Some(d) => next_ping.min(d),
-        None => next_ping,
-    });
+    let first = [probing.and_then(Polling::upgrade_deadline), access.ends()];
+    let mut timer = Timer::at(first.into_iter().flatten().fold(next_ping, Instant::min));
     let mut budget = BUDGET;
 
     let end = loop {
@@ -336,10 +338,13 @@ pub async fn run<S: Transport>(
                             continue;
                         }
                         (Message::Text(t), _) if t.as_str() == sio::UPGRADE => {
-                            let Some((taken, ctrl)) = p.switch(peer.conn) else {
+                            let Some((taken, ctrl, grant)) = p.switch(peer.conn) else {
                                 break End::UpgradeFailed;
                             };
                             membership = taken;
+                            *access = grant;
+                            // Its grant's end joins the timer at the next tick, now.
+                            timer.set_at(Instant::now());
                             // What the polling transport had not sent yet goes first.
                             let packets = ctrl.split(|b| *b == sio::RECORD_SEPARATOR);
                             for packet in packets.filter(|p| !p.is_empty()) {
@@ -362,6 +367,7 @@ pub async fn run<S: Transport>(
                     break end;
                 }
                 match (protocol, kind) {
+                    (Protocol::Raw, _) if !access.may_publish() => break End::PublishForbidden,
                     (Protocol::Raw, _) => {
                         membership.publish(kind, payload);
                     }
@@ -373,9 +379,17 @@ pub async fn run<S: Transport>(
                             sid: &sid,
                             room,
                             hub: &ctx.hub,
+                            auth: ctx.auth.as_ref(),
+                            metrics: &ctx.metrics,
+                            peer,
                         };
-                        if let Err(end) = sio.packet(text, &mut membership, &mut reply) {
+                        let ends = access.ends();
+                        if let Err(end) = sio.packet(text, &mut membership, access, &mut reply) {
                             break end;
+                        }
+                        if access.ends() != ends {
+                            // Granted at its CONNECT: the grant's end joins the timer.
+                            timer.set_at(Instant::now());
                         }
                     }
                 }
@@ -390,6 +404,9 @@ pub async fn run<S: Transport>(
                 let now = Instant::now();
                 if probing.is_some_and(|p| p.upgrade_expired(now)) {
                     break End::UpgradeFailed;
+                }
+                if access.ends().is_some_and(|e| now >= e) {
+                    break End::TokenExpired;
                 }
                 if pong_deadline.is_some_and(|d| now >= d) {
                     metrics.pong_timeouts.fetch_add(1, Relaxed);
@@ -410,7 +427,10 @@ pub async fn run<S: Transport>(
                     next_ping = now + cfg.ping_interval;
                 }
                 let mut at = pong_deadline.map_or(next_ping, |d| d.min(next_ping));
-                if let Some(d) = probing.and_then(Polling::upgrade_deadline) {
+                for d in [probing.and_then(Polling::upgrade_deadline), access.ends()]
+                    .into_iter()
+                    .flatten()
+                {
                     at = at.min(d);
                 }
                 timer.set_at(at);
@@ -502,7 +522,14 @@ fn classify(e: &WsError) -> End {
 /// Counts a session's end by reason and writes its close line (WARN when the client caused
 /// it): one format for both transports. `tcp` says how the connection ended (`fin`, `reset`),
 /// or `-` for a polling session, which has no one connection.
-pub fn log_close(ctx: &SessionCtx, who: &Session<'_>, opened: Instant, end: End, stats: &Stats) {
+pub fn log_close(
+    ctx: &SessionCtx,
+    who: &Session<'_>,
+    opened: Instant,
+    end: End,
+    stats: &Stats,
+    access: &Access,
+) {
     ctx.metrics.count(Family::Closed, end.as_str());
     let level = if end.is_client_fault() {
         Level::Warn
@@ -520,6 +547,7 @@ pub fn log_close(ctx: &SessionCtx, who: &Session<'_>, opened: Instant, end: End,
         conn = who.peer.conn,
         client = who.peer.client,
         room = who.room,
+        user = access.user(),
         duration = Secs(opened.elapsed().as_secs_f64()),
         code = end.logged_code(),
         reason = end.as_str(),
@@ -648,6 +676,7 @@ mod tests {
             metrics: metrics.clone(),
             polling: Registry::default(),
             sid_prefix: String::new(),
+            auth: None,
         };
         let peer = |conn| Peer {
             conn,
@@ -668,8 +697,9 @@ mod tests {
                 upgrade: None,
             };
             let (mut sa, mut sb) = (Stats::default(), Stats::default());
-            let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa);
-            let session_b = run(server_b, Vec::new(), mb, who(&pb), &ctx, &mut sb);
+            let (mut xa, mut xb) = (Access::Open, Access::Open);
+            let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa, &mut xa);
+            let session_b = run(server_b, Vec::new(), mb, who(&pb), &ctx, &mut sb, &mut xb);
             let clients = async {
                 a.write_all(&client_frame(0x1, b"hello")).await.unwrap();
                 assert_eq!(read_exact(&mut a, 7).await, b"\x81\x05hello");

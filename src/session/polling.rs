@@ -25,6 +25,7 @@
 
 use super::socketio;
 use super::{account, End, Peer, Session, SessionCtx, Stats, TokenBucket, CTRL_CAP};
+use crate::auth::Access;
 use crate::frame::{self, Frame, Kind};
 use crate::gateway::SessionPermit;
 use crate::hub::{Membership, Protocol, Signal};
@@ -107,6 +108,8 @@ struct State {
     end: Option<End>,
     bucket: TokenBucket,
     stats: Stats,
+    /// What its token allows (`--jwt-secret-file`).
+    access: Access,
 }
 
 /// Why a GET or POST for a known `sid` is not served.
@@ -128,6 +131,7 @@ impl Polling {
         room: &str,
         peer: Peer,
         permit: SessionPermit,
+        access: Access,
     ) -> (Arc<Polling>, String) {
         let cfg = &ctx.cfg;
         let sid = sio::new_sid_after(&ctx.sid_prefix);
@@ -163,6 +167,7 @@ impl Polling {
                     polling: true,
                     ..Stats::default()
                 },
+                access,
             }),
         });
         lock(&ctx.polling.map).insert(p.sid.clone(), p.clone());
@@ -247,9 +252,16 @@ impl Polling {
         if st.end.is_some() {
             return Err(Refused::Gone);
         }
+        let ends = st.access.ends();
         let result = self.packets(&mut st, body);
         if !st.ctrl.is_empty() {
             if let Some(w) = st.get_waker.take() {
+                w.wake();
+            }
+        }
+        if st.access.ends() != ends {
+            // Granted at its CONNECT: the keeper times the grant's end too.
+            if let Some(w) = st.keeper_waker.take() {
                 w.wake();
             }
         }
@@ -271,6 +283,9 @@ impl Polling {
             sid: &self.sid,
             room: &self.room,
             hub: &self.ctx.hub,
+            auth: self.ctx.auth.as_ref(),
+            metrics: &self.ctx.metrics,
+            peer: &self.peer,
         };
         let State {
             membership,
@@ -278,6 +293,7 @@ impl Polling {
             bucket,
             stats,
             pong_deadline,
+            access,
             ..
         } = st;
         let membership = membership.as_mut().ok_or(End::Eof)?;
@@ -290,7 +306,7 @@ impl Polling {
                 flood |= !push_ctrl(ctrl, m.as_bytes());
                 Ok(())
             };
-            client.packet(text, membership, &mut reply)?;
+            client.packet(text, membership, access, &mut reply)?;
             if flood {
                 return Err(End::ControlFlood);
             }
@@ -313,6 +329,10 @@ impl Polling {
             if st.pong_deadline.is_some_and(|d| now >= d) {
                 self.ctx.metrics.pong_timeouts.fetch_add(1, Relaxed);
                 self.finish(&mut st, End::PongTimeout);
+                return Poll::Ready(());
+            }
+            if st.access.ends().is_some_and(|e| now >= e) {
+                self.finish(&mut st, End::TokenExpired);
                 return Poll::Ready(());
             }
             if now >= st.next_ping {
@@ -343,10 +363,11 @@ impl Polling {
                 }
             }
             st.keeper_waker = Some(cx.waker().clone());
-            timer.set_at(
-                st.pong_deadline
-                    .map_or(st.next_ping, |d| d.min(st.next_ping)),
-            );
+            let at = [st.pong_deadline, st.access.ends()]
+                .into_iter()
+                .flatten()
+                .fold(st.next_ping, Instant::min);
+            timer.set_at(at);
             drop(st);
             if Pin::new(&mut timer).poll(cx).is_pending() {
                 return Poll::Pending;
@@ -389,10 +410,10 @@ impl Polling {
     }
 
     /// The client switched (`5`) on the WebSocket connection `ws_conn`: hands over the
-    /// member, with whatever its outbox holds, and the control packets not yet sent
-    /// (`\x1e`-joined). `None` if the session ended meanwhile. Its admission stays here until
-    /// [`Polling::release`].
-    pub fn switch(&self, ws_conn: u64) -> Option<(Membership, Vec<u8>)> {
+    /// member, with whatever its outbox holds, the control packets not yet sent
+    /// (`\x1e`-joined), and its grant. `None` if the session ended meanwhile. Its admission
+    /// stays here until [`Polling::release`].
+    pub fn switch(&self, ws_conn: u64) -> Option<(Membership, Vec<u8>, Access)> {
         let mut st = lock(&self.state);
         if st.end.is_some() || st.upgraded {
             return None;
@@ -415,7 +436,8 @@ impl Polling {
         {
             w.wake();
         }
-        Some((membership, std::mem::take(&mut st.ctrl)))
+        let access = std::mem::take(&mut st.access);
+        Some((membership, std::mem::take(&mut st.ctrl), access))
     }
 
     /// Whether [`Polling::switch`] moved this session to a WebSocket.
@@ -451,7 +473,7 @@ impl Polling {
             peer: &self.peer,
             upgrade: None,
         };
-        super::log_close(&self.ctx, &who, self.opened, end, &st.stats);
+        super::log_close(&self.ctx, &who, self.opened, end, &st.stats, &st.access);
         // After the close line: the drain waits for the last permit.
         drop(st.permit.take());
         for w in [st.get_waker.take(), st.keeper_waker.take()]

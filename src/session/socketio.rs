@@ -2,14 +2,18 @@
 //! and what is answered. The packet format itself is [`crate::sio`], pure.
 //!
 //! * `40` (connect to `/`): answered `40{"sid":..}`; the lobby member joins its room, and the
-//!   others there get `hi` (`socket.broadcast.emit('hi')`).
+//!   others there get `hi` (`socket.broadcast.emit('hi')`). With `--jwt-secret-file` the token
+//!   (`auth.token` in the packet, else the handshake's) is checked first: refused, the client
+//!   gets `44{"message":..}` (its `connect_error`) and stays out of every room.
 //! * `42[..]` (an event): published to the whole room, sender included (`io.emit`); an ack id
 //!   is answered `43<id>[]`.
 //! * `41` (disconnect from `/`): back to the lobby. `1` (Engine.IO close): the session ends.
 //! * `2` (ping from the client) is answered `3`; pongs, noops and acks need nothing.
 
 use super::End;
+use crate::auth::{Access, Auth};
 use crate::hub::{Hub, Membership, Payload, Protocol};
+use crate::metrics::{Family, Metrics};
 use crate::sio::{self, Packet, SioError};
 use async_tungstenite::tungstenite::Error as WsError;
 use std::sync::Arc;
@@ -23,6 +27,12 @@ pub(super) struct Client<'a> {
     pub(super) room: &'a str,
     /// Where it joins.
     pub(super) hub: &'a Arc<Hub>,
+    /// The token checker, when tokens are required.
+    pub(super) auth: Option<&'a Auth>,
+    /// Where refusals are counted.
+    pub(super) metrics: &'a Metrics,
+    /// Who it is, for the log lines of its refusals.
+    pub(super) peer: &'a super::Peer,
 }
 
 impl Client<'_> {
@@ -32,6 +42,7 @@ impl Client<'_> {
         &self,
         text: &str,
         membership: &mut Membership,
+        access: &mut Access,
         reply: &mut impl FnMut(String) -> Result<(), WsError>,
     ) -> Result<(), End> {
         match sio::parse(text) {
@@ -41,7 +52,35 @@ impl Client<'_> {
             }
             Ok(Packet::Close) => return Err(End::SioClose),
             Ok(Packet::Binary) => return Err(End::SioBinary),
-            Ok(Packet::Connect { ns: "/" }) => {
+            Ok(Packet::Connect { ns: "/", data }) => {
+                if let (Some(auth), Access::Pending(handshake)) = (self.auth, &*access) {
+                    let token =
+                        sio::auth_token(data).or_else(|| handshake.as_deref().map(str::to_owned));
+                    match auth.admit(token.as_deref(), self.room) {
+                        Ok(grant) => {
+                            crate::info!(
+                                "authorized",
+                                conn = self.peer.conn,
+                                client = self.peer.client,
+                                room = self.room,
+                                user = grant.user()
+                            );
+                            *access = Access::Granted(Box::new(grant));
+                        }
+                        Err(denied) => {
+                            self.metrics.count(Family::AuthRefused, denied.as_str());
+                            crate::warn!(
+                                "auth_refused",
+                                conn = self.peer.conn,
+                                client = self.peer.client,
+                                room = self.room,
+                                reason = denied.as_str()
+                            );
+                            let _ = reply(sio::connect_refused(&denied.message()));
+                            return Ok(());
+                        }
+                    }
+                }
                 let _ = reply(sio::connect_ok(self.sid));
                 if membership.in_lobby() {
                     *membership = self.hub.join(self.room, Protocol::SocketIo);
@@ -53,7 +92,7 @@ impl Client<'_> {
                     membership.publish_payload(hi, true);
                 }
             }
-            Ok(Packet::Connect { ns }) => {
+            Ok(Packet::Connect { ns, .. }) => {
                 let _ = reply(sio::connect_error(ns));
             }
             Ok(Packet::Disconnect { ns: "/" }) => {
@@ -69,6 +108,9 @@ impl Client<'_> {
                 if ns != "/" || membership.in_lobby() {
                     // An event for a namespace the client has not joined.
                     return Err(End::SioBadPacket(SioError::BadNamespace));
+                }
+                if !access.may_publish() {
+                    return Err(End::PublishForbidden);
                 }
                 let chat = (name == "chat message")
                     .then(|| sio::chat_text(args))
@@ -110,39 +152,51 @@ mod tests {
         let hub = Hub::new(16);
         let other = hub.join("main", Protocol::SocketIo);
         let mut me = hub.join_lobby(Protocol::SocketIo);
+        let metrics = Metrics::default();
+        let peer = crate::session::Peer {
+            conn: 1,
+            client: "127.0.0.1:1".parse().unwrap(),
+        };
         let c = Client {
             sid: "abc",
             room: "main",
             hub: &hub,
+            auth: None,
+            metrics: &metrics,
+            peer: &peer,
         };
+        let mut access = Access::Open;
         let mut replies = Vec::new();
         let mut reply = |m: String| {
             replies.push(m);
             Ok(())
         };
-        assert_eq!(c.packet("40", &mut me, &mut reply), Ok(()));
+        assert_eq!(c.packet("40", &mut me, &mut access, &mut reply), Ok(()));
         assert!(!me.in_lobby());
         assert_eq!(hub.members("main"), 2);
         assert_eq!(drain(&other), ["42[\"hi\"]"]);
         assert!(drain(&me).is_empty());
         // A second connect does not greet again.
-        assert_eq!(c.packet("40", &mut me, &mut reply), Ok(()));
+        assert_eq!(c.packet("40", &mut me, &mut access, &mut reply), Ok(()));
         assert!(drain(&other).is_empty());
         // An event reaches everyone, the sender too, and its ack is answered.
         let ev = "427[\"chat message\",\"hey\"]";
-        assert_eq!(c.packet(ev, &mut me, &mut reply), Ok(()));
+        assert_eq!(c.packet(ev, &mut me, &mut access, &mut reply), Ok(()));
         assert_eq!(drain(&other), ["42[\"chat message\",\"hey\"]"]);
         assert_eq!(drain(&me), ["42[\"chat message\",\"hey\"]"]);
-        assert_eq!(c.packet("2", &mut me, &mut reply), Ok(()));
+        assert_eq!(c.packet("2", &mut me, &mut access, &mut reply), Ok(()));
         // Disconnect puts it back in the lobby; events are then refused.
-        assert_eq!(c.packet("41", &mut me, &mut reply), Ok(()));
+        assert_eq!(c.packet("41", &mut me, &mut access, &mut reply), Ok(()));
         assert!(me.in_lobby());
         assert_eq!(hub.members("main"), 1);
         assert_eq!(
-            c.packet("42[\"x\"]", &mut me, &mut reply),
+            c.packet("42[\"x\"]", &mut me, &mut access, &mut reply),
             Err(End::SioBadPacket(SioError::BadNamespace))
         );
-        assert_eq!(c.packet("1", &mut me, &mut reply), Err(End::SioClose));
+        assert_eq!(
+            c.packet("1", &mut me, &mut access, &mut reply),
+            Err(End::SioClose)
+        );
         assert_eq!(
             replies,
             ["40{\"sid\":\"abc\"}", "40{\"sid\":\"abc\"}", "437[]", "3"]

@@ -1,0 +1,184 @@
+//! Who may join which room, and who may publish (`--jwt-secret-file`): the token a session
+//! presents is checked once, at its handshake (a WebSocket's upgrade, or Socket.IO's CONNECT),
+//! and what it grants rides with the session: its user for the log lines, its rooms, whether
+//! it may publish, and when it ends.
+//!
+//! ```text
+//! /ws/{room}?token=..  | Authorization: Bearer ..   -> 401 (no or bad token) / 403 (room) / 101
+//! Socket.IO: 40{"token":".."} | ?token= | Bearer     -> 44{"message":..} (connect_error) / 40{sid}
+//! while open: past exp -> 1008 token_expired;  a read-only grant that publishes -> 1008 publish_forbidden
+//! ```
+
+use crate::config::AuthConfig;
+use crate::percent;
+use crate::token::{self, Claims, Rules, TokenError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The token checker, built once from the configuration when `--jwt-secret-file` is set.
+#[derive(Debug)]
+pub struct Auth {
+    key: Vec<u8>,
+    leeway: Duration,
+    audience: Option<String>,
+}
+
+/// What a valid token grants a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Its claims.
+    pub claims: Claims,
+    /// When the session must end: `exp` (plus the leeway), on this process's clock.
+    pub ends: Instant,
+}
+
+/// Why a session was refused: its token, or a room the token does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No valid token: `401`.
+    Token(TokenError),
+    /// A valid token that does not allow this room: `403`.
+    Room,
+}
+
+impl Denied {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::Token(e) => e.as_str(),
+            Denied::Room => "room_forbidden",
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(self) -> String {
+        match self {
+            Denied::Token(e) => e.to_string(),
+            Denied::Room => "the token does not allow this room".into(),
+        }
+    }
+}
+
+impl Auth {
+    /// The checker, when tokens are required.
+    pub fn new(cfg: &AuthConfig) -> Option<Auth> {
+        cfg.jwt_secret.as_ref().map(|key| Auth {
+            key: key.0.clone(),
+            leeway: cfg.leeway,
+            audience: cfg.audience.clone(),
+        })
+    }
+
+    /// Checks `token` for `room` now.
+    pub fn admit(&self, token: Option<&str>, room: &str) -> Result<Grant, Denied> {
+        let token = token.ok_or(Denied::Token(TokenError::Missing))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let rules = Rules {
+            key: &self.key,
+            now: now.as_secs(),
+            leeway: self.leeway.as_secs(),
+            audience: self.audience.as_deref(),
+        };
+        let claims = token::verify(token, &rules).map_err(Denied::Token)?;
+        if !claims.allows(room) {
+            return Err(Denied::Room);
+        }
+        let left = Duration::from_secs(claims.exp.saturating_add(rules.leeway))
+            .saturating_sub(now)
+            .min(Duration::from_secs(10 * 365 * 24 * 3600));
+        Ok(Grant {
+            claims,
+            ends: Instant::now() + left,
+        })
+    }
+}
+
+impl Grant {
+    /// The user, for log lines (`-` when the token has no `sub`).
+    pub fn user(&self) -> &str {
+        self.claims.sub.as_deref().unwrap_or("-")
+    }
+}
+
+/// What a session's token allows, as the session goes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Tokens are off (no `--jwt-secret-file`): any room, publishing allowed.
+    #[default]
+    Open,
+    /// A Socket.IO session before its CONNECT: the token its handshake carried, if any (the
+    /// CONNECT's own `auth.token` wins).
+    Pending(Option<Box<str>>),
+    /// Checked and granted.
+    Granted(Box<Grant>),
+}
+
+impl Access {
+    /// Whether the session may publish (a read-only grant may not).
+    pub fn may_publish(&self) -> bool {
+        !matches!(self, Access::Granted(g) if !g.claims.publish)
+    }
+
+    /// When the session must end, if its grant does.
+    pub fn ends(&self) -> Option<Instant> {
+        match self {
+            Access::Granted(g) => Some(g.ends),
+            _ => None,
+        }
+    }
+
+    /// The user, for log lines: the grant's `sub`, or `-`.
+    pub fn user(&self) -> &str {
+        match self {
+            Access::Granted(g) => g.user(),
+            _ => "-",
+        }
+    }
+}
+
+/// The token a request carries: `?token=` (percent-decoded; browsers cannot set headers on a
+/// WebSocket) or `Authorization: Bearer`. The query wins when both are present.
+pub fn request_token(target: &str, authorization: Option<&[u8]>) -> Option<String> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    if let Some(v) = query.split('&').find_map(|kv| kv.strip_prefix("token=")) {
+        let decoded = percent::decode(v.as_bytes()).and_then(|b| String::from_utf8(b).ok());
+        return Some(decoded.unwrap_or_else(|| v.to_owned()));
+    }
+    let value = std::str::from_utf8(authorization?).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_the_query_or_the_bearer_header() {
+        assert_eq!(
+            request_token("/ws/a?x=1&token=abc.def", None).as_deref(),
+            Some("abc.def")
+        );
+        assert_eq!(
+            request_token("/ws?token=a%2Eb", None).as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(
+            request_token("/ws", Some(b"Bearer  t.u.v ")).as_deref(),
+            Some("t.u.v")
+        );
+        assert_eq!(
+            request_token("/ws", Some(b"bearer t")).as_deref(),
+            Some("t")
+        );
+        assert_eq!(request_token("/ws", Some(b"Basic dXNlcjpw")), None);
+        assert_eq!(
+            request_token("/ws?token=q", Some(b"Bearer h")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(request_token("/ws", None), None);
+    }
+}
