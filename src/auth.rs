@@ -152,6 +152,27 @@ pub fn request_token(target: &str, authorization: Option<&[u8]>) -> Option<Strin
         .then(|| token.trim().to_owned())
 }
 
+/// `target` with the value of a `token=` query parameter replaced by `(hidden)`, for logs.
+pub fn redact(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.into();
+    };
+    if !query.split('&').any(|kv| kv.starts_with("token=")) {
+        return target.into();
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .map(|kv| {
+            if kv.starts_with("token=") {
+                "token=(hidden)"
+            } else {
+                kv
+            }
+        })
+        .collect();
+    format!("{path}?{}", kept.join("&")).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +201,11 @@ mod tests {
             Some("q")
         );
         assert_eq!(request_token("/ws", None), None);
+        assert_eq!(
+            redact("/ws/a?x=1&token=abc&y=2"),
+            "/ws/a?x=1&token=(hidden)&y=2"
+        );
+        assert_eq!(redact("/ws/a?x=1"), "/ws/a?x=1");
+        assert_eq!(redact("/ws"), "/ws");
     }
 }

@@ -298,6 +298,8 @@ pub(crate) async fn answer<W: futures_lite::AsyncWrite + Unpin>(
             ("status", &status),
             ("reason", &r.reason),
         ];
+        // A token in the query is a credential: logged as `token=(hidden)`.
+        let path = path.map(crate::auth::redact);
         if let Some(p) = &path {
             fields.push(("path", p));
         }
