@@ -258,8 +258,8 @@ fn a_session_is_closed_when_its_token_expires() {
         assert_eq!(close_frame(&mut ws).await, (1008, "token expired".into()));
     });
     let url = format!("http://{}", s.gw.addr);
-    let short = mint(&format!(r#"{{"exp":{}}}"#, at(2)));
     for transport in ["websocket", "polling"] {
+        let short = mint(&format!(r#"{{"exp":{}}}"#, at(2)));
         let opts = format!(r#"{{"transports":["{transport}"],"auth":{{"token":"{short}"}}}}"#);
         let mut c = SioClient::spawn(&url, &opts);
         c.connected();

@@ -453,3 +453,18 @@ fn a_probe_that_does_not_switch_in_time_leaves_the_session_on_polling() {
     assert_eq!(r.status, 200);
     assert_eq!(c.read().text(), "42[\"chat message\",\"still polling\"]");
 }
+
+#[test]
+fn a_client_closing_its_session_is_answered_ok() {
+    let gw = Gateway::start(&[]);
+    let mut c = Conn::open(gw.addr);
+    let sid = handshake(&mut c);
+    assert_eq!(c.req("POST", &sid_path(&sid), b"40").status, 200);
+    // Engine.IO close, as socket.close() sends it on polling.
+    let r = c.req("POST", &sid_path(&sid), b"1");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let close = gw.wait_log(|l| l.contains(" close ") && l.contains("reason=sio_close"));
+    assert!(close.contains(" INFO "), "not the client's fault: {close}");
+    let r = c.req("GET", &sid_path(&sid), b"");
+    assert_eq!(r.text(), r#"{"code":1,"message":"Session ID unknown"}"#);
+}

@@ -265,10 +265,18 @@ impl Polling {
                 w.wake();
             }
         }
-        result.map_err(|end| {
-            self.finish(&mut st, end);
-            Refused::Ended(end)
-        })
+        match result {
+            Ok(()) => Ok(()),
+            // The client closing its own session (`1`) is no error: answered `ok`.
+            Err(End::SioClose) => {
+                self.finish(&mut st, End::SioClose);
+                Ok(())
+            }
+            Err(end) => {
+                self.finish(&mut st, end);
+                Err(Refused::Ended(end))
+            }
+        }
     }
 
     fn packets(&self, st: &mut State, body: &[u8]) -> Result<(), End> {
