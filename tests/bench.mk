@@ -10,6 +10,7 @@
 #                        CPU per proxied message, KiB per idle proxied connection, added p99
 #   make bench-polling   KiB per idle Socket.IO polling session (10,000 held), and the same
 #                        sessions on the websocket transport for comparison
+#   make bench-auth      handshake tokens off and on: connect rate and time, CPU per delivery
 #   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
 #                        node + npm (Debian packages), and the peers' npm packages (npm ci)
 #
@@ -28,7 +29,7 @@ BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-proxy bench-polling bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -46,6 +47,10 @@ bench-proxy: bench-release bench-deps
 # Memory per idle Socket.IO polling session (tests/bench/polling.sh).
 bench-polling: bench-release
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/polling.sh
+
+# What handshake tokens cost (tests/bench/auth.sh).
+bench-auth: bench-release
+	BENCH_OUT='$(BENCH_OUT)' tests/bench/auth.sh
 
 bench-deps: bench-apt-deps $(addsuffix /node_modules/.bench-installed,$(BENCH_NODE_PEERS))
 
