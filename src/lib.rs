@@ -27,7 +27,7 @@
 //!   socket.
 //! * [`backplane`]: `--redis`: the relay queue, [`backplane::envelope`] (pure),
 //!   the link (one Redis connection's life) and [`backplane::resp`] (pure).
-//! * [`admin`]: the operators' listener: `/metrics` and `/healthz`.
+//! * [`admin`]: the operators' listener: `/metrics`, `/healthz`, and the publish API.
 //!
 //! Shared by them:
 //! * [`gateway`]: the shared state and nothing else: components, admission permits, the
@@ -37,12 +37,14 @@
 //! * [`metrics`]: atomic counters and the one Prometheus text writer.
 //! * [`log`]: one structured line per event.
 //! * [`frame`]: server frames encoded once per publish.
-//! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets, pure.
+//! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets (both transports' formats), pure.
+//! * [`token`]: HS256 JSON Web Tokens, verified, pure; [`auth`]: what a token grants a
+//!   session (rooms, publishing, its end) and where a request carries one.
 //! * [`json`], [`percent`], [`lock`]: small helpers written once.
 //!
 //! Imports point one way only (checked by reading the `crate::` paths): leaves (`frame`, `json`, `lock`,
-//! `percent`) <- `log`, `metrics`, `sio`, `executor`, `config` <- `hub` <- `session`,
-//! `backplane` <- `gateway` <- `prelude` <- `admin`, `server`.
+//! `percent`) <- `log`, `metrics`, `sio`, `token`, `executor`, `config` <- `auth`, `hub` <-
+//! `session`, `backplane` <- `gateway` <- `prelude` <- `admin`, `server`.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 

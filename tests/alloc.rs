@@ -2,9 +2,12 @@
 //! process under a counting global allocator, and its clients run in a child process (this
 //! same binary with `--client`), so every counted allocation is the server's.
 //!
-//! Two rooms, one with [`SMALL`] members and one with [`MEMBERS`]. For each: connect (PROXY
-//! v2, upgrade and session set-up), then warm-up publishes (queues and buffers reach their
-//! working size), then measured publishes. Asserted:
+//! Two rooms, one with [`SMALL`] members and one with [`MEMBERS`], measured one after the
+//! other with the same number of sessions open (the small room's run adds idle sessions in
+//! another room): every session holds a timer, and the reactor's timer map allocates per
+//! turn in proportion to its size, a cost of sessions, not of deliveries. For each: connect
+//! (PROXY v2, upgrade and session set-up), then warm-up publishes (queues and buffers reach
+//! their working size), then measured publishes, then close. Asserted:
 //! * at most [`MAX_PER_PUBLISH`] allocations per publish in each room (plus slack);
 //! * zero allocations per delivery: the big room's 80,000 extra deliveries may cost no more
 //!   than [`ROOM_DIFFERENCE`] allocations more than the small room's (the exact bound,
@@ -36,11 +39,13 @@ const SMALL: usize = 10;
 /// Allocations that may differ between two identical runs (reactor and timer bookkeeping).
 const NOISE: u64 = 40;
 /// How many more allocations the big room may show than the small one. Not per delivery:
-/// measured by allocation size, the difference is pairs of 448- and 544-byte allocations,
-/// tungstenite re-allocating the *publisher's* read buffer when several client frames arrive
-/// in one read. A bigger room makes each publish take longer, so frames pile up in that buffer
-/// more often: a per-publish cost that depends on timing (0 to 120 over the least of three
-/// rounds, seen on a loaded 2-core machine). Any real per-delivery allocation, even one in a
+/// measured by allocation size (and traced), the difference was pairs of 448- and 544-byte
+/// allocations, B-tree nodes of async-io's timer map, which its reactor splits on every turn
+/// (`process_timers`): with one timer per session, a room with more sessions allocated more
+/// nodes per turn, 64 to 251 over the least of three rounds on a 2-core machine. With the
+/// session counts equal that confound is gone (those pairs now come out alike in both rooms);
+/// what is left is queues (outboxes, the run queue) growing to a new peak in a burst, 2 KiB
+/// and larger: 18 to 113 over six runs. Any real per-delivery allocation, even one in a
 /// hundred deliveries, would add 800 and fail.
 const ROOM_DIFFERENCE: u64 = 200;
 const WARM_UP: usize = 2000;
@@ -95,12 +100,13 @@ fn server() {
     };
 
     let mut per_room = Vec::new();
-    let mut open = 0;
     for (room, subs) in [("small", SMALL), ("big", MEMBERS)] {
         let members = subs as u64 + 1;
+        // As many sessions as the big room has, whichever room is measured.
+        let idle = MEMBERS - subs;
         let a0 = counting_alloc::total();
-        step(&format!("connect {room} {subs}"), "connected");
-        open += members;
+        step(&format!("connect {room} {subs} {idle}"), "connected");
+        let open = (MEMBERS + 1) as u64;
         let deadline = Instant::now() + Duration::from_secs(10);
         while gw.metrics.open.load(Relaxed) < open {
             assert!(Instant::now() < deadline, "sessions did not open");
@@ -113,13 +119,25 @@ fn server() {
         // Steady state: queues grow to a new peak only when a burst beats every earlier one,
         // so the least of a few identical rounds is the steady-state cost.
         let mut measured = u64::MAX;
+        let mut sizes = Vec::new();
         for _ in 0..ROUNDS {
             let a2 = counting_alloc::total();
+            let s2 = counting_alloc::by_size();
             step("go", "done");
-            measured = measured.min(counting_alloc::total() - a2);
+            let got = counting_alloc::total() - a2;
+            if got < measured {
+                sizes = counting_alloc::by_size_since(&s2);
+            }
+            measured = measured.min(got);
             std::thread::sleep(Duration::from_millis(20));
         }
-        let setup = (a1 - a0) as f64 / members as f64;
+        step("close", "closed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.metrics.open.load(Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "sessions did not close");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let setup = (a1 - a0) as f64 / open as f64;
         let per_publish = measured as f64 / MESSAGES as f64;
         println!(
             "alloc: room {room}: {members} members; set-up {setup:.1} allocations per connection \
@@ -131,6 +149,7 @@ fn server() {
             measured <= budget,
             "room {room}: {measured} allocations > budget {budget} ({MAX_PER_PUBLISH} per publish + slack)"
         );
+        println!("alloc: room {room}: allocations by size class (bytes, count) in the least round: {sizes:?}");
         per_room.push((members, measured));
     }
     let _ = child.kill();
@@ -156,22 +175,37 @@ fn client(addr: SocketAddr) {
         let mut lines = BufReader::new(std::io::stdin()).lines();
         let mut out = std::io::stdout();
         let mut cmd = || lines.next().unwrap().unwrap();
-        let mut rooms = Vec::new();
         let mut port = 0u16;
         loop {
             let line = cmd();
             let Some(spec) = line.strip_prefix("connect ") else {
                 break;
             };
-            let (room, subs) = spec.split_once(' ').unwrap();
+            let mut words = spec.split(' ');
+            let (room, subs, idle) = (
+                words.next().unwrap(),
+                words.next().unwrap(),
+                words.next().unwrap(),
+            );
             let mut ws = Vec::new();
-            for _ in 0..=subs.parse::<usize>().unwrap() {
-                port += 1;
-                let mut s = Async::<TcpStream>::connect(addr).await.unwrap();
-                s.write_all(&proxy_v2(port)).await.unwrap();
-                let url = format!("ws://{addr}/ws/{room}");
-                let (w, _) = async_tungstenite::client_async(url, s).await.unwrap();
-                ws.push(w);
+            let mut idlers = Vec::new();
+            let idle_room = format!("idle-{room}");
+            for (n, into, list) in [
+                (subs.parse::<usize>().unwrap() + 1, room, &mut ws),
+                (
+                    idle.parse::<usize>().unwrap(),
+                    idle_room.as_str(),
+                    &mut idlers,
+                ),
+            ] {
+                for _ in 0..n {
+                    port += 1;
+                    let mut s = Async::<TcpStream>::connect(addr).await.unwrap();
+                    s.write_all(&proxy_v2(port)).await.unwrap();
+                    let url = format!("ws://{addr}/ws/{into}");
+                    let (w, _) = async_tungstenite::client_async(url, s).await.unwrap();
+                    list.push(w);
+                }
             }
             writeln!(out, "connected").unwrap();
             let phases = std::iter::once(("warm", WARM_UP, "warmed"))
@@ -201,7 +235,12 @@ fn client(addr: SocketAddr) {
                 }
                 writeln!(out, "{reply}").unwrap();
             }
-            rooms.push(ws);
+            assert_eq!(cmd(), "close");
+            for w in ws.iter_mut().chain(idlers.iter_mut()) {
+                let _ = w.close(None).await;
+            }
+            drop((ws, idlers));
+            writeln!(out, "closed").unwrap();
         }
     });
 }
