@@ -7,6 +7,8 @@
 //!      ?event=NAME + a JSON array: Socket.IO event NAME with those arguments
 //!      application/octet-stream: a binary message (plain clients)
 //! GET  /rooms            Authorization: Bearer KEY   -> 200 {"rooms":[{"name":..,"members":N}]}
+//! GET  /                 the status page (embedded, no CDN), which reads...
+//! GET  /status.json      (Bearer KEY when --api-key-file is set) uptime, flags, counters, top rooms
 //! ```
 //! No PROXY protocol and no WebSocket here; bind it to loopback or a private address that the
 //! load balancer does not forward to: the key is all that stands between a caller and every
@@ -64,6 +66,10 @@ async fn serve(mut stream: Async<TcpStream>, gw: Arc<Gateway>) {
                         .target
                         .split_once('?')
                         .map_or(request.target, |(p, _)| p);
+                    if path == "/status.json" {
+                        let given = auth::request_token("", request.authorization);
+                        return Some(status_json(&gw, given.as_deref(), request.method));
+                    }
                     if path == "/rooms" || path.starts_with("/publish/") {
                         let (head, rest) = buf[..filled].split_at(len);
                         let rest = rest.to_vec();
@@ -120,14 +126,10 @@ async fn api(
             );
             http::error_response(status, extra, why)
         };
-    let Some(key) = &gw.config.auth.api_key else {
-        return refuse(
-            Status::NotFound,
-            "api_off",
-            &"the publish API is off (--api-key-file)",
-            "",
-        );
-    };
+    if gw.config.auth.api_key.is_none() {
+        let why = "the publish API is off (--api-key-file)";
+        return refuse(Status::NotFound, "api_off", &why, "");
+    }
     let mut hs = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut hs);
     let _ = req.parse(head);
@@ -136,8 +138,7 @@ async fn api(
     let headers = &*req.headers;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let given = auth::request_token("", framing::header(headers, "authorization"));
-    let key_ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(&key.0)));
-    if !key_ok {
+    if !key_ok(gw, given.as_deref()) {
         // The key is never logged, right or wrong.
         let why = "missing or wrong API key (Authorization: Bearer KEY)";
         return refuse(
@@ -293,6 +294,95 @@ fn publish_payload(ctype: &[u8], event: Option<&str>, body: &[u8]) -> Result<Pub
         .map_err(|_| "a text body must be UTF-8 (send binary as application/octet-stream)".into())
 }
 
+/// The status page served at `/`.
+const STATUS_PAGE: &[u8] = include_bytes!("status_page.html");
+/// Rooms listed on the status page.
+const TOP_ROOMS: usize = 10;
+
+/// Whether `given` is the API key, in constant time; `true` when no key is set.
+fn key_ok(gw: &Gateway, given: Option<&str>) -> bool {
+    match &gw.config.auth.api_key {
+        None => true,
+        Some(key) => given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(&key.0))),
+    }
+}
+
+/// `/status.json`: what the status page shows. Needs the API key when one is set.
+fn status_json(gw: &Gateway, given: Option<&str>, method: &str) -> Vec<u8> {
+    if method != "GET" {
+        return http::error_response(Status::MethodNotAllowed, "Allow: GET\r\n", &method);
+    }
+    if !key_ok(gw, given) {
+        let why = "the status needs the API key (Authorization: Bearer KEY)";
+        return http::error_response(Status::Unauthorized, "WWW-Authenticate: Bearer\r\n", &why);
+    }
+    let m = &gw.metrics;
+    let mut o = String::with_capacity(4096);
+    let _ = write!(
+        o,
+        "{{\"version\":\"{}\",\"uptime_s\":{:.3},\"draining\":{},\"open\":{},\"polling\":{},\"rooms\":{},\"tunnels\":{},",
+        env!("CARGO_PKG_VERSION"),
+        gw.started.elapsed().as_secs_f64(),
+        gw.is_draining(),
+        m.open.load(Relaxed),
+        gw.sessions.polling.len(),
+        gw.hub.rooms(),
+        m.tunnels_open.load(Relaxed),
+    );
+    let counters = [
+        ("accepted", &m.accepted),
+        ("messages_in", &m.messages_in),
+        ("bytes_in", &m.bytes_in),
+        ("messages_out", &m.messages_out),
+        ("bytes_out", &m.bytes_out),
+        ("evictions", &m.evictions),
+        ("pings", &m.pings),
+        ("pong_timeouts", &m.pong_timeouts),
+        ("sio_upgrades", &m.sio_upgrades),
+        ("api_publishes", &m.api_publishes),
+    ];
+    o.push_str("\"counters\":{");
+    for (i, (name, v)) in counters.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(o, "{comma}\"{name}\":{}", v.load(Relaxed));
+    }
+    o.push('}');
+    let mut refused = m.family(Family::Refused);
+    refused.extend(m.family(Family::AuthRefused));
+    refused.extend(m.family(Family::HandshakeReject));
+    for (name, list) in [("refused", refused), ("closed", m.family(Family::Closed))] {
+        let _ = write!(o, ",\"{name}\":{{");
+        for (i, (label, v)) in list.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(o, "{comma}\"{}\":{v}", Escaped(label));
+        }
+        o.push('}');
+    }
+    let mut rooms = gw.hub.room_list();
+    rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    o.push_str(",\"top_rooms\":[");
+    for (i, (name, members)) in rooms.iter().take(TOP_ROOMS).enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(
+            o,
+            "{comma}{{\"name\":\"{}\",\"members\":{members}}}",
+            Escaped(name)
+        );
+    }
+    let backplane = match gw.health().backplane_up {
+        None => "off",
+        Some(true) => "up",
+        Some(false) => "down",
+    };
+    let _ = write!(o, "],\"backplane\":\"{backplane}\",\"settings\":[");
+    for (i, (name, value)) in crate::config::settings(&gw.config).iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(o, "{comma}[\"--{name}\",\"{}\"]", Escaped(value));
+    }
+    o.push_str("]}\n");
+    http::response(Status::Ok, "application/json", "", o.as_bytes(), false)
+}
+
 /// The response for an admin request.
 pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -316,6 +406,13 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
             )
         }
         "/healthz" => health_response(gw.health(), head),
-        _ => http::error_response(Status::NotFound, "", &"try /metrics or /healthz"),
+        "/" => http::response(
+            Status::Ok,
+            "text/html; charset=utf-8",
+            "",
+            STATUS_PAGE,
+            head,
+        ),
+        _ => http::error_response(Status::NotFound, "", &"try /, /metrics or /healthz"),
     }
 }

@@ -283,12 +283,34 @@ impl Config {
     }
 }
 
-/// Each flag's default, rendered from the `Default` impls, for `--help`.
+/// Every setting and its default, in `--help`'s order: what `--help` prints after argh's text.
 pub fn defaults() -> Vec<(&'static str, String)> {
-    let c = Config::default();
-    let b = BackplaneConfig::new(RedisUrl::default());
-    let u = UpstreamConfig::new(String::new(), Vec::new());
+    let mut list = settings(&Config::default());
+    for (name, value) in &mut list {
+        if *name == "threads" {
+            value.push_str(" (the cores available)");
+        }
+        if *name == "static" {
+            *value = "(off: the embedded page)".into();
+        }
+    }
+    list
+}
+
+/// Every setting as `c` has it, in `--help`'s order, secrets shown only as `(set)`: what
+/// `--help` lists as defaults, and what the admin status page shows as the flags in force.
+pub fn settings(c: &Config) -> Vec<(&'static str, String)> {
+    let b = c
+        .backplane
+        .clone()
+        .unwrap_or_else(|| BackplaneConfig::new(RedisUrl::default()));
+    let u = c
+        .upstream
+        .clone()
+        .unwrap_or_else(|| UpstreamConfig::new(String::new(), Vec::new()));
     let d = |d: Duration| format_duration(d);
+    let off = |v: Option<String>| v.unwrap_or_else(|| "(off)".into());
+    let secret = |s: &Option<Secret>| off(s.as_ref().map(|_| "(set)".into()));
     let trusted: Vec<String> = c.proxy.trusted.iter().map(Cidr::to_string).collect();
     vec![
         ("listen", c.listen.to_string()),
@@ -303,7 +325,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("outbox-frames", c.session.outbox_frames.to_string()),
         ("close-timeout", d(c.session.close_timeout)),
         ("upgrade-timeout", d(c.session.upgrade_timeout)),
-        ("threads", format!("{} (the cores available)", c.threads)),
+        ("threads", c.threads.to_string()),
         ("log-format", c.log_format.as_str().into()),
         ("log-value-bytes", c.log_value_bytes.to_string()),
         ("socket-send-buffer", c.socket_send_buffer.to_string()),
@@ -316,35 +338,54 @@ pub fn defaults() -> Vec<(&'static str, String)> {
             "max-messages-per-second",
             c.limits.max_messages_per_second.to_string(),
         ),
-        ("allowed-origins", "(all)".into()),
+        (
+            "allowed-origins",
+            match c.limits.allowed_origins.is_empty() {
+                true => "(all)".into(),
+                false => c.limits.allowed_origins.join(","),
+            },
+        ),
         ("drain-delay", d(c.shutdown.drain_delay)),
         ("shutdown-timeout", d(c.shutdown.shutdown_timeout)),
-        ("admin-listen", "(off)".into()),
-        ("static", "(off: the embedded page)".into()),
+        ("admin-listen", off(c.admin_listen.map(|a| a.to_string()))),
+        (
+            "static",
+            off(c.static_dir.as_ref().map(|p| p.display().to_string())),
+        ),
         ("keepalive-timeout", d(c.prelude.keepalive_timeout)),
         (
             "keepalive-requests",
             c.prelude.keepalive_requests.to_string(),
         ),
-        ("upstream", "(off)".into()),
+        ("upstream", off(c.upstream.as_ref().map(|u| u.name.clone()))),
         ("upstream-connect-timeout", d(u.connect_timeout)),
         ("upstream-timeout", d(u.timeout)),
         ("upstream-pool", u.pool.to_string()),
         ("upstream-max-head-bytes", u.max_head_bytes.to_string()),
         ("upstream-tunnel-buffer", u.tunnel_buffer_bytes.to_string()),
-        ("upstream-ping", "(off)".into()),
-        ("jwt-secret-file", "(off)".into()),
+        ("upstream-ping", off(u.ping.map(d))),
+        ("jwt-secret-file", secret(&c.auth.jwt_secret)),
         ("jwt-leeway", d(c.auth.leeway)),
-        ("jwt-audience", "(not checked)".into()),
-        ("api-key-file", "(off)".into()),
-        ("redis", "(off)".into()),
+        (
+            "jwt-audience",
+            c.auth
+                .audience
+                .clone()
+                .unwrap_or_else(|| "(not checked)".into()),
+        ),
+        ("api-key-file", secret(&c.auth.api_key)),
+        // The URL's Display is host:port only: never the password.
+        (
+            "redis",
+            off(c.backplane.as_ref().map(|b| b.redis.to_string())),
+        ),
         ("redis-channel-prefix", b.channel_prefix),
         ("redis-queue", b.queue_messages.to_string()),
         ("redis-queue-bytes", b.queue_bytes.to_string()),
         ("redis-timeout", d(b.timeout)),
         ("redis-backoff-min", d(b.backoff_min)),
         ("redis-backoff-max", d(b.backoff_max)),
-        ("advertise", "(off)".into()),
+        ("advertise", off(b.advertise.map(|a| a.to_string()))),
         ("announce-interval", d(b.announce_interval)),
     ]
 }

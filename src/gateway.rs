@@ -32,6 +32,8 @@ pub struct Gateway {
     pub backplane: Option<Arc<Backplane>>,
     /// What a session needs, handed to each one.
     pub sessions: Arc<SessionCtx>,
+    /// When this gateway was made (the status page's uptime).
+    pub started: std::time::Instant,
     draining: AtomicBool,
     next_conn: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
@@ -122,6 +124,7 @@ impl Gateway {
             sessions,
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            started: std::time::Instant::now(),
             per_ip: Mutex::new(HashMap::new()),
             upstream_pool: Mutex::new(Vec::new()),
             permits: Mutex::new(Some(tx)),

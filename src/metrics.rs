@@ -164,6 +164,15 @@ impl Metrics {
         }
     }
 
+    /// Every label of `family` counted so far, with its value.
+    pub fn family(&self, family: Family) -> Vec<(&'static str, u64)> {
+        let t = lock::mutex(&self.labelled);
+        t.iter()
+            .filter(|(f, _, _)| *f == family)
+            .map(|(_, l, v)| (*l, *v))
+            .collect()
+    }
+
     /// The value of `family{label}` (0 if never counted).
     pub fn get(&self, family: Family, label: &str) -> u64 {
         let t = lock::mutex(&self.labelled);
