@@ -36,6 +36,8 @@ pub struct Metrics {
     pub close_aborts: AtomicU64,
     /// `--upstream` WebSocket tunnels open now.
     pub tunnels_open: AtomicU64,
+    /// Socket.IO sessions on a WebSocket open now (opened there or upgraded).
+    pub sio_websocket_open: AtomicU64,
     /// Bytes passed to the upstream (request bodies, tunnel traffic up).
     pub upstream_bytes_out: AtomicU64,
     /// Bytes passed from the upstream (response bodies, tunnel traffic down).
@@ -201,6 +203,11 @@ impl Metrics {
             "wsgate_socketio_polling_sessions",
             "Socket.IO sessions on the polling transport now (counted in wsgate_connections_open too).",
             polling as u64,
+        );
+        w.gauge(
+            "wsgate_socketio_websocket_sessions",
+            "Socket.IO sessions on a WebSocket now (counted in wsgate_connections_open too).",
+            self.sio_websocket_open.load(Relaxed),
         );
         w.gauge(
             "wsgate_draining",

@@ -45,7 +45,10 @@ fn the_status_page_shows_the_numbers_and_they_change() {
     let before = page.next();
     assert!(before.starts_with("numbers "), "{before}");
     assert_eq!(field(&before, "open"), 0.0);
-    assert!(field(&before, "settings") > 40.0, "the flags in force: {before}");
+    assert!(
+        field(&before, "settings") > 40.0,
+        "the flags in force: {before}"
+    );
     assert!(before.contains(r#""backplane":"off""#), "{before}");
 
     smol::block_on(async {
@@ -62,7 +65,10 @@ fn the_status_page_shows_the_numbers_and_they_change() {
                 next_text(c).await;
             }
         }
-        let _sio = SioClient::spawn(&format!("http://{}", gw.addr), r#"{"transports":["polling"]}"#);
+        let _sio = SioClient::spawn(
+            &format!("http://{}", gw.addr),
+            r#"{"transports":["polling"]}"#,
+        );
         page.send(r#"{"op":"until","open":4,"messages_in":20}"#);
         let after = page.next();
         assert_eq!(field(&after, "open"), 4.0, "{after}");

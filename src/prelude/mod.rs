@@ -37,6 +37,7 @@ use smol::{Async, Timer};
 use std::borrow::Cow;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -511,6 +512,10 @@ async fn run_session(
     if upgrade.is_none() && protocol == Protocol::SocketIo {
         gw.metrics.count(Family::SioTransport, "websocket");
     }
+    let sio = protocol == Protocol::SocketIo;
+    if sio {
+        gw.metrics.sio_websocket_open.fetch_add(1, Relaxed);
+    }
     let mut stats = Stats::default();
     let who = Session {
         room: &room,
@@ -536,6 +541,9 @@ async fn run_session(
         upgrade: upgrade.as_deref(),
     };
     session::log_close(&gw.sessions, &who, opened, end, &stats, &access);
+    if sio {
+        gw.metrics.sio_websocket_open.fetch_sub(1, Relaxed);
+    }
     // Counted out only now: the drain waits for the last permit, so every close line is
     // written before the process exits. A session taken over from polling holds the
     // polling session's.
