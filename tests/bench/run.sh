@@ -22,7 +22,8 @@
 #                shared machine does not end it
 #
 # Writes DIR/<peer>-<scenario>.json (the tool's last stdout line; the ladder's chunks merged),
-# DIR/machine.json, and DIR/summary.json (plus compare.json and compare.md with --compare).
+# DIR/machine.json, DIR/summary.json (plus compare.json and compare.md with --compare), and
+# the charts DIR/ladder.svg, DIR/p99.svg, DIR/memory.svg (tests/bench/charts.py).
 # Every run is bounded by wsgate-load's own --deadline; servers listen on 127.0.0.1 only and
 # are stopped by pid when the script exits.
 set -euo pipefail
@@ -196,6 +197,8 @@ NGINX_BIN=$NGINX_BIN HAPROXY_BIN=$HAPROXY_BIN \
   BENCH_SETTINGS="subscribers=$BENCH_SUBSCRIBERS publishers=$BENCH_PUBLISHERS size=$BENCH_SIZE duration=$BENCH_DURATION drain=$BENCH_DRAIN fixed_rate=$BENCH_FIXED_RATE fixed_duration=$BENCH_FIXED_DURATION ladder=$BENCH_LADDER chunk=$BENCH_CHUNK idle_clients=$BENCH_IDLE_CLIENTS sio_idle_clients=$BENCH_SIO_IDLE_CLIENTS idle_hold=$BENCH_IDLE_HOLD tool_threads=$BENCH_TOOL_THREADS fixed_tool_threads=$BENCH_FIXED_TOOL_THREADS max_p99_ms=$BENCH_MAX_P99_MS quiet_wait=$BENCH_QUIET_WAIT quiet_cores=$BENCH_QUIET_CORES" \
   report machine "$out/machine.json"
 report table "$BENCH_MAX_P99_MS" "$out" "${peers[@]}"
+# SVG charts next to the JSON: the ladder, p99 per step, memory per idle connection.
+python3 "$BENCH_DIR/charts.py" "$out" "${peers[@]}" || true
 if [ "$compare" = 1 ]; then
   report compare "$BENCH_MAX_P99_MS" "$out" "${peers[@]}"
 fi
