@@ -16,13 +16,13 @@ import math
 import os
 import sys
 
-W, H = 720, 420
-LEFT, RIGHT, TOP, BOTTOM = 80, 190, 40, 60
+W, H = 820, 420
+LEFT, RIGHT, TOP, BOTTOM = 80, 250, 40, 60
 COLORS = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#57606a"]
 NAMES = {
     "wsgate": "wsgate",
     "wsgate-sio": "wsgate (Socket.IO)",
-    "classic": "HAProxy + nginx + Node socket.io",
+    "classic": "HAProxy+nginx+Node socket.io",
     "node-ws": "Node ws",
 }
 
@@ -134,7 +134,8 @@ def main():
                   "deliveries/s offered", "deliveries/s delivered", (lo, hi), (lo, hi), cap)
         c.axes()
         c.parts.append(f'<path d="M{c.px(lo):.1f},{c.py(lo):.1f} L{c.px(hi):.1f},{c.py(hi):.1f}" stroke="#bbb" stroke-dasharray="4 4"/>')
-        for i, (p, d) in enumerate(ladders.items()):
+        # The first server last, so that its line is on top where lines overlap.
+        for i, (p, d) in reversed(list(enumerate(ladders.items()))):
             pts = [(s["offered_per_s"], max(s["deliveries_per_s"], 1)) for s in d["steps"]]
             c.line(i, NAMES.get(p, p), pts, [not s.get("kept_up", s.get("keeping_up")) for s in d["steps"]])
         written.append(("ladder.svg", c.svg()))
@@ -142,7 +143,7 @@ def main():
         c = Chart("p99 latency per ladder step", "deliveries/s offered", "p99 latency, ms",
                   (min(xs) * 0.8, max(xs) * 1.25), (min(p99s) * 0.8, max(p99s) * 1.25), cap)
         c.axes()
-        for i, (p, d) in enumerate(ladders.items()):
+        for i, (p, d) in reversed(list(enumerate(ladders.items()))):
             pts = [(s["offered_per_s"], max(s["latency_ms"]["p99"], 0.1)) for s in d["steps"]]
             c.line(i, NAMES.get(p, p), pts, [not s.get("kept_up", s.get("keeping_up")) for s in d["steps"]])
         written.append(("p99.svg", c.svg()))
@@ -150,7 +151,8 @@ def main():
     idle = {p: d for p, d in idle.items() if d and d.get("kb_per_conn")}
     if idle:
         top = max(d["kb_per_conn"] for d in idle.values()) * 1.15
-        bw = (W - LEFT - RIGHT) / max(len(idle), 1)
+        right = 40  # no legend: the bars get the width
+        bw = (W - LEFT - right) / max(len(idle), 1)
         parts = []
         for i, (p, d) in enumerate(idle.items()):
             kb = d["kb_per_conn"]
@@ -164,7 +166,7 @@ def main():
         svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
                f'font-family="sans-serif" font-size="11" fill="#222"><rect width="{W}" height="{H}" fill="#fff"/>'
                f'<text x="{LEFT}" y="22" font-size="14" font-weight="bold">Server memory per idle connection (RSS growth / connections held)</text>'
-               f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#999"/>'
+               f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - right}" y2="{H - BOTTOM}" stroke="#999"/>'
                f'<text x="{LEFT}" y="{H - 6}" font-size="9" fill="#666">{cap}</text>' + "".join(parts) + "</svg>\n")
         written.append(("memory.svg", svg))
     for name, svg in written:
