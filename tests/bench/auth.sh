@@ -34,26 +34,17 @@ print(f"{head}.{body}.{sig}")
 PY
 )
 
-start() {
-  PEER_DIR=$(mktemp -d)
-  "$WSGATE_BIN" --listen 127.0.0.1:0 --max-connections 100000 "$@" 2>"$PEER_DIR/wsgate.log" &
-  local pid=$!
-  PEER_PID_LIST+=("$pid")
-  local addr
-  addr=$(wait_line "$PEER_DIR/wsgate.log" 's/.* listening addr=\([^ ]*\).*/\1/p' "$pid")
-  PEER_PIDS=$pid
-  PEER_ADDR=$addr
-}
-
 run() {
   local name=$1 query=$2
   shift 2
-  start "$@"
+  PEER_DIR=$(mktemp -d)
+  start_wsgate "$@"
   "$LOAD_BIN" idle --url "ws://$PEER_ADDR/ws$query" --clients "$BENCH_AUTH_CLIENTS" \
     --connect-rate "$BENCH_AUTH_RATE" --hold 1s --source-ips "$BENCH_SOURCE_IPS" \
     --pid "$PEER_PIDS" 2>/dev/null | tail -1 >"$BENCH_OUT/auth-$name-idle.json"
   peer_stop
-  start "$@"
+  PEER_DIR=$(mktemp -d)
+  start_wsgate "$@"
   "$LOAD_BIN" fanout --url "ws://$PEER_ADDR/ws$query" --clients 1000 --publishers 10 --size 64 \
     --rate "$BENCH_AUTH_MSGS" --duration 5s --threads 2 --pid "$PEER_PIDS" 2>/dev/null |
     tail -1 >"$BENCH_OUT/auth-$name-fanout.json"

@@ -59,13 +59,15 @@ wait_port() {
   return 1
 }
 
+# start_wsgate [FLAG...]: wsgate on a free loopback port, with FLAGs added.
 start_wsgate() {
-  "$WSGATE_BIN" --listen 127.0.0.1:0 --max-connections "$BENCH_MAX_CONNECTIONS" \
+  "$WSGATE_BIN" --listen 127.0.0.1:0 --max-connections "$BENCH_MAX_CONNECTIONS" "$@" \
     2>"$PEER_DIR/wsgate.log" &
   local pid=$! addr
   PEER_PID_LIST+=("$pid")
   addr=$(wait_line "$PEER_DIR/wsgate.log" 's/.* listening addr=\([^ ]*\).*/\1/p' "$pid") || return 1
   PEER_PIDS=$pid
+  PEER_ADDR=$addr
   PEER_URL="ws://$addr/"
 }
 
