@@ -76,7 +76,10 @@ fn order_per_publisher_is_kept() {
         let mut p2 = ws_connect(gw.addr, "/ws/o", b"").await;
         let mut sub = ws_connect(gw.addr, "/ws/o", b"").await;
         gw.wait_log(|l| l.contains(" open ") && l.contains("conn=3"));
-        let n = 200;
+        // Both bursts together (2n frames) fit one outbox (--outbox-frames, 256): the
+        // subscriber reads only after the last send, and a session that the machine's load
+        // kept from running meanwhile must not be evicted as a slow consumer.
+        let n = 120;
         for i in 0..n {
             p1.send(Message::text(format!("p1 {i}"))).await.unwrap();
             p2.send(Message::text(format!("p2 {i}"))).await.unwrap();
