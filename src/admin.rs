@@ -157,16 +157,9 @@ async fn api(
                 "Allow: GET\r\n",
             );
         }
-        let mut body = String::from("{\"rooms\":[");
-        for (i, (name, members)) in gw.hub.room_list().iter().enumerate() {
-            let comma = if i == 0 { "" } else { "," };
-            let _ = write!(
-                body,
-                "{comma}{{\"name\":\"{}\",\"members\":{members}}}",
-                Escaped(name)
-            );
-        }
-        body.push_str("]}\n");
+        let mut body = String::from("{\"rooms\":");
+        rooms_json(&mut body, &gw.hub.room_list());
+        body.push_str("}\n");
         return http::response(Status::Ok, "application/json", "", body.as_bytes(), false);
     }
     if method != "POST" {
@@ -342,45 +335,67 @@ fn status_json(gw: &Gateway, given: Option<&str>, method: &str) -> Vec<u8> {
         ("api_publishes", &m.api_publishes),
     ];
     o.push_str("\"counters\":{");
-    for (i, (name, v)) in counters.iter().enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        let _ = write!(o, "{comma}\"{name}\":{}", v.load(Relaxed));
-    }
+    list(&mut o, counters, |o, (name, v)| {
+        let _ = write!(o, "\"{name}\":{}", v.load(Relaxed));
+    });
     o.push('}');
     let mut refused = m.family(Family::Refused);
     refused.extend(m.family(Family::AuthRefused));
     refused.extend(m.family(Family::HandshakeReject));
-    for (name, list) in [("refused", refused), ("closed", m.family(Family::Closed))] {
+    for (name, by_reason) in [("refused", refused), ("closed", m.family(Family::Closed))] {
         let _ = write!(o, ",\"{name}\":{{");
-        for (i, (label, v)) in list.iter().enumerate() {
-            let comma = if i == 0 { "" } else { "," };
-            let _ = write!(o, "{comma}\"{}\":{v}", Escaped(label));
-        }
+        self::list(&mut o, by_reason, |o, (label, v)| {
+            let _ = write!(o, "\"{}\":{v}", Escaped(label));
+        });
         o.push('}');
     }
     let mut rooms = gw.hub.room_list();
     rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    o.push_str(",\"top_rooms\":[");
-    for (i, (name, members)) in rooms.iter().take(TOP_ROOMS).enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        let _ = write!(
-            o,
-            "{comma}{{\"name\":\"{}\",\"members\":{members}}}",
-            Escaped(name)
-        );
-    }
+    rooms.truncate(TOP_ROOMS);
+    o.push_str(",\"top_rooms\":");
+    rooms_json(&mut o, &rooms);
     let backplane = match gw.health().backplane_up {
         None => "off",
         Some(true) => "up",
         Some(false) => "down",
     };
-    let _ = write!(o, "],\"backplane\":\"{backplane}\",\"settings\":[");
-    for (i, (name, value)) in crate::config::settings(&gw.config).iter().enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        let _ = write!(o, "{comma}[\"--{name}\",\"{}\"]", Escaped(value));
-    }
+    let _ = write!(o, ",\"backplane\":\"{backplane}\",\"settings\":[");
+    list(
+        &mut o,
+        crate::config::settings(&gw.config),
+        |o, (name, value)| {
+            let _ = write!(o, "[\"--{name}\",\"{}\"]", Escaped(&value));
+        },
+    );
     o.push_str("]}\n");
     http::response(Status::Ok, "application/json", "", o.as_bytes(), false)
+}
+
+/// Writes `items` into `out` separated by commas, each by `each`.
+fn list<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut String, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+}
+
+/// `[{"name":..,"members":N},...]`: what `/rooms` and the status page list.
+fn rooms_json(out: &mut String, rooms: &[(String, usize)]) {
+    out.push('[');
+    list(out, rooms, |o, (name, members)| {
+        let _ = write!(
+            o,
+            "{{\"name\":\"{}\",\"members\":{members}}}",
+            Escaped(name)
+        );
+    });
+    out.push(']');
 }
 
 /// The response for an admin request.
