@@ -17,17 +17,21 @@
 //! * [`server`]: the accept loop and the SIGTERM drain (waits for the last session permit).
 //! * [`prelude`]: the connection prelude, one folder per check: [`prelude::proxy`] (PROXY
 //!   v1/v2, pure), [`prelude::http`] (request heads and responses, pure), [`prelude::route`]
-//!   (pure), [`prelude::handshake`] (RFC 6455, pure), [`prelude::static_files`], and one
-//!   `Reject` answered in one place; with `--upstream`, the proxy to the app
+//!   (pure), [`prelude::handshake`] (RFC 6455, pure), [`prelude::static_files`], the HTTP side
+//!   of Socket.IO polling (kept-alive requests, CORS) and the forwarding of another instance's
+//!   polling requests, and one `Reject` answered in one place; with `--upstream`, the proxy to
+//!   the app
 //!   ([`prelude::framing`], pure: body framing and the smuggling checks) and its WebSocket
 //!   [`prelude::tunnel`].
 //! * [`session`]: one WebSocket connection (the loop, its writer, `End`, the Socket.IO
-//!   handler); it sees only a [`session::SessionCtx`], never the gateway.
+//!   handler) and one Socket.IO polling session ([`session::polling`]); it sees only a
+//!   [`session::SessionCtx`], never the gateway.
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction, delivery counting; never sees a
 //!   socket.
 //! * [`backplane`]: `--redis`: the relay queue, [`backplane::envelope`] (pure),
 //!   the link (one Redis connection's life) and [`backplane::resp`] (pure).
-//! * [`admin`]: the operators' listener: `/metrics`, `/healthz`, and the publish API.
+//! * [`admin`]: the operators' listener: `/metrics`, `/healthz`, the status page, and the
+//!   publish API.
 //!
 //! Shared by them:
 //! * [`gateway`]: the shared state and nothing else: components, admission permits, the
