@@ -25,7 +25,8 @@
 //!   [`prelude::tunnel`].
 //! * [`session`]: one WebSocket connection (the loop, its writer, `End`, the Socket.IO
 //!   handler) and one Socket.IO polling session ([`session::polling`]); it sees only a
-//!   [`session::SessionCtx`], never the gateway.
+//!   [`session::SessionCtx`], never the gateway (a polling session holds the gateway's
+//!   admission permit, by its type only).
 //! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction, delivery counting; never sees a
 //!   socket.
 //! * [`backplane`]: `--redis`: the relay queue, [`backplane::envelope`] (pure),
