@@ -101,39 +101,65 @@ impl Grant {
     }
 }
 
-/// What a session's token allows, as the session goes.
+/// What a session's token allows, as the session goes. One pointer wide (every session holds
+/// one, so its size is paid per connection); `Default` is open.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// Tokens are off (no `--jwt-secret-file`): any room, publishing allowed.
-    #[default]
-    Open,
+pub struct Access(Option<Box<Checked>>);
+
+/// The states of an [`Access`] with tokens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Checked {
     /// A Socket.IO session before its CONNECT: the token its handshake carried, if any (the
     /// CONNECT's own `auth.token` wins).
-    Pending(Option<Box<str>>),
+    Pending(Option<String>),
     /// Checked and granted.
-    Granted(Box<Grant>),
+    Granted(Grant),
 }
 
 impl Access {
-    /// Whether the session may publish (a read-only grant may not).
-    pub fn may_publish(&self) -> bool {
-        !matches!(self, Access::Granted(g) if !g.claims.publish)
+    /// Tokens are off (no `--jwt-secret-file`): any room, publishing allowed.
+    pub fn open() -> Access {
+        Access(None)
     }
 
-    /// When the session must end, if its grant does.
-    pub fn ends(&self) -> Option<Instant> {
-        match self {
-            Access::Granted(g) => Some(g.ends),
+    /// A Socket.IO session to be checked at its CONNECT, with its handshake's token.
+    pub fn pending(token: Option<String>) -> Access {
+        Access(Some(Box::new(Checked::Pending(token))))
+    }
+
+    /// Checked and granted.
+    pub fn granted(grant: Grant) -> Access {
+        Access(Some(Box::new(Checked::Granted(grant))))
+    }
+
+    /// For a session still to be checked: the token its handshake carried (`Some(None)`: none).
+    pub fn pending_token(&self) -> Option<Option<&str>> {
+        match self.0.as_deref() {
+            Some(Checked::Pending(t)) => Some(t.as_deref()),
             _ => None,
         }
     }
 
+    fn grant(&self) -> Option<&Grant> {
+        match self.0.as_deref() {
+            Some(Checked::Granted(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether the session may publish (a read-only grant may not).
+    pub fn may_publish(&self) -> bool {
+        self.grant().is_none_or(|g| g.claims.publish)
+    }
+
+    /// When the session must end, if its grant does.
+    pub fn ends(&self) -> Option<Instant> {
+        self.grant().map(|g| g.ends)
+    }
+
     /// The user, for log lines: the grant's `sub`, or `-`.
     pub fn user(&self) -> &str {
-        match self {
-            Access::Granted(g) => g.user(),
-            _ => "-",
-        }
+        self.grant().map_or("-", Grant::user)
     }
 }
 

@@ -387,7 +387,7 @@ fn route_request<'r>(
                 accept,
                 permit: None,
                 upgrade: Some(polling),
-                access: Access::Open,
+                access: Access::open(),
             });
         }
         Route::Upgrade { room } => (room, Protocol::Raw),
@@ -397,14 +397,14 @@ fn route_request<'r>(
     check_origin(&cfg.limits, request.origin)?;
     let token = || auth::request_token(request.target, request.authorization);
     let access = match (&gw.sessions.auth, protocol) {
-        (None, _) => Access::Open,
+        (None, _) => Access::open(),
         // Checked here, before the 101: a refusal is a 401 or 403.
         (Some(a), Protocol::Raw) => {
             let grant = a.admit(token().as_deref(), room).map_err(Reject::denied)?;
-            Access::Granted(Box::new(grant))
+            Access::granted(grant)
         }
         // Checked at its CONNECT, where a refusal is Socket.IO's `connect_error`.
-        (Some(_), Protocol::SocketIo) => Access::Pending(token().map(Into::into)),
+        (Some(_), Protocol::SocketIo) => Access::pending(token()),
     };
     let permit = gw.admit(pre.client.ip())?;
     Ok(Answer::Upgrade {

@@ -207,8 +207,8 @@ fn handshake(gw: &Arc<Gateway>, pre: &Prelude, req: &Request) -> Result<String, 
     };
     // Checked at its CONNECT (`40`), where a refusal is Socket.IO's `connect_error`.
     let access = match &gw.sessions.auth {
-        Some(_) => Access::Pending(req.token.as_deref().map(Into::into)),
-        None => Access::Open,
+        Some(_) => Access::pending(req.token.clone()),
+        None => Access::open(),
     };
     let (session, open) = Polling::open(&gw.sessions, &req.room, peer, permit, access);
     gw.executor.spawn(session.keep()).detach();

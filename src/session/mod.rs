@@ -697,7 +697,7 @@ mod tests {
                 upgrade: None,
             };
             let (mut sa, mut sb) = (Stats::default(), Stats::default());
-            let (mut xa, mut xb) = (Access::Open, Access::Open);
+            let (mut xa, mut xb) = (Access::open(), Access::open());
             let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa, &mut xa);
             let session_b = run(server_b, Vec::new(), mb, who(&pb), &ctx, &mut sb, &mut xb);
             let clients = async {

@@ -53,9 +53,8 @@ impl Client<'_> {
             Ok(Packet::Close) => return Err(End::SioClose),
             Ok(Packet::Binary) => return Err(End::SioBinary),
             Ok(Packet::Connect { ns: "/", data }) => {
-                if let (Some(auth), Access::Pending(handshake)) = (self.auth, &*access) {
-                    let token =
-                        sio::auth_token(data).or_else(|| handshake.as_deref().map(str::to_owned));
+                if let (Some(auth), Some(handshake)) = (self.auth, access.pending_token()) {
+                    let token = sio::auth_token(data).or_else(|| handshake.map(str::to_owned));
                     match auth.admit(token.as_deref(), self.room) {
                         Ok(grant) => {
                             crate::info!(
@@ -65,7 +64,7 @@ impl Client<'_> {
                                 room = self.room,
                                 user = grant.user()
                             );
-                            *access = Access::Granted(Box::new(grant));
+                            *access = Access::granted(grant);
                         }
                         Err(denied) => {
                             self.metrics.count(Family::AuthRefused, denied.as_str());
@@ -165,7 +164,7 @@ mod tests {
             metrics: &metrics,
             peer: &peer,
         };
-        let mut access = Access::Open;
+        let mut access = Access::open();
         let mut replies = Vec::new();
         let mut reply = |m: String| {
             replies.push(m);
