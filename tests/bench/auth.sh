@@ -8,15 +8,12 @@
 set -euo pipefail
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-RELEASE_DIR=${RELEASE_DIR:-$BENCH_ROOT/target/release}
-WSGATE_BIN=${WSGATE_BIN:-$RELEASE_DIR/wsgate}
-LOAD_BIN=${LOAD_BIN:-$RELEASE_DIR/wsgate-load}
-BENCH_OUT=${BENCH_OUT:-$BENCH_ROOT/target/bench}
 BENCH_AUTH_CLIENTS=${BENCH_AUTH_CLIENTS:-10000}
 BENCH_AUTH_RATE=${BENCH_AUTH_RATE:-5000}
 BENCH_AUTH_MSGS=${BENCH_AUTH_MSGS:-500}
-BENCH_SOURCE_IPS=${BENCH_SOURCE_IPS:-127.0.0.2-127.0.0.40}
 
+# Binaries and the output directory (WSGATE_BIN, LOAD_BIN, BENCH_OUT, BENCH_SOURCE_IPS)
+# default there.
 # shellcheck source=tests/bench/peers.sh
 BENCH_CLASSIC_MAXCONN=0 source "$BENCH_ROOT/tests/bench/peers.sh"
 mkdir -p "$BENCH_OUT"

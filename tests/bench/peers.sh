@@ -12,6 +12,14 @@
 
 # shellcheck shell=bash disable=SC2034  # sets PEER_* for run.sh
 
+# The release binaries, where the bench results go, and the loopback source addresses for
+# runs of 10,000 connections; each caller may set them first.
+RELEASE_DIR=${RELEASE_DIR:-$BENCH_ROOT/target/release}
+WSGATE_BIN=${WSGATE_BIN:-$RELEASE_DIR/wsgate}
+LOAD_BIN=${LOAD_BIN:-$RELEASE_DIR/wsgate-load}
+BENCH_OUT=${BENCH_OUT:-$BENCH_ROOT/target/bench}
+BENCH_SOURCE_IPS=${BENCH_SOURCE_IPS:-127.0.0.2-127.0.0.40}
+
 # Most wsgate sessions at once: far above the 10,000 idle clients plus the fanout members.
 BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-100000}
 # Debian puts these in /usr/sbin, which is not on every user's PATH.

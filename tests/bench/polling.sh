@@ -9,16 +9,13 @@
 set -euo pipefail
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-RELEASE_DIR=${RELEASE_DIR:-$BENCH_ROOT/target/release}
-WSGATE_BIN=${WSGATE_BIN:-$RELEASE_DIR/wsgate}
-LOAD_BIN=${LOAD_BIN:-$RELEASE_DIR/wsgate-load}
-BENCH_OUT=${BENCH_OUT:-$BENCH_ROOT/target/bench}
 BENCH_POLL_CLIENTS=${BENCH_POLL_CLIENTS:-10000}
 BENCH_POLL_ROOMS=${BENCH_POLL_ROOMS:-1000}
 BENCH_POLL_RATE=${BENCH_POLL_RATE:-2000}
 BENCH_POLL_HOLD=${BENCH_POLL_HOLD:-5s}
-BENCH_SOURCE_IPS=${BENCH_SOURCE_IPS:-127.0.0.2-127.0.0.40}
 
+# Binaries and the output directory (WSGATE_BIN, LOAD_BIN, BENCH_OUT, BENCH_SOURCE_IPS)
+# default there.
 # shellcheck source=tests/bench/peers.sh
 BENCH_CLASSIC_MAXCONN=0 source "$BENCH_ROOT/tests/bench/peers.sh"
 mkdir -p "$BENCH_OUT"
