@@ -254,28 +254,27 @@ fn slow_consumer_evictions_are_counted() {
         let _slow = upgrade(gw.addr, b"", "/ws/s", "").await.2;
         let publisher = ws_connect(gw.addr, "/ws/s", b"").await;
         let (mut tx, mut rx) = publisher.split();
-        // The publisher gets its own messages: drain them alongside, up to the last one.
-        let drain = smol::spawn(async move {
-            while let Some(Ok(m)) = rx.next().await {
-                if m == Message::text("last") {
-                    return;
-                }
-            }
-            panic!("publisher's stream ended before its last message came back");
-        });
+        // The publisher gets its own messages back: it waits for each before sending the
+        // next, so that its own 4-frame outbox never fills however slowly this machine runs
+        // it; only the silent client's does.
+        let mut echo = async || match rx.next().await {
+            Some(Ok(m)) => m,
+            other => panic!("the publisher's stream ended: {other:?}"),
+        };
         let payload = "x".repeat(60_000);
         let mut sent = 0;
         while gw.events("close").is_empty() {
             assert!(sent < 5_000, "no eviction after {sent} messages of 60 kB");
             tx.send(Message::text(payload.clone())).await.unwrap();
             sent += 1;
+            assert_eq!(echo().await, Message::text(payload.clone()));
         }
         let line = gw.wait_log(|l| l.contains(" close "));
         assert!(line.contains("reason=slow_consumer"), "{line}");
         // Once the publisher's last message is back, the server has counted everything.
         tx.send(Message::text("last")).await.unwrap();
         sent += 1;
-        drain.await;
+        assert_eq!(echo().await, Message::text("last"));
         // The publisher counts the eviction just after its publish.
         let m = wait_metric(admin, "wsgate_slow_consumer_evictions_total", 1.0);
         assert_eq!(m.get(&closed("slow_consumer")), 1.0);
