@@ -18,12 +18,11 @@ use crate::auth;
 use crate::error;
 use crate::frame::Kind;
 use crate::gateway::Gateway;
+use crate::http::framing::{self, BodyLen};
+use crate::http::{self, Head, Status};
 use crate::hub::Payload;
 use crate::json::{self, Escaped};
 use crate::metrics::Family;
-use crate::prelude::framing::{self, BodyLen};
-use crate::prelude::health_response;
-use crate::prelude::http::{self, Head, Status};
 use crate::sio;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
@@ -420,7 +419,7 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
                 head,
             )
         }
-        "/healthz" => health_response(gw.health(), head),
+        "/healthz" => gw.health().response(head),
         "/" => http::response(
             Status::Ok,
             "text/html; charset=utf-8",

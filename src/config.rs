@@ -415,6 +415,16 @@ pub fn keyword<T: Copy>(s: &str, flag: &str, words: &[(&str, T)]) -> Result<T, S
     ))
 }
 
+/// `--log-format`'s words. Written here, beside [`keyword`], so that `log` imports nothing
+/// of the configuration (config -> log only).
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let formats = [LogFormat::Text, LogFormat::Json];
+        keyword(s, "--log-format", &formats.map(|f| (f.as_str(), f)))
+    }
+}
+
 /// A comma-separated list, trimmed, empty items dropped.
 pub fn parse_list(s: &str) -> Vec<String> {
     s.split(',')

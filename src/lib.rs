@@ -3,63 +3,56 @@
 //!
 //! # Data flow
 //! ```text
-//! server::accept ─> prelude::serve: one buffer, one cap, one deadline
-//!     proxy::decode ─> http::parse_head ─> route ─> page | healthz | static | Reject
-//!                                             ├──> handshake ─> Gateway::admit ─> session task
-//!                                             └──> (--upstream) framing ─> upstream ─> tunnel
+//! server::accept ─> prelude::read_first: one buffer, one cap, one deadline
+//!     proxy::decode ─> http::parse_head ─> HeadAt
+//!         ├──> routes::serve ─> route::route ─> page | healthz | static_files | Reject
+//!         │        ├──> websocket: handshake::check ─> admission ─> 101 ─> session::serve task
+//!         │        ├──> polling: Engine.IO HTTP side ─> session::polling (kept alive)
+//!         │        └──> forward: another instance's polling session ─> tunnel
+//!         └──> (--upstream) upstream::serve ─> http::framing ─> the app ─> tunnel
 //! session: socket ─> tungstenite ─> hub::publish ─> member outboxes (bounded, evict when full)
 //!          outbox ─> writer: one writev of pre-encoded frames ─> socket
 //! --redis: hub ─> backplane::relay ─> queue ─> link (PUBLISH) ─> Redis ─> link (PSUBSCRIBE)
 //!          ─> envelope::decode ─> hub::deliver
 //! ```
 //!
-//! # Modules, in the order of the flow
-//! * [`server`]: the accept loop and the SIGTERM drain (waits for the last session permit).
-//! * [`prelude`]: the connection prelude, one folder per check: [`prelude::proxy`] (PROXY
-//!   v1/v2, pure), [`prelude::http`] (request heads and responses, pure), [`prelude::route`]
-//!   (pure), [`prelude::handshake`] (RFC 6455, pure), [`prelude::static_files`], the HTTP side
-//!   of Socket.IO polling (kept-alive requests, CORS) and the forwarding of another instance's
-//!   polling requests, and one `Reject` answered in one place; with `--upstream`, the proxy to
-//!   the app
-//!   ([`prelude::framing`], pure: body framing and the smuggling checks) and its WebSocket
-//!   [`prelude::tunnel`].
-//! * [`session`]: one WebSocket connection (the loop, its writer, `End`, the Socket.IO
-//!   handler) and one Socket.IO polling session ([`session::polling`]); it sees only a
-//!   [`session::SessionCtx`], never the gateway (a polling session holds the gateway's
-//!   admission permit, by its type only).
-//! * [`hub`]: rooms, bounded outboxes, slow-consumer eviction, delivery counting; never sees a
-//!   socket.
-//! * [`backplane`]: `--redis`: the relay queue, [`backplane::envelope`] (pure),
-//!   the link (one Redis connection's life) and [`backplane::resp`] (pure).
-//! * [`admin`]: the operators' listener: `/metrics`, `/healthz`, the status page, and the
-//!   publish API.
+//! # Modules, by layer (lowest first)
+//! A module imports only from its own layer's earlier names or from lower layers;
+//! `tests/layers.rs` checks it on every `make test`, and fails on a module cycle.
 //!
-//! Shared by them:
-//! * [`gateway`]: the shared state and nothing else: components, admission permits, the
-//!   draining flag, the health status.
-//! * [`config`]: plain data; the only place a default is written; `Config::validate`.
-//! * [`executor`]: worker threads on `async-task` with a run queue that does not allocate.
-//! * [`metrics`]: atomic counters and the one Prometheus text writer.
-//! * [`log`]: one structured line per event.
-//! * [`frame`]: server frames encoded once per publish.
-//! * [`sio`]: Engine.IO v4 / Socket.IO v5 packets (both transports' formats), pure.
-//! * [`token`]: HS256 JSON Web Tokens, verified, pure; [`auth`]: what a token grants a
-//!   session (rooms, publishing, its end) and where a request carries one.
-//! * [`json`], [`percent`], [`lock`]: small helpers written once.
+//! * **L0 leaves**, pure, no crate import outside L0: [`json`], [`percent`], [`lock`],
+//!   [`frame`] (server frames encoded once), [`sio`] (Engine.IO v4 / Socket.IO v5 packets),
+//!   [`token`] (HS256 JSON Web Tokens), [`http`] (request heads, responses, and
+//!   [`http::framing`]: body framing and the smuggling checks), [`tunnel`] (a byte pump both
+//!   ways, for `--upstream` and for forwarded polling connections).
+//! * **L1 plumbing**: [`log`] (one structured line per event), [`config`] (plain data; the
+//!   only place a default is written), [`metrics`], [`executor`].
+//! * **L2 shared state**, no sockets: [`auth`] (what a token grants), [`admission`]
+//!   (session permits, the drain flag), [`hub`] (rooms, bounded outboxes, eviction; never
+//!   sees a socket), [`backplane`] (`--redis`: relay queue, [`backplane::envelope`],
+//!   the link, [`backplane::resp`]).
+//! * **L3 sessions**: [`session`]: one WebSocket connection (`live.rs`: the loop's steps) or
+//!   one Socket.IO polling session; it sees only a [`session::SessionCtx`], never the gateway.
+//! * **L4 wiring**: [`gateway`]: builds each component once from the config and holds them.
+//! * **L5 stages**: [`prelude`] (PROXY header, HTTP head, route, handshake check, and the one
+//!   place a refusal is answered), [`routes`] (what answers each route), [`upstream`]
+//!   (`--upstream`: wsgate in nginx's place), [`admin`] (metrics, status page, publish API).
+//!   `routes` and `upstream` import `prelude`, and never each other.
+//! * **L6**: [`server`]: the accept loop and the SIGTERM drain.
 //!
-//! Imports point one way only (checked by reading the `crate::` paths): leaves (`frame`, `json`, `lock`,
-//! `percent`) <- `log`, `metrics`, `sio`, `token`, `executor`, `config` <- `auth`, `hub` <-
-//! `session`, `backplane` <- `gateway` <- `prelude` <- `admin`, `server`.
+//! `docs/design.md` walks through the same map.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod executor;
 pub mod frame;
 pub mod gateway;
+pub mod http;
 pub mod hub;
 pub mod json;
 pub mod lock;
@@ -67,7 +60,10 @@ pub mod log;
 pub mod metrics;
 pub mod percent;
 pub mod prelude;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod sio;
 pub mod token;
+pub mod tunnel;
+pub mod upstream;

@@ -40,14 +40,6 @@ impl Format {
     }
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let formats = [Format::Text, Format::Json];
-        crate::config::keyword(s, "--log-format", &formats.map(|f| (f.as_str(), f)))
-    }
-}
-
 static FORMAT: AtomicU8 = AtomicU8::new(0);
 static MAX_VALUE: AtomicUsize = AtomicUsize::new(DEFAULT_VALUE_BYTES);
 

@@ -9,11 +9,11 @@
 
 use crate::gateway::Gateway;
 use crate::metrics::Family;
-use crate::{error, info, prelude};
+use crate::{error, info, prelude, routes, upstream};
 use futures_lite::{FutureExt, Stream, StreamExt};
 use smol::{Async, Timer};
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +108,19 @@ impl AcceptErrors {
     }
 }
 
+/// One accepted connection: the prelude reads its first head, then the routes answer it,
+/// or with `--upstream` the app does.
+async fn connection(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
+    let Some((buf, pre, head)) = prelude::read_first(&mut stream, peer, &gw).await else {
+        return;
+    };
+    if gw.config.upstream.is_some() {
+        // Boxed: its state would otherwise widen every connection's task, held polls included.
+        return Box::pin(upstream::serve(stream, buf, pre, gw)).await;
+    }
+    routes::serve(stream, buf, pre, head, gw).await
+}
+
 /// The signals the server acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -148,7 +161,7 @@ pub async fn accept(
                             rustix::net::sockopt::set_socket_send_buffer_size(sock, send_buffer);
                     }
                     gw.executor
-                        .spawn(prelude::serve(stream, peer, gw.clone()))
+                        .spawn(connection(stream, peer, gw.clone()))
                         .detach();
                 }
                 Err(e) => {
@@ -186,7 +199,7 @@ pub async fn run(
         None => return Stopped::NoSignals,
     }
     let shutdown = gw.config.shutdown.clone();
-    gw.start_draining();
+    gw.admission.start_draining();
     info!(
         "draining",
         drain_delay = format!("{:?}", shutdown.drain_delay),
@@ -214,7 +227,8 @@ pub async fn run(
     let open = gw.metrics.open.load(Ordering::Relaxed);
     info!("closing_clients", code = 1001, open = open);
     let drained = async {
-        gw.last_permit_dropped()
+        gw.admission
+            .last_permit_dropped()
             .or(async {
                 Timer::after(shutdown.shutdown_timeout).await;
             })

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::prelude::framing::{request_body, Chunked};
+use wsgate::http::framing::{request_body, Chunked};
 
 fuzz_target!(|data: &[u8]| {
     let whole = Chunked::default().feed(data);

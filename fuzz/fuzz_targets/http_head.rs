@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::prelude::http::{parse_head, Head};
+use wsgate::http::{parse_head, Head};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Head::Complete { len, request }) = parse_head(data) {

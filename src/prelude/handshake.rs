@@ -1,7 +1,7 @@
 //! The WebSocket upgrade (RFC 6455 section 4.2): a ladder of checks, one error variant each,
 //! then the 101 response. Pure; the caller writes the bytes and hands the socket over.
 
-use crate::prelude::http::{has_token, Request, Status};
+use crate::http::{has_token, Request, Status};
 use std::fmt;
 
 /// The GUID every `Sec-WebSocket-Accept` is derived with (RFC 6455 section 1.3).

@@ -3,10 +3,10 @@
 //! level, and the text. [`answer`] is the one place that logs, counts and writes it.
 
 use super::handshake::HandshakeError;
-use super::http::{self, HttpError, Status};
 use super::proxy::ProxyError;
 use super::Prelude;
-use crate::gateway::Refusal;
+use crate::admission::Refusal;
+use crate::http::{self, HttpError, Status};
 use crate::log::{self, Level};
 use crate::metrics::{Family, Metrics};
 use futures_lite::AsyncWriteExt;
@@ -255,7 +255,7 @@ impl From<HandshakeError> for Reject {
 }
 
 impl From<Refusal> for Reject {
-    /// Counted by [`crate::gateway::Gateway::admit`] itself.
+    /// Counted by [`crate::admission::Admission::admit`] itself.
     fn from(refusal: Refusal) -> Reject {
         let status = match refusal {
             Refusal::MaxConnections | Refusal::Draining => Status::Unavailable,

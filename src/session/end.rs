@@ -1,7 +1,15 @@
 //! How a session ended: one variant per cause, and one table that gives each its close code,
 //! its metric and log label, the reason sent in the Close frame, and who caused it.
 
+use super::writer::CtrlFull;
+use super::{Session, SessionCtx, Stats};
+use crate::auth::Access;
+use crate::hub::Signal;
+use crate::log::{Level, Secs};
+use crate::metrics::Family;
 use crate::sio::SioError;
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use std::time::Instant;
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +132,71 @@ impl End {
     pub fn is_client_fault(self) -> bool {
         self.row().client_fault
     }
+}
+
+impl End {
+    /// The end an outbox signal means, if any: an eviction or the shutdown.
+    pub fn from_signal(s: Signal) -> Option<End> {
+        match s {
+            Signal::Frames => None,
+            Signal::Evicted => Some(End::SlowConsumer),
+            Signal::GoingAway => Some(End::GoingAway),
+        }
+    }
+}
+
+/// The end a tungstenite read error means.
+pub(super) fn classify(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::TooBig,
+        WsError::Capacity(_) => End::ProtocolError,
+        WsError::Utf8(_) => End::InvalidUtf8,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Eof,
+        WsError::Protocol(_) => End::ProtocolError,
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<CtrlFull>()) => End::ControlFlood,
+        WsError::WriteBufferFull(_) => End::ControlFlood,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Eof,
+        _ => End::IoError,
+    }
+}
+
+/// Counts a session's end by reason and writes its close line (WARN when the client caused
+/// it): one format for both transports. `tcp` says how the connection ended (`fin`, `reset`),
+/// or `-` for a polling session, which has no one connection.
+pub fn log_close(
+    ctx: &SessionCtx,
+    who: &Session<'_>,
+    opened: Instant,
+    end: End,
+    stats: &Stats,
+    access: &Access,
+) {
+    ctx.metrics.count(Family::Closed, end.as_str());
+    let level = if end.is_client_fault() {
+        Level::Warn
+    } else {
+        Level::Info
+    };
+    let (transport, tcp) = match (stats.polling, stats.reset) {
+        (true, _) => ("polling", "-"),
+        (false, true) => ("websocket", "reset"),
+        (false, false) => ("websocket", "fin"),
+    };
+    crate::log_at!(
+        level,
+        "close",
+        conn = who.peer.conn,
+        client = who.peer.client,
+        room = who.room,
+        user = access.user(),
+        duration = Secs(opened.elapsed().as_secs_f64()),
+        code = end.logged_code(),
+        reason = end.as_str(),
+        msgs_in = stats.msgs_in,
+        frames_out = stats.frames_out,
+        transport = transport,
+        tcp = tcp
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A Socket.IO session on Engine.IO's HTTP long-polling transport: what a page that calls
 //! plain `io()` starts with. The HTTP side (requests, keep-alive, CORS) is
-//! `crate::prelude::polling`; this is the session those requests share.
+//! `crate::routes` (`routes/polling.rs`); this is the session those requests share.
 //!
 //! ```text
 //! GET  (no sid)  -> open: 0{"sid":..,"upgrades":["websocket"],..}; the session joins the lobby
@@ -23,11 +23,13 @@
 //!   from the outbox that a GET did not deliver, so nothing is lost or sent twice, and order
 //!   is kept.
 
+use super::inbound::{account, TokenBucket};
+use super::keepalive::{Keepalive, Tick};
 use super::socketio;
-use super::{account, End, Peer, Session, SessionCtx, Stats, TokenBucket, CTRL_CAP};
+use super::{End, Peer, Session, SessionCtx, Stats, CTRL_CAP};
+use crate::admission::SessionPermit;
 use crate::auth::Access;
 use crate::frame::{self, Frame, Kind};
-use crate::gateway::SessionPermit;
 use crate::hub::{Membership, Protocol, Signal};
 use crate::lock::mutex as lock;
 use crate::log::Secs;
@@ -95,9 +97,8 @@ struct State {
     held: bool,
     get_waker: Option<Waker>,
     keeper_waker: Option<Waker>,
-    next_ping: Instant,
-    /// Set by the first unanswered ping.
-    pong_deadline: Option<Instant>,
+    /// The ping schedule and the pong deadline.
+    keepalive: Keepalive,
     /// When a WebSocket began to probe: it must switch within `--upgrade-timeout`.
     probe_deadline: Option<Instant>,
     /// A WebSocket has probed: an empty held GET answers `6`.
@@ -156,8 +157,7 @@ impl Polling {
                 held: false,
                 get_waker: None,
                 keeper_waker: None,
-                next_ping: now + cfg.ping_interval,
-                pong_deadline: None,
+                keepalive: Keepalive::new(now, cfg),
                 probe_deadline: None,
                 upgrading: false,
                 upgraded: false,
@@ -300,19 +300,20 @@ impl Polling {
             ctrl,
             bucket,
             stats,
-            pong_deadline,
+            keepalive,
             access,
             ..
         } = st;
         let membership = membership.as_mut().ok_or(End::Eof)?;
         for text in packets {
             // Any packet shows the client is alive, as any frame does on a WebSocket.
-            *pong_deadline = None;
+            keepalive.heard();
             account(&self.ctx, stats, bucket, &who, Kind::Text, text.as_bytes())?;
             let mut flood = false;
             let mut reply = |m: String| {
-                flood |= !push_ctrl(ctrl, m.as_bytes());
-                Ok(())
+                let taken = push_ctrl(ctrl, m.as_bytes());
+                flood |= !taken;
+                taken
             };
             client.packet(text, membership, access, &mut reply)?;
             if flood {
@@ -334,26 +335,27 @@ impl Polling {
                 return Poll::Ready(());
             }
             let now = Instant::now();
-            if st.pong_deadline.is_some_and(|d| now >= d) {
-                self.ctx.metrics.pong_timeouts.fetch_add(1, Relaxed);
-                self.finish(&mut st, End::PongTimeout);
-                return Poll::Ready(());
-            }
             if st.access.ends().is_some_and(|e| now >= e) {
                 self.finish(&mut st, End::TokenExpired);
                 return Poll::Ready(());
             }
-            if now >= st.next_ping {
-                if !push_ctrl(&mut st.ctrl, sio::PING.as_bytes()) {
-                    self.finish(&mut st, End::ControlFlood);
+            match st.keepalive.tick(now, cfg) {
+                Tick::PongTimeout => {
+                    self.ctx.metrics.pong_timeouts.fetch_add(1, Relaxed);
+                    self.finish(&mut st, End::PongTimeout);
                     return Poll::Ready(());
                 }
-                self.ctx.metrics.pings.fetch_add(1, Relaxed);
-                st.pong_deadline.get_or_insert(now + cfg.pong_timeout);
-                st.next_ping = now + cfg.ping_interval;
-                if let Some(w) = st.get_waker.take() {
-                    w.wake();
+                Tick::Ping => {
+                    if !push_ctrl(&mut st.ctrl, sio::PING.as_bytes()) {
+                        self.finish(&mut st, End::ControlFlood);
+                        return Poll::Ready(());
+                    }
+                    self.ctx.metrics.pings.fetch_add(1, Relaxed);
+                    if let Some(w) = st.get_waker.take() {
+                        w.wake();
+                    }
                 }
+                Tick::Idle => {}
             }
             if !st.held {
                 let signal = match &st.membership {
@@ -371,10 +373,10 @@ impl Polling {
                 }
             }
             st.keeper_waker = Some(cx.waker().clone());
-            let at = [st.pong_deadline, st.access.ends()]
-                .into_iter()
-                .flatten()
-                .fold(st.next_ping, Instant::min);
+            let at = st
+                .access
+                .ends()
+                .map_or(st.keepalive.next_at(), |e| e.min(st.keepalive.next_at()));
             timer.set_at(at);
             drop(st);
             if Pin::new(&mut timer).poll(cx).is_pending() {

@@ -15,7 +15,6 @@ use crate::auth::{Access, Auth};
 use crate::hub::{Hub, Membership, Payload, Protocol};
 use crate::metrics::{Family, Metrics};
 use crate::sio::{self, Packet, SioError};
-use async_tungstenite::tungstenite::Error as WsError;
 use std::sync::Arc;
 
 /// One Socket.IO client, for the packets it sends.
@@ -36,14 +35,15 @@ pub(super) struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// Handles one text packet. `reply` queues an answer to this client (it lands at a frame
-    /// boundary, through tungstenite); a full control buffer is not this packet's error.
+    /// Handles one text packet. `reply` queues an answer to this client (on a WebSocket it
+    /// lands at a frame boundary, through tungstenite) and says whether it was taken; a full
+    /// control buffer is not this packet's error, the caller sees it on its own.
     pub(super) fn packet(
         &self,
         text: &str,
         membership: &mut Membership,
         access: &mut Access,
-        reply: &mut impl FnMut(String) -> Result<(), WsError>,
+        reply: &mut impl FnMut(String) -> bool,
     ) -> Result<(), End> {
         match sio::parse(text) {
             Ok(Packet::Pong | Packet::Noop | Packet::Ack) => {}
@@ -152,7 +152,7 @@ mod tests {
         let other = hub.join("main", Protocol::SocketIo);
         let mut me = hub.join_lobby(Protocol::SocketIo);
         let metrics = Metrics::default();
-        let peer = crate::session::Peer {
+        let peer = super::super::Peer {
             conn: 1,
             client: "127.0.0.1:1".parse().unwrap(),
         };
@@ -168,7 +168,7 @@ mod tests {
         let mut replies = Vec::new();
         let mut reply = |m: String| {
             replies.push(m);
-            Ok(())
+            true
         };
         assert_eq!(c.packet("40", &mut me, &mut access, &mut reply), Ok(()));
         assert!(!me.in_lobby());

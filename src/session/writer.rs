@@ -5,12 +5,19 @@
 //! Close), then the queued frames. So a control frame never lands inside a data frame, and
 //! every queued frame of a connection goes out in one syscall when the socket takes it.
 
+use super::{Transport, CTRL_CAP};
 use crate::frame::Frame;
-use futures_lite::io::AsyncWrite;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use smol::Timer;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 64;
@@ -111,6 +118,103 @@ impl Writer {
         self.out.pop_front();
         self.frames_out += 1;
     }
+}
+
+// ---- The control side: what tungstenite writes lands in `ctrl`, never on the socket. ----
+
+/// The stream tungstenite runs over: reads come from the socket, writes go to `ctrl`.
+#[derive(Debug)]
+pub(crate) struct Io<S> {
+    pub(crate) socket: S,
+    pub(crate) ctrl: Vec<u8>,
+}
+
+impl<S: Transport> AsyncRead for Io<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl<S: Transport> AsyncWrite for Io<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.ctrl.len() + buf.len() > CTRL_CAP {
+            return Poll::Ready(Err(io::Error::other(CtrlFull)));
+        }
+        self.ctrl.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The error [`Io`] returns when `ctrl` would pass [`CTRL_CAP`].
+#[derive(Debug)]
+pub(crate) struct CtrlFull;
+
+impl std::fmt::Display for CtrlFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than {CTRL_CAP} bytes of control frames waiting")
+    }
+}
+
+impl std::error::Error for CtrlFull {}
+
+/// Hands `msg` to tungstenite, which encodes it into `ctrl` at once: [`Io`] never blocks a
+/// write, so the send completes in one poll. (Doing it without an `.await` keeps the send
+/// future out of the session's state machine.)
+pub(crate) fn queue<S: Transport>(
+    ws: &mut WebSocketStream<Io<S>>,
+    msg: Message,
+) -> Result<(), WsError> {
+    let mut send = std::pin::pin!(ws.send(msg));
+    match send
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(WsError::Io(io::Error::other(CtrlFull))),
+    }
+}
+
+/// Finishes a partly written frame (a Close must not land inside one), writes `ctrl`, shuts
+/// the write side, then reads and drops the client's bytes until EOF or the deadline.
+/// Returns whether all of that happened in time (false: reset the connection).
+pub(crate) async fn linger<S: Transport>(
+    io: &mut Io<S>,
+    partial: Option<&[u8]>,
+    close_timeout: Duration,
+) -> bool {
+    let work = async {
+        if let Some(rest) = partial {
+            io.socket.write_all(rest).await?;
+        }
+        io.socket.write_all(&io.ctrl).await?;
+        io.ctrl.clear();
+        // A FIN after the Close frame.
+        io.socket.shutdown_write()?;
+        let mut sink = [0u8; 512];
+        while io.socket.read(&mut sink).await? > 0 {}
+        Ok::<bool, io::Error>(true)
+    };
+    work.or(async {
+        Timer::after(close_timeout).await;
+        Ok(false)
+    })
+    .await
+    // A write or read error: the peer is gone (reset), nothing is left to free.
+    .unwrap_or(true)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
-//! HTTP/1.1 request heads and plain responses. Parsing is a pure function over `&[u8]` with
-//! caller-owned header storage; responses are whole byte strings written at once.
+//! HTTP/1.1, pure: request heads and plain responses (here), and message framing
+//! ([`framing`]: body lengths, chunked scanning, the smuggling checks, hop-by-hop headers).
+//! Parsing is a pure function over `&[u8]` with caller-owned header storage; responses are
+//! whole byte strings written at once. The prelude, the routes, `--upstream` and the admin
+//! listener all use it; it imports nothing of the crate.
+
+pub mod framing;
 
 use std::fmt::{self, Write as _};
 

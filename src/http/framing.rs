@@ -151,7 +151,7 @@ pub fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> b
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .any(|h| super::http::has_token(h.value, token))
+        .any(|h| super::has_token(h.value, token))
 }
 
 /// The first value of header `name`.

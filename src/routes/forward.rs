@@ -17,11 +17,12 @@
 //! * The owner unreachable within `--redis-timeout`: `502`, `reason=peer_unreachable`, and the
 //!   client's next handshake opens a session here.
 
-use super::reject::{self, Reject};
-use super::tunnel;
-use super::{http::Status, proxy, Buf, Prelude};
 use crate::gateway::Gateway;
+use crate::http::Status;
 use crate::info;
+use crate::prelude::reject::{self, Reject};
+use crate::prelude::{proxy, Buf, Prelude};
+use crate::tunnel;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
 use std::io;

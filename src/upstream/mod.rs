@@ -9,7 +9,7 @@
 //!   101 to `Upgrade: websocket` ─> tunnel: two fixed buffers, no idle timeout
 //! ```
 //!
-//! * **Framing** is checked before anything is forwarded ([`super::framing`]): both
+//! * **Framing** is checked before anything is forwarded ([`crate::http::framing`]): both
 //!   `Content-Length` and `Transfer-Encoding`, differing lengths, or a coding other than
 //!   `chunked` get `400`, so the app never reads a request differently than we did.
 //! * **Bodies** stream through one buffer each way; a chunked body is copied as it is and
@@ -22,16 +22,17 @@
 //!   `--max-connections` and `--max-connections-per-ip` count them; SIGTERM lets them finish
 //!   within `--shutdown-timeout`.
 
-use super::framing::{self, BodyLen, Chunked};
-use super::http::{self, Status};
-use super::reject::{self, Reject};
-use super::tunnel;
-use super::{Buf, Prelude};
+use crate::admission::SessionPermit;
 use crate::config::UpstreamConfig;
-use crate::gateway::{Gateway, SessionPermit};
+use crate::gateway::Gateway;
+use crate::http::framing::{self, BodyLen, Chunked};
+use crate::http::{self, Status};
 use crate::info;
 use crate::lock;
 use crate::metrics::{Family, Metrics};
+use crate::prelude::reject::{self, Reject};
+use crate::prelude::{next_head, Buf, Prelude};
+use crate::tunnel;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
 use std::fmt::Write as _;
@@ -106,7 +107,7 @@ pub(crate) async fn serve(
             Done::Tunnel(u) => return spawn_tunnel(stream, u, &pre, &gw),
             Done::KeepAlive => {}
         }
-        if super::next_head(&mut stream, &mut buf, &mut pre, &gw)
+        if next_head(&mut stream, &mut buf, &mut pre, &gw)
             .await
             .is_none()
         {
@@ -137,7 +138,7 @@ async fn one(
     let headers = &*req.headers;
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     if path == "/healthz" {
-        let r = super::health_response(gw.health(), method == "HEAD");
+        let r = gw.health().response(method == "HEAD");
         let _ = stream.write_all(&r).await;
         return Done::Close;
     }
@@ -159,7 +160,7 @@ async fn one(
             return Done::Close;
         }
     }
-    let permit = match gw.admit(pre.client.ip()) {
+    let permit = match gw.admission.admit(pre.client.ip()) {
         Ok(p) => p,
         Err(r) => {
             reject::answer(stream, m, pre, Some(target), r.into()).await;

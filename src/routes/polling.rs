@@ -18,13 +18,13 @@
 //! * **A held GET whose client goes away** (the connection closes) closes the session, as
 //!   the reference closes the transport.
 
-use super::framing::{self, BodyLen};
-use super::http::{self, HeadAt, Status};
-use super::reject::{self, Reject};
-use super::{Buf, Prelude};
 use crate::auth::Access;
 use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
+use crate::http::framing::{self, BodyLen};
+use crate::http::{self, HeadAt, Status};
+use crate::prelude::reject::{self, Reject};
+use crate::prelude::{Buf, Prelude};
 use crate::session::polling::Refused;
 use crate::session::{Peer, Polling};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
@@ -200,7 +200,7 @@ fn fields(head: &[u8]) -> Fields {
 
 /// The handshake GET: admits the client and opens its session. Returns the open packet.
 fn handshake(gw: &Arc<Gateway>, pre: &Prelude, req: &Request) -> Result<String, Reject> {
-    let permit = gw.admit(pre.client.ip())?;
+    let permit = gw.admission.admit(pre.client.ip())?;
     let peer = Peer {
         conn: gw.next_conn(),
         client: pre.client,

@@ -9,8 +9,8 @@
 //! spelled, and the canonical path (symlinks resolved) must still start with the canonical
 //! directory, so a symlink pointing out of it is a 404 too.
 
-use super::reject::Reject;
-use crate::prelude::http::{self, Status};
+use crate::http::{self, Status};
+use crate::prelude::Reject;
 use std::fmt;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,232 @@
+//! What answers each route, once the prelude has read a request head: one file per kind of
+//! answer, as mini-redis has one file per command.
+//!
+//! ```text
+//! prelude::read_first ─> serve: route::route(method, target) ─> route_request
+//!     Page | Health          ─> page.rs          (the embedded chat page, /healthz)
+//!     Page | NotFound + DIR  ─> static_files.rs  (--static DIR)
+//!     Upgrade | SocketIo     ─> websocket.rs     (handshake::check, admit, 101, session task)
+//!     Polling                ─> polling.rs       (Engine.IO's HTTP side; the session is session::polling)
+//!     owner elsewhere        ─> forward.rs       (PROXY v2 hop to the instance that owns the sid)
+//!     anything refused       ─> prelude::reject::answer
+//! ```
+//!
+//! Requests of the polling transport keep the connection (`serve` reads the next head with
+//! `prelude::next_head`); every other answer closes it.
+
+mod forward;
+mod page;
+mod polling;
+pub mod static_files;
+mod websocket;
+
+use crate::auth::{self, Access};
+use crate::config::LimitsConfig;
+use crate::gateway::Gateway;
+use crate::http::{HeadAt, Request, Status};
+use crate::hub::Protocol;
+use crate::prelude::route::{self, Route};
+use crate::prelude::{handshake, next_head, reject, Buf, Prelude, Reject};
+use crate::session::Admitted;
+use futures_lite::AsyncWriteExt;
+use smol::Async;
+use std::borrow::Cow;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+pub use page::PAGE;
+
+/// What a routed request turns into.
+enum Answer<'a> {
+    /// A complete response.
+    Bytes(Vec<u8>),
+    /// A file under `--static DIR`.
+    Static(&'a std::path::Path),
+    /// A WebSocket upgrade that passed every check.
+    Upgrade(websocket::Upgrade<'a>),
+    /// A request of Engine.IO's polling transport.
+    Polling { sid: Option<&'a str>, room: &'a str },
+    /// A request for a polling session that lives on another instance, there.
+    Forward { to: SocketAddr, sid: &'a str },
+}
+
+/// Serves a connection whose first head is in `buf`, request after request while the
+/// answers keep it (the polling transport), at most `--keepalive-requests`.
+pub(crate) async fn serve(
+    mut stream: Async<TcpStream>,
+    mut buf: Buf,
+    mut pre: Prelude,
+    mut head: HeadAt,
+    gw: Arc<Gateway>,
+) {
+    let mut served = 0usize;
+    loop {
+        served += 1;
+        let last = served >= gw.config.prelude.keepalive_requests;
+        let Some(kept) = answer(stream, &mut buf, &head, &pre, &gw, last).await else {
+            return;
+        };
+        stream = kept;
+        match next_head(&mut stream, &mut buf, &mut pre, &gw).await {
+            Some(h) => head = h,
+            None => return,
+        }
+    }
+}
+
+/// Answers one request whose head is at `buf.data[pre.head_start..]`. Returns the stream
+/// when the connection may carry another request.
+async fn answer(
+    mut stream: Async<TcpStream>,
+    buf: &mut Buf,
+    head: &HeadAt,
+    pre: &Prelude,
+    gw: &Arc<Gateway>,
+    last: bool,
+) -> Option<Async<TcpStream>> {
+    let request = head.request(&buf.data[pre.head_start..pre.filled]);
+    let answer = match route_request(gw, pre, &request) {
+        Ok(a) => a,
+        Err(r) => {
+            let path = Some(request.target);
+            reject::answer(&mut stream, &gw.metrics, pre, path, r).await;
+            return None;
+        }
+    };
+    match answer {
+        Answer::Bytes(r) => {
+            let _ = stream.write_all(&r).await;
+        }
+        Answer::Static(dir) => {
+            match static_files::serve(dir, request.method, request.target).await {
+                Ok(r) => {
+                    let _ = stream.write_all(&r).await;
+                }
+                Err(r) => {
+                    let path = Some(request.target);
+                    reject::answer(&mut stream, &gw.metrics, pre, path, r).await
+                }
+            }
+        }
+        Answer::Forward { to, sid } => {
+            let sid = sid.to_owned();
+            return forward::start(stream, buf, pre, gw, to, &sid).await;
+        }
+        Answer::Polling { sid, room } => {
+            let req = polling::Request {
+                target: request.target.to_owned(),
+                sid: sid.map(str::to_owned),
+                room: room.to_owned(),
+                last,
+                token: auth::request_token(request.target, request.authorization),
+            };
+            return polling::answer(stream, buf, head, pre, gw, req).await;
+        }
+        Answer::Upgrade(up) => {
+            let body_start = pre.head_start + head.len;
+            let up = up.into_owned();
+            websocket::start(stream, buf, body_start, pre, gw, up).await;
+        }
+    }
+    None
+}
+
+/// Decides what a complete request gets: an answer, an upgrade, or a refusal.
+fn route_request<'r>(
+    gw: &'r Arc<Gateway>,
+    pre: &Prelude,
+    request: &Request<'r>,
+) -> Result<Answer<'r>, Reject> {
+    let cfg = &gw.config;
+    let route = route::route(request.method, request.target);
+    if let (Some(dir), Route::Page | Route::NotFound) = (&cfg.static_dir, route) {
+        return Ok(Answer::Static(dir));
+    }
+    let head = request.method == "HEAD";
+    let (room, protocol) = match route {
+        Route::Page => return Ok(Answer::Bytes(page::page(head))),
+        Route::Health => return Ok(Answer::Bytes(gw.health().response(head))),
+        Route::NotFound => return Err(Reject::http(Status::NotFound, "not_found", "no such path")),
+        Route::MethodNotAllowed => return Err(Reject::method_not_allowed(request.method)),
+        Route::BadRoom => {
+            let why = "room names are [A-Za-z0-9_.-]{1,64}";
+            return Err(Reject::http(Status::BadRequest, "bad_room", why));
+        }
+        Route::EngineIoError { code, message } => return Err(Reject::engine_io(code, message)),
+        Route::Polling { sid, room } => {
+            if let Some((sid, to)) = sid.and_then(|sid| Some((sid, owner_elsewhere(gw, pre, sid)?)))
+            {
+                return Ok(Answer::Forward { to, sid });
+            }
+            return Ok(Answer::Polling { sid, room });
+        }
+        Route::SioUpgrade { sid } => {
+            let Some(polling) = gw.sessions.polling.get(sid) else {
+                if let Some(to) = owner_elsewhere(gw, pre, sid) {
+                    return Ok(Answer::Forward { to, sid });
+                }
+                return Err(Reject::engine_io(1, "Session ID unknown"));
+            };
+            let accept = handshake::check(request)?;
+            check_origin(&cfg.limits, request.origin)?;
+            // No admission of its own: it shares the polling session's, and takes over its
+            // grant at the switch.
+            return Ok(Answer::Upgrade(websocket::Upgrade {
+                room: Cow::Owned(polling.room.to_string()),
+                protocol: Protocol::SocketIo,
+                accept,
+                admitted: Admitted::TakeOver(polling),
+                access: Access::open(),
+            }));
+        }
+        Route::Upgrade { room } => (room, Protocol::Raw),
+        Route::SocketIo { room } => (room, Protocol::SocketIo),
+    };
+    let accept = handshake::check(request)?;
+    check_origin(&cfg.limits, request.origin)?;
+    let token = || auth::request_token(request.target, request.authorization);
+    let access = match (&gw.sessions.auth, protocol) {
+        (None, _) => Access::open(),
+        // Checked here, before the 101: a refusal is a 401 or 403.
+        (Some(a), Protocol::Raw) => {
+            let grant = a.admit(token().as_deref(), room).map_err(Reject::denied)?;
+            Access::granted(grant)
+        }
+        // Checked at its CONNECT, where a refusal is Socket.IO's `connect_error`.
+        (Some(_), Protocol::SocketIo) => Access::pending(token()),
+    };
+    let permit = gw.admission.admit(pre.client.ip())?;
+    Ok(Answer::Upgrade(websocket::Upgrade {
+        room: Cow::Borrowed(room),
+        protocol,
+        accept,
+        admitted: Admitted::Own(permit),
+        access,
+    }))
+}
+
+/// The other instance that owns polling session `sid`, when it is not here and this request
+/// did not come from another instance already.
+fn owner_elsewhere(gw: &Gateway, pre: &Prelude, sid: &str) -> Option<SocketAddr> {
+    if pre.proxy.forwarded || gw.sessions.polling.get(sid).is_some() {
+        return None;
+    }
+    gw.backplane.as_ref()?.owner_of(sid)
+}
+
+/// Whether an upgrade or a polling request with this `Origin` may proceed. No list: all. No
+/// header: allowed (non-browser clients do not send one).
+fn check_origin(limits: &LimitsConfig, origin: Option<&[u8]>) -> Result<(), Reject> {
+    let allowed = &limits.allowed_origins;
+    match origin {
+        Some(o)
+            if !allowed.is_empty()
+                && !allowed
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(o.trim_ascii())) =>
+        {
+            Err(Reject::origin(o))
+        }
+        _ => Ok(()),
+    }
+}
