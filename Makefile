@@ -5,7 +5,7 @@ CARGO ?= cargo
 # haproxy, nginx and ip live in /usr/sbin, which a non-login root shell may not have on PATH.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-.PHONY: all run build release test check fmt clippy socketio-client
+.PHONY: all run build release test check fmt clippy layers socketio-client
 all: aarch64 x86_64
 
 run:
@@ -17,7 +17,11 @@ build:
 release:
 	$(CARGO) build --release --bins
 
-check: fmt clippy
+check: fmt clippy layers
+
+# The layer rule of src/lib.rs (tests/layers.rs): no import points up, no module cycle.
+layers:
+	$(CARGO) test --quiet --test layers
 
 fmt:
 	$(CARGO) fmt --all -- --check

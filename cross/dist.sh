@@ -39,6 +39,11 @@ for pair in "$@"; do
   else
     echo "dist: warning: no top-level README.md to pack" >&2
   fi
+  # The reference the README links to, beside it.
+  if [ -d docs ]; then
+    install -d "$dir/docs"
+    install -m 0644 docs/*.md "$dir/docs/"
+  fi
   install -m 0644 cross/README.md "$dir/DEPLOY.md"
   install -m 0644 cross/wsgate.service cross/sysctl-wsgate.conf "$dir/"
   install -m 0755 cross/user-data.sh "$dir/user-data.sh"
