@@ -353,6 +353,18 @@ fn status_json(gw: &Gateway, given: Option<&str>, method: &str) -> Vec<u8> {
     rooms.truncate(TOP_ROOMS);
     o.push_str(",\"top_rooms\":");
     rooms_json(&mut o, &rooms);
+    let (entries, bytes) = gw.hub.history_held();
+    let sessions = gw.sessions.recovery.as_ref().map_or(0, |r| r.sessions());
+    let _ = write!(
+        o,
+        ",\"history\":{{\"on\":{},\"entries\":{entries},\"bytes\":{bytes},\"sessions\":{sessions},\"replayed\":{},\"recoveries\":{{",
+        gw.hub.history().is_some(),
+        m.replayed.load(Relaxed)
+    );
+    list(&mut o, m.family(Family::Recovery), |o, (label, v)| {
+        let _ = write!(o, "\"{}\":{v}", Escaped(label));
+    });
+    o.push_str("}}");
     let backplane = match gw.health().backplane_up {
         None => "off",
         Some(true) => "up",
@@ -408,6 +420,11 @@ pub fn answer(gw: &Gateway, method: &str, target: &str) -> Vec<u8> {
         "/metrics" => {
             let polling = gw.sessions.polling.len();
             let mut body = gw.metrics.render(gw.hub.rooms(), polling, gw.is_draining());
+            if let Some(r) = &gw.sessions.recovery {
+                let (entries, bytes) = gw.hub.history_held();
+                gw.metrics
+                    .render_history(&mut body, entries, bytes, r.sessions());
+            }
             if let Some(bp) = &gw.backplane {
                 bp.render_metrics(&mut body);
             }

@@ -57,6 +57,43 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     /// Handshake tokens and the publish API. Default: both off.
     pub auth: AuthConfig,
+    /// Message history per room, for recovery after a reconnect.
+    pub history: HistoryConfig,
+}
+
+/// Message history per room (`--recovery-window`, `--history-size`, `--history-memory`):
+/// what a client that reconnects gets back, Socket.IO's connection state recovery and the
+/// raw clients' `?since=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How long a message is kept, and how long a Socket.IO session may stay away and still
+    /// be recovered. Default 2 min (Socket.IO's `maxDisconnectionDuration`); 0 turns history
+    /// and recovery off (events then carry no offset).
+    pub window: Duration,
+    /// Messages kept per room. Default 1000: 20 s of a busy chat room at 50 msg/s, far
+    /// more of an everyday one.
+    pub room_entries: usize,
+    /// Bytes all rooms' history may hold together (payloads and their encoded frames).
+    /// Default 64 MiB. When a publish would pass it, the room's oldest messages go first; a
+    /// resume across a message that could not be kept is refused, never served with a hole.
+    pub max_bytes: usize,
+}
+
+impl HistoryConfig {
+    /// Whether history and recovery are on.
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            window: Duration::from_secs(120),
+            room_entries: 1000,
+            max_bytes: 64 << 20,
+        }
+    }
 }
 
 /// Access control (`--jwt-secret-file`) and the publish API (`--api-key-file`).
@@ -374,6 +411,9 @@ pub fn settings(c: &Config) -> Vec<(&'static str, String)> {
                 .unwrap_or_else(|| "(not checked)".into()),
         ),
         ("api-key-file", secret(&c.auth.api_key)),
+        ("recovery-window", d(c.history.window)),
+        ("history-size", c.history.room_entries.to_string()),
+        ("history-memory", c.history.max_bytes.to_string()),
         // The URL's Display is host:port only: never the password.
         (
             "redis",
@@ -600,6 +640,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            history: HistoryConfig::default(),
             admin_listen: None,
             static_dir: None,
             backplane: None,

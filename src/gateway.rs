@@ -58,7 +58,12 @@ impl Gateway {
             Backplane::new(b, max_message)
         });
         let relay = backplane.clone().map(|b| b as Arc<dyn Relay>);
-        let hub = Hub::with(config.session.outbox_frames, relay, metrics.clone());
+        let hub = Hub::build(
+            config.session.outbox_frames,
+            relay,
+            metrics.clone(),
+            config.history,
+        );
         let sessions = Arc::new(SessionCtx {
             cfg: config.session.clone(),
             max_messages_per_second: config.limits.max_messages_per_second,
@@ -69,6 +74,10 @@ impl Gateway {
             sid_prefix: backplane
                 .as_ref()
                 .map_or(String::new(), |b| b.sid_prefix().to_owned()),
+            recovery: config
+                .history
+                .enabled()
+                .then(|| crate::session::Recovery::new(config.history.window)),
         });
         let admission = Admission::new(config.limits.clone(), metrics.clone());
         Arc::new(Gateway {

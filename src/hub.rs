@@ -14,31 +14,45 @@
 //!   equally kept local one, so steady-state delivery allocates nothing.
 //! * `join` and `leave` take the room map lock; `publish` takes only the room's member lock
 //!   (shared), so rooms publish in parallel on all executor threads.
+//! * **History** (`--recovery-window`, on by default): each room keeps a log of its
+//!   messages ([`crate::history::Ring`]), and every publish gets the room's next offset,
+//!   carried by the frames of Socket.IO members (the event's last argument) and of raw members
+//!   that asked for `wsgate.offset`. With history on, a room's publishes take its log's lock
+//!   for the whole fan-out, so every member gets them in the log's order; rooms still publish
+//!   in parallel. [`Hub::join_since`] joins and copies what came after an offset under the
+//!   same lock: each publish is either in the copy or in the new member's outbox, never both
+//!   and never neither. The log outlives the room's members for the window, so a client that
+//!   was the last one out can still come back.
 //! * Hooks for other protocols and a backplane: members carry a [`Protocol`], and
 //!   [`Hub::publish`] encodes one frame per protocol present, on first need. A [`Relay`]
 //!   (the Redis backplane) gets every publish made through a [`Membership`] after local
 //!   delivery; what other instances send comes in through [`Hub::deliver`], which never
 //!   relays, so nothing goes round twice.
 
+use crate::config::HistoryConfig;
 use crate::frame::{self, Frame, Kind};
+use crate::history::{Gap, Offset, Ring};
 use crate::lock::{mutex as lock, read, write};
 use crate::metrics::Metrics;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 /// Wire protocols a member can speak; a publish encodes one frame per protocol present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// Plain WebSocket text/binary frames.
     Raw,
+    /// Plain frames, each `<offset> <message>` (the `wsgate.offset` subprotocol).
+    RawOffset,
     /// Socket.IO v5 packets over Engine.IO v4 text frames.
     SocketIo,
 }
 
 /// Number of [`Protocol`] variants (size of per-publish frame caches).
-const PROTOCOLS: usize = 2;
+const PROTOCOLS: usize = 3;
 
 /// What was published, in the publisher's own protocol.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +85,8 @@ pub enum Signal {
     Evicted,
     /// The server is shutting down: close with 1001.
     GoingAway,
+    /// Another connection resumed this member's session: close (1008).
+    Replaced,
 }
 
 /// What happened to one publish.
@@ -104,6 +120,127 @@ pub struct Hub {
     closing: AtomicBool,
     /// Members in no room yet (see [`Hub::join_lobby`]); not in `rooms`.
     lobby: Arc<Room>,
+    /// Every room's log, by name, while the window keeps it; `None`: history is off.
+    history: Option<History>,
+}
+
+/// The logs of all rooms and what they hold together.
+#[derive(Debug)]
+struct History {
+    cfg: HistoryConfig,
+    logs: Mutex<HashMap<Box<str>, Arc<Mutex<Log>>>>,
+    /// Bytes held by every log (`--history-memory` caps it).
+    bytes: AtomicUsize,
+    /// Entries held by every log.
+    entries: AtomicUsize,
+}
+
+type Log = Ring<Logged>;
+
+/// One logged message: what was published, and its frames as encoded so far.
+#[derive(Debug)]
+struct Logged {
+    offset: Offset,
+    except: Option<u64>,
+    payload: Stored,
+    /// Per protocol: `None` not encoded yet, `Some(None)` no form in that protocol.
+    frames: [Option<Option<Frame>>; PROTOCOLS],
+}
+
+/// A publish's payload, kept for members that ask for it later: read back from the frame
+/// made for the publisher's own form when there is one (no copy), else copied.
+#[derive(Debug)]
+enum Stored {
+    /// A plain message: `frame`'s payload from `skip` on (a raw frame, or a `wsgate.offset`
+    /// one after its prefix).
+    Plain {
+        frame: Frame,
+        skip: usize,
+        kind: Kind,
+    },
+    /// A Socket.IO event: its frame, `42[..,"<offset>"]`.
+    Event { frame: Frame },
+    /// A copy of a plain message no raw member was sent.
+    Raw { kind: Kind, data: Arc<[u8]> },
+    /// A copy of an event no Socket.IO member was sent.
+    SocketIo { args: Arc<str> },
+}
+
+impl Stored {
+    /// What `payload`, published at `offset`, is kept as, given the frames its delivery made.
+    fn new(p: &Payload<'_>, offset: Offset, frames: &[Option<Option<Frame>>; PROTOCOLS]) -> Stored {
+        let made = |protocol: Protocol| frames[protocol as usize].clone().flatten();
+        match *p {
+            Payload::Raw { kind, data } => {
+                if let Some(frame) = made(Protocol::Raw) {
+                    let skip = 0;
+                    return Stored::Plain { frame, skip, kind };
+                }
+                if let Some(frame) = made(Protocol::RawOffset) {
+                    let skip = frame::payload(&frame).len() - data.len();
+                    return Stored::Plain { frame, skip, kind };
+                }
+                Stored::Raw {
+                    kind,
+                    data: data.into(),
+                }
+            }
+            Payload::SocketIo { args, .. } => match made(Protocol::SocketIo) {
+                Some(frame) => {
+                    let _ = offset;
+                    Stored::Event { frame }
+                }
+                None => Stored::SocketIo { args: args.into() },
+            },
+        }
+    }
+
+    /// Bytes it holds besides the frames already counted.
+    fn copied(&self) -> usize {
+        match self {
+            Stored::Plain { .. } | Stored::Event { .. } => 0,
+            Stored::Raw { data, .. } => data.len(),
+            Stored::SocketIo { args } => args.len(),
+        }
+    }
+
+    /// Calls `f` with the payload again (a replay in a form nobody was sent at publish).
+    fn with_payload<R>(&self, offset: Offset, f: impl FnOnce(&Payload<'_>) -> R) -> R {
+        let args: String;
+        let args = match self {
+            Stored::Plain { frame, skip, kind } => {
+                return f(&Payload::Raw {
+                    kind: *kind,
+                    data: &frame::payload(frame)[*skip..],
+                })
+            }
+            Stored::Raw { kind, data } => return f(&Payload::Raw { kind: *kind, data }),
+            Stored::SocketIo { args } => &**args,
+            Stored::Event { frame } => {
+                // `42[..,"<offset>"]` -> `[..]`: the event's own arguments.
+                let text = std::str::from_utf8(frame::payload(frame)).unwrap_or("42[]");
+                let tail = format!(",\"{offset}\"]");
+                let body = text[2..].strip_suffix(tail.as_str()).unwrap_or("[");
+                args = format!("{body}]");
+                &args
+            }
+        };
+        let chat = crate::sio::chat_text(args);
+        f(&Payload::SocketIo {
+            args,
+            chat: chat.as_deref(),
+        })
+    }
+}
+
+/// What a member that joins after an offset gets besides its place.
+#[derive(Debug)]
+pub struct Resume {
+    /// The room's newest offset when it joined.
+    pub top: Offset,
+    /// Every message after the asked offset, as frames in its protocol, oldest first; or
+    /// why that cannot be served whole. `None` when no offset was asked.
+    pub replay: Option<Result<Vec<Frame>, Gap>>,
 }
 
 /// One room: its members, shared-locked by publishers.
@@ -111,6 +248,9 @@ pub struct Hub {
 pub struct Room {
     name: Box<str>,
     members: RwLock<Vec<Arc<Member>>>,
+    /// Its log (shared with the hub's table, which keeps it for the window after the last
+    /// member leaves); `None` when history is off.
+    log: Option<Arc<Mutex<Log>>>,
 }
 
 /// One member of a room: an id and a bounded outbox.
@@ -140,16 +280,36 @@ pub struct Membership {
 
 impl Hub {
     /// A hub whose member outboxes hold at most `outbox_frames` frames each, counting into
-    /// metrics of its own.
+    /// metrics of its own; no history.
     pub fn new(outbox_frames: usize) -> Arc<Hub> {
         Hub::with(outbox_frames, None, Arc::default())
     }
 
-    /// A hub that also hands every member's publish to `relay`, and counts into `metrics`.
+    /// A hub with history on (`cfg`), counting into metrics of its own.
+    pub fn with_history(outbox_frames: usize, cfg: HistoryConfig) -> Arc<Hub> {
+        Hub::build(outbox_frames, None, Arc::default(), cfg)
+    }
+
+    /// A hub that also hands every member's publish to `relay`, and counts into `metrics`;
+    /// no history.
     pub fn with(
         outbox_frames: usize,
         relay: Option<Arc<dyn Relay>>,
         metrics: Arc<Metrics>,
+    ) -> Arc<Hub> {
+        let off = HistoryConfig {
+            window: std::time::Duration::ZERO,
+            ..HistoryConfig::default()
+        };
+        Hub::build(outbox_frames, relay, metrics, off)
+    }
+
+    /// A hub with every part given; history is on unless `history.window` is 0.
+    pub fn build(
+        outbox_frames: usize,
+        relay: Option<Arc<dyn Relay>>,
+        metrics: Arc<Metrics>,
+        history: HistoryConfig,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
@@ -161,6 +321,13 @@ impl Hub {
             lobby: Arc::new(Room {
                 name: "".into(),
                 members: RwLock::new(Vec::new()),
+                log: None,
+            }),
+            history: history.enabled().then(|| History {
+                cfg: history,
+                logs: Mutex::new(HashMap::new()),
+                bytes: AtomicUsize::new(0),
+                entries: AtomicUsize::new(0),
             }),
         })
     }
@@ -189,20 +356,104 @@ impl Hub {
 
     /// Adds a new member to `room`, creating the room on first use.
     pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Membership {
+        self.join_since(room, protocol, None, None).0
+    }
+
+    /// Adds a new member to `room` and, with `since`, copies every message published after
+    /// that offset in the member's protocol (but those that `skip`, a former member of the
+    /// same session, sent to the others only). The copy and the join happen under the
+    /// room's log lock, so no publish is missed or doubled between them.
+    pub fn join_since(
+        self: &Arc<Self>,
+        room: &str,
+        protocol: Protocol,
+        since: Option<Offset>,
+        skip: Option<u64>,
+    ) -> (Membership, Resume) {
         let member = self.new_member(protocol);
         let mut rooms = lock(&self.rooms);
-        let room = rooms
-            .entry(room.into())
-            .or_insert_with(|| {
-                Arc::new(Room {
+        let room = match rooms.get(room) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(Room {
                     name: room.into(),
                     members: RwLock::new(Vec::new()),
-                })
-            })
-            .clone();
-        write(&room.members).push(member.clone());
+                    log: self.log_for(room),
+                });
+                rooms.insert(room.into(), r.clone());
+                r
+            }
+        };
+        let mut members = write(&room.members);
         drop(rooms);
-        self.admitted(room, member)
+        let resume = match &room.log {
+            None => Resume {
+                top: Offset { epoch: 0, seq: 0 },
+                replay: since.map(|_| Err(Gap::Epoch)),
+            },
+            Some(log) => {
+                let mut log = lock(log);
+                self.expire(&mut log, Instant::now());
+                let top = log.top();
+                let replay = since.map(|s| {
+                    log.since(s).map(|entries| {
+                        entries
+                            .filter(|e| e.except.is_none() || e.except != skip)
+                            .filter_map(|e| e.frame(protocol))
+                            .collect()
+                    })
+                });
+                Resume { top, replay }
+            }
+        };
+        members.push(member.clone());
+        drop(members);
+        (self.admitted(room, member), resume)
+    }
+
+    /// The log of room `name`: the one the window still keeps, or a new one.
+    fn log_for(&self, name: &str) -> Option<Arc<Mutex<Log>>> {
+        let h = self.history.as_ref()?;
+        let mut logs = lock(&h.logs);
+        let now = Instant::now();
+        // Forget the logs no room holds whose newest message is past the window.
+        if logs.len() > 64 {
+            logs.retain(|_, l| {
+                Arc::strong_count(l) > 1 || {
+                    let mut l = lock(l);
+                    self.expire(&mut l, now);
+                    !l.is_empty()
+                }
+            });
+        }
+        let log = logs
+            .entry(name.into())
+            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(new_epoch(), h.cfg.room_entries))));
+        Some(log.clone())
+    }
+
+    /// Drops `log`'s entries older than the window.
+    fn expire(&self, log: &mut Log, now: Instant) {
+        if let Some(h) = &self.history {
+            let before = log.len();
+            let freed = log.expire(now, h.cfg.window);
+            h.forget(before - log.len(), freed);
+        }
+    }
+
+    /// Entries and bytes all rooms' history holds now.
+    pub fn history_held(&self) -> (usize, usize) {
+        self.history.as_ref().map_or((0, 0), |h| {
+            (
+                h.entries.load(Ordering::Relaxed),
+                h.bytes.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// The history settings, when history is on.
+    pub fn history(&self) -> Option<&HistoryConfig> {
+        self.history.as_ref().map(|h| &h.cfg)
     }
 
     fn admitted(self: &Arc<Self>, room: Arc<Room>, member: Arc<Member>) -> Membership {
@@ -236,14 +487,41 @@ impl Hub {
         // One encoding per protocol present, made on first need; `Some(None)` means this
         // payload has no form in that protocol (e.g. binary to Socket.IO).
         let mut frames: [Option<Option<Frame>>; PROTOCOLS] = Default::default();
-        let mut d = Delivery::default();
         let members = read(&room.members);
+        let Some(log) = &room.log else {
+            let d = self.fan_out(&members, msg, None, &mut frames);
+            drop(members);
+            self.count(&d);
+            return d;
+        };
+        // The room's order: this publish's offset, and its place in every outbox.
+        let mut log = lock(log);
+        let now = Instant::now();
+        self.expire(&mut log, now);
+        let offset = log.next();
+        let d = self.fan_out(&members, msg, Some(offset), &mut frames);
+        drop(members);
+        self.keep(&mut log, msg, offset, frames, now);
+        drop(log);
+        self.count(&d);
+        d
+    }
+
+    /// Queues `msg` (at `offset`) for every member but `msg.except`.
+    fn fan_out(
+        &self,
+        members: &[Arc<Member>],
+        msg: &Message<'_>,
+        offset: Option<Offset>,
+        frames: &mut [Option<Option<Frame>>; PROTOCOLS],
+    ) -> Delivery {
+        let mut d = Delivery::default();
         for m in members.iter() {
             if Some(m.id) == msg.except {
                 continue;
             }
             let Some(f) = frames[m.protocol as usize]
-                .get_or_insert_with(|| encode(m.protocol, &msg.payload))
+                .get_or_insert_with(|| encode(m.protocol, &msg.payload, offset))
                 .clone()
             else {
                 continue;
@@ -258,9 +536,54 @@ impl Hub {
                 Push::Closed => {}
             }
         }
-        drop(members);
-        self.count(&d);
         d
+    }
+
+    /// Appends a publish to its room's log, within the room's count and all rooms' bytes.
+    fn keep(
+        &self,
+        log: &mut Log,
+        msg: &Message<'_>,
+        offset: Offset,
+        frames: [Option<Option<Frame>>; PROTOCOLS],
+        now: Instant,
+    ) {
+        let Some(h) = &self.history else { return };
+        let payload = Stored::new(&msg.payload, offset, &frames);
+        let bytes = payload.copied()
+            + frames
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|f| f.len())
+                .sum::<usize>();
+        // Room for it: this room's oldest messages go first.
+        while h.bytes.load(Ordering::Relaxed) + bytes > h.cfg.max_bytes {
+            let Some(b) = log.pop_oldest() else { break };
+            h.forget(1, b);
+        }
+        if h.bytes.load(Ordering::Relaxed) + bytes > h.cfg.max_bytes {
+            // Other rooms hold it all: this message is counted, not kept.
+            let held = log.len();
+            let freed = log.bytes();
+            log.skip();
+            h.forget(held, freed);
+            return;
+        }
+        let before = log.len();
+        let freed = log.push(
+            Logged {
+                offset,
+                except: msg.except,
+                payload,
+                frames,
+            },
+            bytes,
+            now,
+        );
+        h.entries.fetch_add(1, Ordering::Relaxed);
+        h.bytes.fetch_add(bytes, Ordering::Relaxed);
+        h.forget(before + 1 - log.len(), freed);
     }
 
     /// Adds one publish's delivery to the metrics: three atomic adds, whatever the room size.
@@ -280,6 +603,23 @@ impl Hub {
     /// any). It is not relayed again.
     pub fn deliver(&self, room: &str, payload: Payload<'_>) -> Delivery {
         let Some(room) = lock(&self.rooms).get(room).cloned() else {
+            // No member here now, but the room's log may still be kept for the window: what
+            // is published meanwhile goes in it, so a member that comes back misses nothing.
+            let log = self
+                .history
+                .as_ref()
+                .and_then(|h| lock(&h.logs).get(room).cloned());
+            if let Some(log) = log {
+                let mut log = lock(&log);
+                let now = Instant::now();
+                self.expire(&mut log, now);
+                let offset = log.next();
+                let msg = Message {
+                    payload,
+                    except: None,
+                };
+                self.keep(&mut log, &msg, offset, Default::default(), now);
+            }
             return Delivery::default();
         };
         self.publish(
@@ -350,42 +690,113 @@ pub fn valid_room(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// The frame a member of `protocol` gets for `payload`, if it has one.
+/// The frame a member of `protocol` gets for `payload` (at `offset`, when history is on), if
+/// it has one.
 ///
 /// Bridging: a plain text message reaches Socket.IO members as `chat message`; a Socket.IO
 /// `chat message` with one string reaches plain members as that text. Plain binary messages
-/// and other Socket.IO events stay within their protocol.
-fn encode(protocol: Protocol, payload: &Payload<'_>) -> Option<Frame> {
-    match (protocol, *payload) {
-        (Protocol::Raw, Payload::Raw { kind, data }) => Some(frame::encode(kind, data)),
-        (Protocol::Raw, Payload::SocketIo { chat, .. }) => {
-            chat.map(|t| frame::encode(Kind::Text, t.as_bytes()))
-        }
-        (Protocol::SocketIo, Payload::SocketIo { args, .. }) => {
-            Some(frame::encode_with(Kind::Text, 2 + args.len(), |out| {
-                out[..2].copy_from_slice(b"42");
-                out[2..].copy_from_slice(args.as_bytes());
+/// and other Socket.IO events stay within their protocol. Socket.IO events carry the offset
+/// as their last argument (what the stock client keeps for its recovery); `wsgate.offset`
+/// members get `<offset> ` before the message.
+fn encode(protocol: Protocol, payload: &Payload<'_>, offset: Option<Offset>) -> Option<Frame> {
+    // The plain form: (kind, bytes) of the message a raw member sees.
+    let plain = || match *payload {
+        Payload::Raw { kind, data } => Some((kind, data)),
+        Payload::SocketIo { chat, .. } => chat.map(|t| (Kind::Text, t.as_bytes())),
+    };
+    match protocol {
+        Protocol::Raw => plain().map(|(kind, data)| frame::encode(kind, data)),
+        Protocol::RawOffset => {
+            let (kind, data) = plain()?;
+            let Some(offset) = offset else {
+                return Some(frame::encode(kind, data));
+            };
+            let mut prefix = [0u8; crate::history::MAX_OFFSET_LEN + 1];
+            let n = write_offset(&mut prefix, offset);
+            prefix[n] = b' ';
+            let prefix = &prefix[..=n];
+            Some(frame::encode_with(kind, prefix.len() + data.len(), |out| {
+                out[..prefix.len()].copy_from_slice(prefix);
+                out[prefix.len()..].copy_from_slice(data);
             }))
         }
-        (
-            Protocol::SocketIo,
-            Payload::Raw {
-                kind: Kind::Text,
-                data,
-            },
-        ) => {
-            let text = std::str::from_utf8(data).ok()?;
-            Some(frame::encode(
-                Kind::Text,
-                crate::sio::chat_packet(text).as_bytes(),
-            ))
+        Protocol::SocketIo => {
+            let chat;
+            let args = match *payload {
+                Payload::SocketIo { args, .. } => args,
+                Payload::Raw {
+                    kind: Kind::Text,
+                    data,
+                } => {
+                    chat = crate::sio::chat_args(std::str::from_utf8(data).ok()?);
+                    &chat
+                }
+                Payload::Raw {
+                    kind: Kind::Binary, ..
+                } => return None,
+            };
+            Some(sio_event(args, offset))
         }
-        (
-            Protocol::SocketIo,
-            Payload::Raw {
-                kind: Kind::Binary, ..
-            },
-        ) => None,
+    }
+}
+
+/// `42<args>`, with `,"<offset>"` as the last argument when there is one.
+fn sio_event(args: &str, offset: Option<Offset>) -> Frame {
+    let mut buf = [0u8; crate::history::MAX_OFFSET_LEN];
+    let n = offset.map_or(0, |o| write_offset(&mut buf, o));
+    let off = &buf[..n];
+    // `["a"]` -> `["a","<offset>"]`: the closing bracket goes after the offset.
+    let body = &args.as_bytes()[..args.len() - 1];
+    let extra = if off.is_empty() { 0 } else { off.len() + 3 };
+    frame::encode_with(Kind::Text, 2 + args.len() + extra, |out| {
+        out[..2].copy_from_slice(b"42");
+        out[2..2 + body.len()].copy_from_slice(body);
+        let mut at = 2 + body.len();
+        if !off.is_empty() {
+            out[at..at + 2].copy_from_slice(b",\"");
+            out[at + 2..at + 2 + off.len()].copy_from_slice(off);
+            out[at + 2 + off.len()] = b'"';
+            at += extra;
+        }
+        out[at] = b']';
+    })
+}
+
+/// Writes `o` as text into `buf` without allocating; returns its length.
+fn write_offset(buf: &mut [u8], o: Offset) -> usize {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(buf);
+    let _ = write!(cur, "{o}");
+    cur.position() as usize
+}
+
+/// A fresh epoch for a new log: random, so that an offset from before a restart never
+/// matches.
+fn new_epoch() -> u64 {
+    fastrand::u64(1..1 << 48)
+}
+
+impl History {
+    /// Counts entries and bytes that left the logs.
+    fn forget(&self, entries: usize, bytes: usize) {
+        if entries > 0 {
+            self.entries.fetch_sub(entries, Ordering::Relaxed);
+        }
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Logged {
+    /// Its frame in `protocol`, encoded on first need.
+    fn frame(&mut self, protocol: Protocol) -> Option<Frame> {
+        let (payload, offset) = (&self.payload, self.offset);
+        self.frames[protocol as usize]
+            .get_or_insert_with(|| {
+                payload.with_payload(offset, |p| encode(protocol, p, Some(offset)))
+            })
+            .clone()
     }
 }
 
@@ -421,6 +832,12 @@ impl Member {
             w.wake();
         }
         result
+    }
+
+    /// Another connection resumed this member's session: it closes (its queue is handed out
+    /// first, as with a shutdown).
+    pub fn retire(&self) {
+        self.signal(Signal::Replaced);
     }
 
     /// Ends the member's service with `s`; frames already queued are still handed out first
@@ -482,6 +899,17 @@ impl Membership {
     /// The member.
     pub fn member(&self) -> &Member {
         &self.member
+    }
+
+    /// Leaves the room now (dropping the membership later does nothing more), so that
+    /// nothing is queued for a member that is closing.
+    pub fn leave(&self) {
+        self.hub.leave(&self.room, self.member.id);
+    }
+
+    /// A handle that can retire the member later, without keeping it alive.
+    pub fn handle(&self) -> Weak<Member> {
+        Arc::downgrade(&self.member)
     }
 
     /// Publishes a plain message into this member's room, to everyone (sender included).
@@ -755,5 +1183,277 @@ mod tests {
         assert_eq!(drain(&waiting).0, Poll::Ready(Signal::GoingAway));
         drop(waiting);
         assert_eq!(hub.rooms(), 1);
+    }
+
+    fn history(entries: usize, bytes: usize) -> Arc<Hub> {
+        let cfg = HistoryConfig {
+            window: std::time::Duration::from_secs(120),
+            room_entries: entries,
+            max_bytes: bytes,
+        };
+        // Outboxes that hold everything a test publishes, so that no member is evicted.
+        Hub::with_history(4096, cfg)
+    }
+
+    fn texts(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(frame::payload(f)).into_owned())
+            .collect()
+    }
+
+    fn pending(m: &Membership) -> Vec<String> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut q = VecDeque::new();
+        let _ = m.member().poll_outbox(&mut cx, Some(&mut q));
+        texts(&Vec::from(q))
+    }
+
+    #[test]
+    fn every_publish_gets_the_rooms_next_offset_in_each_protocols_frame() {
+        let hub = history(100, 1 << 20);
+        let raw = hub.join("r", Protocol::Raw);
+        let (off, resume) = hub.join_since("r", Protocol::RawOffset, None, None);
+        let sio = hub.join("r", Protocol::SocketIo);
+        let e = resume.top.epoch;
+        assert_eq!(resume.top, Offset { epoch: e, seq: 0 });
+        raw.publish(Kind::Text, b"x");
+        raw.publish(Kind::Text, b"y z");
+        assert_eq!(pending(&raw), ["x", "y z"]);
+        assert_eq!(
+            pending(&off),
+            [format!("{e:x}-1 x"), format!("{e:x}-2 y z")]
+        );
+        assert_eq!(
+            pending(&sio),
+            [
+                format!("42[\"chat message\",\"x\",\"{e:x}-1\"]"),
+                format!("42[\"chat message\",\"y z\",\"{e:x}-2\"]"),
+            ]
+        );
+        // Binary keeps its opcode for raw members, offset first; Socket.IO has no form of it.
+        raw.publish(Kind::Binary, &[0, 1]);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut q = VecDeque::new();
+        let _ = off.member().poll_outbox(&mut cx, Some(&mut q));
+        assert_eq!(q[0][0], 0x82);
+        assert_eq!(
+            frame::payload(&q[0]),
+            [format!("{e:x}-3 ").as_bytes(), &[0, 1]].concat()
+        );
+        assert!(pending(&sio).is_empty());
+        assert_eq!(hub.history_held().0, 3);
+    }
+
+    #[test]
+    fn join_since_replays_exactly_what_came_after_and_then_goes_on_live() {
+        let hub = history(100, 1 << 20);
+        let a = hub.join("r", Protocol::Raw);
+        for i in 1..=5u8 {
+            a.publish(Kind::Text, &[b'0' + i]);
+        }
+        let (_, r) = hub.join_since("r", Protocol::Raw, None, None);
+        let e = r.top.epoch;
+        let (b, r) = hub.join_since(
+            "r",
+            Protocol::RawOffset,
+            Some(Offset { epoch: e, seq: 2 }),
+            None,
+        );
+        assert_eq!(r.top.seq, 5);
+        let replay = r.replay.unwrap().unwrap();
+        assert_eq!(
+            texts(&replay),
+            [
+                format!("{e:x}-3 3"),
+                format!("{e:x}-4 4"),
+                format!("{e:x}-5 5")
+            ]
+        );
+        a.publish(Kind::Text, b"6");
+        assert_eq!(
+            pending(&b),
+            [format!("{e:x}-6 6")],
+            "live after the replay, nothing twice"
+        );
+        // The newest offset: nothing to replay; another epoch or a future offset: refused.
+        let at = |seq| Some(Offset { epoch: e, seq });
+        assert_eq!(
+            hub.join_since("r", Protocol::Raw, at(6), None)
+                .1
+                .replay
+                .unwrap()
+                .unwrap()
+                .len(),
+            0
+        );
+        let other = Some(Offset {
+            epoch: e + 1,
+            seq: 1,
+        });
+        assert_eq!(
+            hub.join_since("r", Protocol::Raw, other, None)
+                .1
+                .replay
+                .unwrap()
+                .unwrap_err(),
+            Gap::Epoch
+        );
+        assert_eq!(
+            hub.join_since("r", Protocol::Raw, at(7), None)
+                .1
+                .replay
+                .unwrap()
+                .unwrap_err(),
+            Gap::Unknown
+        );
+    }
+
+    #[test]
+    fn the_log_outlives_the_last_member_and_keeps_what_is_published_meanwhile() {
+        let hub = history(100, 1 << 20);
+        let (a, r) = hub.join_since("r", Protocol::Raw, None, None);
+        a.publish(Kind::Text, b"1");
+        drop(a);
+        assert_eq!(hub.rooms(), 0);
+        // Published while nobody is here (another instance, the API): logged all the same.
+        hub.publish_from_outside(
+            "r",
+            Payload::Raw {
+                kind: Kind::Text,
+                data: b"2",
+            },
+        );
+        let since = Some(Offset {
+            epoch: r.top.epoch,
+            seq: 1,
+        });
+        let (_b, r) = hub.join_since("r", Protocol::Raw, since, None);
+        assert_eq!(texts(&r.replay.unwrap().unwrap()), ["2"]);
+    }
+
+    #[test]
+    fn a_resume_over_what_the_caps_dropped_is_refused_whole() {
+        // Three per room: a resume from before the oldest kept fails, never half-served.
+        let hub = history(3, 1 << 20);
+        let (a, r) = hub.join_since("r", Protocol::Raw, None, None);
+        let e = r.top.epoch;
+        for i in 0..5u8 {
+            a.publish(Kind::Text, &[b'a' + i]);
+        }
+        let at = |seq| Some(Offset { epoch: e, seq });
+        let gap = hub
+            .join_since("r", Protocol::Raw, at(1), None)
+            .1
+            .replay
+            .unwrap();
+        assert_eq!(gap.unwrap_err(), Gap::TooOld);
+        let ok = hub
+            .join_since("r", Protocol::Raw, at(2), None)
+            .1
+            .replay
+            .unwrap();
+        assert_eq!(texts(&ok.unwrap()), ["c", "d", "e"]);
+        // Memory: what does not fit is not kept; resumes across it fail, later ones work.
+        let small = history(100, 64);
+        let (m, r) = small.join_since("q", Protocol::Raw, None, None);
+        let e = r.top.epoch;
+        m.publish(Kind::Text, &[b'x'; 40]);
+        m.publish(Kind::Text, &[b'y'; 40]);
+        // 42 bytes each: the frame it went out as, which is all that is kept of it.
+        assert_eq!(small.history_held(), (1, 42), "the older one made room");
+        m.publish(Kind::Text, &[b'z'; 100]);
+        assert_eq!(small.history_held(), (0, 0));
+        let at = |seq| Some(Offset { epoch: e, seq });
+        let gap = small
+            .join_since("q", Protocol::Raw, at(2), None)
+            .1
+            .replay
+            .unwrap();
+        assert_eq!(gap.unwrap_err(), Gap::TooOld);
+        assert!(small
+            .join_since("q", Protocol::Raw, at(3), None)
+            .1
+            .replay
+            .unwrap()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_replay_in_a_form_nobody_was_sent_is_made_from_the_kept_frame() {
+        let hub = history(100, 1 << 20);
+        // Only raw members when these were published: the kept frames are raw ones.
+        let (raw, r) = hub.join_since("r", Protocol::Raw, None, None);
+        let e = r.top.epoch;
+        raw.publish(Kind::Text, b"plain \"q\"");
+        let (sio, _) = hub.join_since("s", Protocol::SocketIo, None, None);
+        let args = "[\"chat message\",\"from sio\"]";
+        sio.publish_payload(
+            Payload::SocketIo {
+                args,
+                chat: Some("from sio"),
+            },
+            false,
+        );
+        let sio_args = "[\"other\",1]";
+        sio.publish_payload(
+            Payload::SocketIo {
+                args: sio_args,
+                chat: None,
+            },
+            false,
+        );
+        let at = Some(Offset { epoch: e, seq: 0 });
+        let got = hub
+            .join_since("r", Protocol::SocketIo, at, None)
+            .1
+            .replay
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            texts(&got),
+            [format!(
+                "42[\"chat message\",\"plain \\\"q\\\"\",\"{e:x}-1\"]"
+            )]
+        );
+        let (_, r) = hub.join_since("s", Protocol::Raw, None, None);
+        let at = Some(Offset {
+            epoch: r.top.epoch,
+            seq: 0,
+        });
+        let got = hub
+            .join_since("s", Protocol::RawOffset, at, None)
+            .1
+            .replay
+            .unwrap()
+            .unwrap();
+        // The chat message in its plain form; the other event has none.
+        assert_eq!(texts(&got), [format!("{:x}-1 from sio", r.top.epoch)]);
+    }
+
+    #[test]
+    fn concurrent_publishers_reach_every_member_in_the_logs_order() {
+        let hub = history(10_000, 1 << 24);
+        let watcher = hub.join("r", Protocol::RawOffset);
+        let pubs: Vec<_> = (0..2).map(|_| hub.join("r", Protocol::Raw)).collect();
+        std::thread::scope(|s| {
+            for p in &pubs {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        p.publish(Kind::Text, b"m");
+                    }
+                });
+            }
+            // Drain as they come; the outbox holds them all, so the loop ends.
+            let mut seqs = Vec::new();
+            let deadline = Instant::now() + std::time::Duration::from_secs(20);
+            while seqs.len() < 2000 && Instant::now() < deadline {
+                for t in pending(&watcher) {
+                    let off: Offset = t.split(' ').next().unwrap().parse().unwrap();
+                    seqs.push(off.seq);
+                }
+            }
+            assert_eq!(seqs, (1..=2000).collect::<Vec<_>>());
+        });
     }
 }

@@ -52,6 +52,7 @@ pub mod config;
 pub mod executor;
 pub mod frame;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod json;

@@ -114,6 +114,19 @@ struct Args {
     #[argh(option, from_str_fn(duration))]
     shutdown_timeout: Option<Duration>,
 
+    /// how long messages are kept and a Socket.IO session may stay away and still be
+    /// recovered; 0 turns history and recovery off
+    #[argh(option, from_str_fn(window))]
+    recovery_window: Option<Duration>,
+
+    /// messages kept per room for recovery
+    #[argh(option)]
+    history_size: Option<usize>,
+
+    /// bytes of history all rooms may hold together
+    #[argh(option, from_str_fn(bytes))]
+    history_memory: Option<usize>,
+
     /// address for /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090 (default off)
     #[argh(option)]
     admin_listen: Option<SocketAddr>,
@@ -229,6 +242,14 @@ struct Args {
 fn log_format(s: &str) -> Result<LogFormat, String> {
     s.parse()
 }
+/// `--recovery-window`: a duration, or a bare `0` (off).
+fn window(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    duration(s)
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
 }
@@ -277,6 +298,9 @@ impl Args {
             c.limits.max_messages_per_second => self.max_messages_per_second,
             c.shutdown.drain_delay => self.drain_delay,
             c.shutdown.shutdown_timeout => self.shutdown_timeout,
+            c.history.window => self.recovery_window,
+            c.history.room_entries => self.history_size,
+            c.history.max_bytes => self.history_memory,
         }
         c.session.log_messages |= self.log_messages;
         c.admin_listen = self.admin_listen.or(c.admin_listen);

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub peer_forwards: AtomicU64,
     /// Messages published through the API (`POST /publish/{room}`).
     pub api_publishes: AtomicU64,
+    /// Messages sent again to clients that resumed (Socket.IO recovery, raw `?since=`).
+    pub replayed: AtomicU64,
     labelled: Mutex<Vec<(Family, &'static str, u64)>>,
 }
 
@@ -78,6 +80,9 @@ pub enum Family {
     AuthRefused,
     /// Publish API requests refused, by reason.
     ApiRefused,
+    /// Resumes (Socket.IO recovery, raw `?since=`), by result: `recovered`, `too_old`,
+    /// `unknown`, `epoch`, `off`.
+    Recovery,
 }
 
 impl Family {
@@ -138,11 +143,16 @@ impl Family {
                 "transport",
                 "Socket.IO sessions opened, by the transport they opened on.",
             ),
+            Family::Recovery => (
+                "wsgate_recoveries_total",
+                "result",
+                "Clients that asked to resume (Socket.IO recovery, raw ?since=), by result.",
+            ),
         }
     }
 }
 
-const FAMILIES: [Family; 11] = [
+const FAMILIES: [Family; 12] = [
     Family::Closed,
     Family::Refused,
     Family::ProxyError,
@@ -154,6 +164,7 @@ const FAMILIES: [Family; 11] = [
     Family::SioTransport,
     Family::AuthRefused,
     Family::ApiRefused,
+    Family::Recovery,
 ];
 
 impl Metrics {
@@ -181,6 +192,32 @@ impl Metrics {
         t.iter()
             .find(|(f, l, _)| *f == family && *l == label)
             .map_or(0, |e| e.2)
+    }
+
+    /// Appends the history's gauges and the replay counter: `entries` and `bytes` held by
+    /// every room's log, `sessions` resumable Socket.IO sessions known.
+    pub fn render_history(&self, out: &mut String, entries: usize, bytes: usize, sessions: usize) {
+        let mut w = Text(out);
+        w.gauge(
+            "wsgate_history_entries",
+            "Messages kept for recovery, all rooms together.",
+            entries as u64,
+        );
+        w.gauge(
+            "wsgate_history_bytes",
+            "Bytes of messages kept for recovery (capped by --history-memory).",
+            bytes as u64,
+        );
+        w.gauge(
+            "wsgate_recovery_sessions",
+            "Socket.IO sessions that may be recovered (connected, or gone within the window).",
+            sessions as u64,
+        );
+        w.counter(
+            "wsgate_messages_replayed_total",
+            "Messages sent again to clients that resumed.",
+            self.replayed.load(Relaxed),
+        );
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).

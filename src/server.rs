@@ -9,7 +9,7 @@
 
 use crate::gateway::Gateway;
 use crate::metrics::Family;
-use crate::{error, info, prelude, routes, upstream};
+use crate::{error, info, routes, upstream};
 use futures_lite::{FutureExt, Stream, StreamExt};
 use smol::{Async, Timer};
 use std::future::Future;
@@ -108,17 +108,14 @@ impl AcceptErrors {
     }
 }
 
-/// One accepted connection: the prelude reads its first head, then the routes answer it,
-/// or with `--upstream` the app does.
-async fn connection(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
-    let Some((buf, pre, head)) = prelude::read_first(&mut stream, peer, &gw).await else {
-        return;
-    };
+/// One accepted connection: the routes answer it, or with `--upstream` the app does; both
+/// begin with the prelude's `read_first`.
+async fn connection(stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
     if gw.config.upstream.is_some() {
         // Boxed: its state would otherwise widen every connection's task, held polls included.
-        return Box::pin(upstream::serve(stream, buf, pre, gw)).await;
+        return Box::pin(upstream::serve(stream, peer, gw)).await;
     }
-    routes::serve(stream, buf, pre, head, gw).await
+    routes::serve(stream, peer, gw).await
 }
 
 /// The signals the server acts on.

@@ -250,6 +250,15 @@ pub fn chat_text(args: &str) -> Option<String> {
     json::unescape(&args[k + 1..s_end - 1])
 }
 
+/// `["chat message","<text>"]`: the arguments of the event a plain client's text becomes.
+pub fn chat_args(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 22);
+    out.push_str("[\"chat message\",\"");
+    let _ = write!(out, "{}", json::Escaped(text));
+    out.push_str("\"]");
+    out
+}
+
 /// `42["chat message","<text>"]` for a plain client's text.
 pub fn chat_packet(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 24);
@@ -278,6 +287,52 @@ pub fn open_packet(
 /// The Socket.IO connect answer for the main namespace.
 pub fn connect_ok(sid: &str) -> String {
     format!("40{{\"sid\":\"{sid}\"}}")
+}
+
+/// `40{"sid":..,"pid":..}`: the connect answer with the private recovery id.
+pub fn connect_ok_pid(sid: &str, pid: &str) -> String {
+    format!("40{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}")
+}
+
+/// Longest `pid` taken from a client (ours are 22 characters).
+pub const MAX_PID_LEN: usize = 64;
+
+/// The `pid` and `offset` of a CONNECT's `auth` object, when they are strings (a recovery
+/// request of the stock client: `40{"pid":..,"offset":..}`).
+pub fn resume_request(data: &str) -> (Option<String>, Option<String>) {
+    let Some(members) = json::members(data) else {
+        return (None, None);
+    };
+    let field = |key: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| json::as_string(v))
+    };
+    // A pid we could never have made is no pid; a bad offset stays, to fail its parse (a
+    // client that sent one must not be resumed from somewhere else).
+    let pid = field("pid").filter(|p| !p.is_empty() && p.len() <= MAX_PID_LEN);
+    (pid, field("offset"))
+}
+
+/// A private recovery id: 22 characters of base64url from the OS's random source (132
+/// bits), so that nobody can guess another client's.
+pub fn new_pid() -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 22];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // No OS randomness at all: fail loudly rather than hand out a guessable id.
+            Err(e) => panic!("getrandom failed: {e}"),
+        }
+    }
+    bytes
+        .iter()
+        .map(|b| A[usize::from(b & 63)] as char)
+        .collect()
 }
 
 /// The `token` string of a CONNECT's `auth` object (`io({ auth: { token } })`), if any.

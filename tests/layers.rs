@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
         &[
-            "json", "percent", "lock", "frame", "sio", "token", "http", "tunnel",
+            "json", "percent", "lock", "frame", "history", "sio", "token", "http", "tunnel",
         ],
     ),
     // L1: plumbing.

@@ -9,7 +9,7 @@ use async_tungstenite::tungstenite::Message;
 use common::haproxy::Haproxy;
 use common::redis::Redis;
 use common::{field, free_port, next_text, proxy_v2, scrape, ws_connect, Gateway, WAIT};
-use sio_common::{chat_line, next_packet, send_text, SioClient};
+use sio_common::{chat_line, next_packet, plain, send_text, SioClient};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -103,24 +103,27 @@ fn one_session_alternating_between_instances_connects_chats_upgrades_and_loses_n
         (200, "ok".into())
     );
     assert_eq!(
-        request(a.addr, Some(client), "GET", &path, "").1,
+        plain(&request(a.addr, Some(client), "GET", &path, "").1),
         format!("40{{\"sid\":\"{sid}\"}}")
     );
     let fwd = b.wait_log(|l| l.contains(" forward ") && l.contains(&sid));
     assert!(fwd.contains("client=198.51.100.7:5555"), "{fwd}");
     // A plain client on B and the session chat both ways (the backplane carries the rooms).
-    let mut plain = smol::block_on(ws_connect(b.addr, "/ws", b""));
+    let mut raw = smol::block_on(ws_connect(b.addr, "/ws", b""));
     let post = r#"42["chat message","from polling"]"#;
     assert_eq!(
         request(b.addr, Some(client), "POST", &path, post),
         (200, "ok".into())
     );
-    assert_eq!(smol::block_on(next_text(&mut plain)), "from polling");
-    assert_eq!(request(b.addr, Some(client), "GET", &path, "").1, post);
-    smol::block_on(plain.send(Message::text("one"))).unwrap();
-    assert_eq!(smol::block_on(next_text(&mut plain)), "one");
+    assert_eq!(smol::block_on(next_text(&mut raw)), "from polling");
     assert_eq!(
-        request(b.addr, Some(client), "GET", &path, "").1,
+        plain(&request(b.addr, Some(client), "GET", &path, "").1),
+        post
+    );
+    smol::block_on(raw.send(Message::text("one"))).unwrap();
+    assert_eq!(smol::block_on(next_text(&mut raw)), "one");
+    assert_eq!(
+        plain(&request(b.addr, Some(client), "GET", &path, "").1),
         r#"42["chat message","one"]"#
     );
 
@@ -132,21 +135,20 @@ fn one_session_alternating_between_instances_connects_chats_upgrades_and_loses_n
         assert_eq!(next_packet(&mut ws).await, "3probe");
         // Sent while it switches: waits in its outbox on A, then arrives on the WebSocket.
         for i in 0..10 {
-            plain
-                .send(Message::text(format!("during {i}")))
+            raw.send(Message::text(format!("during {i}")))
                 .await
                 .unwrap();
-            assert_eq!(next_text(&mut plain).await, format!("during {i}"));
+            assert_eq!(next_text(&mut raw).await, format!("during {i}"));
         }
         send_text(&mut ws, "5").await;
         for i in 0..10 {
             let want = format!(r#"42["chat message","during {i}"]"#);
-            assert_eq!(next_packet(&mut ws).await, want);
+            assert_eq!(plain(&next_packet(&mut ws).await), want);
         }
         send_text(&mut ws, r#"42["chat message","over the websocket"]"#).await;
-        assert_eq!(next_text(&mut plain).await, "over the websocket");
+        assert_eq!(next_text(&mut raw).await, "over the websocket");
         assert_eq!(
-            next_packet(&mut ws).await,
+            plain(&next_packet(&mut ws).await),
             r#"42["chat message","over the websocket"]"#
         );
     });

@@ -5,7 +5,7 @@ mod common;
 mod sio_common;
 use async_tungstenite::tungstenite::Message;
 use common::{close_code, next_text, ws_connect, Gateway, Ws};
-use sio_common::{chat_line, next_packet, raw_sio, send_text, url, SioClient};
+use sio_common::{chat_line, next_packet, plain, raw_sio, send_text, url, SioClient};
 
 const HI: &str = r#"event {"name":"hi","args":[]}"#;
 
@@ -134,7 +134,7 @@ fn each_malformed_packet_closes_only_its_sender() {
             bystander.expect(&chat_line(&after));
             // The publisher gets its own message too (and skips the `hi`s).
             loop {
-                let t = next_packet(&mut good).await;
+                let t = plain(&next_packet(&mut good).await);
                 if t != "42[\"hi\"]" {
                     assert_eq!(t, packet);
                     break;

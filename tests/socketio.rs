@@ -7,7 +7,7 @@ mod sio_common;
 use async_tungstenite::tungstenite::Message;
 use common::{next_text, Gateway, WAIT};
 use futures_lite::{FutureExt, StreamExt};
-use sio_common::{chat_line, event_line, raw_sio, send_text, url, SioClient};
+use sio_common::{chat_line, event_line, plain, raw_sio, send_text, url, SioClient};
 use smol::Timer;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,10 @@ fn connects_with_the_configured_open_packet() {
             )
         );
         send_text(&mut ws, "40").await;
-        assert_eq!(next_text(&mut ws).await, format!("40{{\"sid\":\"{sid}\"}}"));
+        assert_eq!(
+            plain(&next_text(&mut ws).await),
+            format!("40{{\"sid\":\"{sid}\"}}")
+        );
     });
 }
 

@@ -30,7 +30,13 @@ pub struct Request<'a> {
     pub origin: Option<&'a [u8]>,
     /// `Authorization` (a `Bearer` token, when `--jwt-secret-file` is set).
     pub authorization: Option<&'a [u8]>,
+    /// `Sec-WebSocket-Protocol`, the subprotocols a client offers (a list header that may
+    /// be repeated: the line naming [`OFFSET_SUBPROTOCOL`] is kept).
+    pub ws_protocol: Option<&'a [u8]>,
 }
+
+/// The subprotocol of raw clients that want offsets and resume (`wsgate.offset`).
+pub const OFFSET_SUBPROTOCOL: &str = "wsgate.offset";
 
 /// What [`parse_head`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +96,9 @@ pub struct HeadAt {
     pub len: usize,
     method: Span,
     target: Span,
-    /// `upgrade`, `connection`, `ws_key`, `ws_version`, `origin`, `authorization`, in
-    /// [`Request`]'s order.
-    headers: [Option<Span>; 6],
+    /// `upgrade`, `connection`, `ws_key`, `ws_version`, `origin`, `authorization`,
+    /// `ws_protocol`, in [`Request`]'s order.
+    headers: [Option<Span>; 7],
 }
 
 /// `start..end` of a field within the parsed buffer.
@@ -119,6 +125,7 @@ impl HeadAt {
                 r.ws_version,
                 r.origin,
                 r.authorization,
+                r.ws_protocol,
             ]
             .map(|h| h.map(span)),
         }
@@ -129,7 +136,7 @@ impl HeadAt {
         let bytes = |(s, e): Span| buf.get(s as usize..e as usize).unwrap_or_default();
         // Both were checked to be tokens and visible ASCII by httparse.
         let text = |s: Span| std::str::from_utf8(bytes(s)).unwrap_or_default();
-        let [upgrade, connection, ws_key, ws_version, origin, authorization] =
+        let [upgrade, connection, ws_key, ws_version, origin, authorization, ws_protocol] =
             self.headers.map(|h| h.map(bytes));
         Request {
             method: text(self.method),
@@ -140,6 +147,7 @@ impl HeadAt {
             ws_version,
             origin,
             authorization,
+            ws_protocol,
         }
     }
 }
@@ -169,6 +177,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Head<'_>, HttpError> {
             // is the one the handshake looks at.
             if request.connection.is_none() || has_token(h.value, "upgrade") {
                 request.connection = Some(h.value);
+            }
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            if request.ws_protocol.is_none() || has_token(h.value, OFFSET_SUBPROTOCOL) {
+                request.ws_protocol = Some(h.value);
             }
             continue;
         }

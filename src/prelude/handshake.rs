@@ -99,6 +99,17 @@ Connection: Upgrade\r\nSec-WebSocket-Accept: ";
     out
 }
 
+/// The 101 response for an upgrade that chose the `wsgate.offset` subprotocol.
+pub fn response_101_offset(accept: &[u8; 28]) -> Vec<u8> {
+    let plain = response_101(accept);
+    let mut out = Vec::with_capacity(plain.len() + 48);
+    out.extend_from_slice(&plain[..plain.len() - 2]);
+    out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+    out.extend_from_slice(crate::http::OFFSET_SUBPROTOCOL.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
 /// `base64(sha1(key ++ GUID))`.
 pub fn accept_key(key: &[u8]) -> [u8; 28] {
     let mut sha = sha1_smol::Sha1::new();
@@ -149,6 +160,7 @@ mod tests {
             ws_version: Some(b"13"),
             origin: None,
             authorization: None,
+            ws_protocol: None,
         }
     }
 

@@ -23,10 +23,11 @@ mod websocket;
 use crate::auth::{self, Access};
 use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
-use crate::http::{HeadAt, Request, Status};
+use crate::history::Offset;
+use crate::http::{has_token, HeadAt, Request, Status, OFFSET_SUBPROTOCOL};
 use crate::hub::Protocol;
 use crate::prelude::route::{self, Route};
-use crate::prelude::{handshake, next_head, reject, Buf, Prelude, Reject};
+use crate::prelude::{handshake, next_head, read_first, reject, Buf, Prelude, Reject};
 use crate::session::Admitted;
 use futures_lite::AsyncWriteExt;
 use smol::Async;
@@ -50,15 +51,13 @@ enum Answer<'a> {
     Forward { to: SocketAddr, sid: &'a str },
 }
 
-/// Serves a connection whose first head is in `buf`, request after request while the
-/// answers keep it (the polling transport), at most `--keepalive-requests`.
-pub(crate) async fn serve(
-    mut stream: Async<TcpStream>,
-    mut buf: Buf,
-    mut pre: Prelude,
-    mut head: HeadAt,
-    gw: Arc<Gateway>,
-) {
+/// Serves an accepted connection: its first head (`prelude::read_first`), then request after
+/// request while the answers keep it (the polling transport), at most
+/// `--keepalive-requests`.
+pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
+    let Some((mut buf, mut pre, mut head)) = read_first(&mut stream, peer, &gw).await else {
+        return;
+    };
     let mut served = 0usize;
     loop {
         served += 1;
@@ -177,6 +176,7 @@ fn route_request<'r>(
                 accept,
                 admitted: Admitted::TakeOver(polling),
                 access: Access::open(),
+                since: None,
             }));
         }
         Route::Upgrade { room } => (room, Protocol::Raw),
@@ -184,11 +184,22 @@ fn route_request<'r>(
     };
     let accept = handshake::check(request)?;
     check_origin(&cfg.limits, request.origin)?;
+    // A raw client that asks for `wsgate.offset` (with history on) gets offsets, and with
+    // `?since=` what it missed.
+    let offsets = protocol == Protocol::Raw
+        && gw.hub.history().is_some()
+        && request
+            .ws_protocol
+            .is_some_and(|p| has_token(p, OFFSET_SUBPROTOCOL));
+    let (protocol, since) = match offsets {
+        false => (protocol, None),
+        true => (Protocol::RawOffset, since(request.target)?),
+    };
     let token = || auth::request_token(request.target, request.authorization);
     let access = match (&gw.sessions.auth, protocol) {
         (None, _) => Access::open(),
         // Checked here, before the 101: a refusal is a 401 or 403.
-        (Some(a), Protocol::Raw) => {
+        (Some(a), Protocol::Raw | Protocol::RawOffset) => {
             let grant = a.admit(token().as_deref(), room).map_err(Reject::denied)?;
             Access::granted(grant)
         }
@@ -202,7 +213,20 @@ fn route_request<'r>(
         accept,
         admitted: Admitted::Own(permit),
         access,
+        since,
     }))
+}
+
+/// The `since` query parameter of a raw resume: absent, or an offset (else 400).
+fn since(target: &str) -> Result<Option<Offset>, Reject> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let Some(value) = query.split('&').find_map(|kv| kv.strip_prefix("since=")) else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|e| {
+        let why = format!("since={value}: {e}");
+        Reject::http(Status::BadRequest, "bad_since", why)
+    })
 }
 
 /// The other instance that owns polling session `sid`, when it is not here and this request

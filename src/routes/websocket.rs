@@ -3,10 +3,13 @@
 //! session task of its own.
 
 use crate::auth::Access;
+use crate::frame::{self, Frame, Kind};
 use crate::gateway::Gateway;
-use crate::hub::Protocol;
+use crate::history::Offset;
+use crate::hub::{Membership, Protocol};
+use crate::metrics::Family;
 use crate::prelude::{handshake, Buf, Prelude};
-use crate::session::{self, Admitted, Peer, Start, Via};
+use crate::session::{self, Admitted, Peer, Start};
 use futures_lite::AsyncWriteExt;
 use smol::Async;
 use std::borrow::Cow;
@@ -22,6 +25,8 @@ pub(super) struct Upgrade<'a> {
     pub admitted: Admitted,
     /// What its token allows.
     pub access: Access,
+    /// A raw resume's `?since=` (with `wsgate.offset`).
+    pub since: Option<Offset>,
 }
 
 impl Upgrade<'_> {
@@ -33,6 +38,7 @@ impl Upgrade<'_> {
             accept: self.accept,
             admitted: self.admitted,
             access: self.access,
+            since: self.since,
         }
     }
 }
@@ -49,36 +55,99 @@ pub(super) async fn start(
     gw: &Arc<Gateway>,
     up: Upgrade<'static>,
 ) {
-    let membership = match up.protocol {
-        Protocol::Raw => gw.hub.join(&up.room, up.protocol),
-        Protocol::SocketIo => gw.hub.join_lobby(up.protocol),
+    let (membership, preamble) = match up.protocol {
+        Protocol::Raw => (gw.hub.join(&up.room, up.protocol), Vec::new()),
+        Protocol::RawOffset => resume(gw, &up, pre),
+        Protocol::SocketIo => (gw.hub.join_lobby(up.protocol), Vec::new()),
     };
     let leftover = buf.data[body_start..pre.filled].to_vec();
     buf.data = Vec::new();
-    if stream
-        .write_all(&handshake::response_101(&up.accept))
-        .await
-        .is_err()
-    {
+    let written = match up.protocol {
+        Protocol::RawOffset => {
+            let head = handshake::response_101_offset(&up.accept);
+            stream.write_all(&head).await
+        }
+        _ => stream.write_all(&handshake::response_101(&up.accept)).await,
+    };
+    if written.is_err() {
         return;
     }
+    let peer = Peer {
+        conn: gw.next_conn(),
+        client: pre.client,
+    };
+    crate::info!(
+        "open",
+        conn = peer.conn,
+        client = peer.client,
+        room = up.room,
+        protocol = match up.protocol {
+            Protocol::Raw | Protocol::RawOffset => "ws",
+            Protocol::SocketIo => "socket.io",
+        },
+        transport = "websocket",
+        upgrade = match &up.admitted {
+            Admitted::TakeOver(p) => &p.sid,
+            Admitted::Own(_) => "-",
+        },
+        user = up.access.user(),
+        proxy = pre.proxy.version.unwrap_or("none"),
+        vpce = pre.proxy.vpce.as_deref().unwrap_or("-")
+    );
     let start = Start {
         room: up.room.into_owned(),
         protocol: up.protocol,
-        peer: Peer {
-            conn: gw.next_conn(),
-            client: pre.client,
-        },
-        via: Via {
-            proxy: pre.proxy.version,
-            vpce: pre.proxy.vpce.clone(),
-        },
+        peer,
         admitted: up.admitted,
         access: up.access,
+        preamble,
     };
     // A fresh task keeps the prelude's buffers out of the long-lived future.
     let ctx = gw.sessions.clone();
     gw.executor
         .spawn(async move { session::serve(stream, leftover, membership, start, &ctx).await })
         .detach();
+}
+
+/// A `wsgate.offset` client's join: its first frame, `{"offset":..,"recovered":..}`, and with
+/// `?since=` every message after it, or none at all and `recovered: false` when that cannot
+/// be whole.
+fn resume(gw: &Gateway, up: &Upgrade<'_>, pre: &Prelude) -> (Membership, Vec<Frame>) {
+    let (membership, resume) = gw
+        .hub
+        .join_since(&up.room, Protocol::RawOffset, up.since, None);
+    let (recovered, replay) = match resume.replay {
+        Some(Ok(frames)) => (true, frames),
+        Some(Err(gap)) => {
+            count(gw, up, pre, gap.as_str(), 0);
+            (false, Vec::new())
+        }
+        None => (false, Vec::new()),
+    };
+    if recovered {
+        count(gw, up, pre, "recovered", replay.len());
+    }
+    let first = format!(
+        "{{\"offset\":\"{}\",\"recovered\":{recovered}}}",
+        resume.top
+    );
+    let mut frames = Vec::with_capacity(1 + replay.len());
+    frames.push(frame::encode(Kind::Text, first.as_bytes()));
+    frames.extend(replay);
+    (membership, frames)
+}
+
+fn count(gw: &Gateway, up: &Upgrade<'_>, pre: &Prelude, result: &'static str, replayed: usize) {
+    gw.metrics.count(Family::Recovery, result);
+    gw.metrics
+        .replayed
+        .fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
+    crate::info!(
+        "recovery",
+        client = pre.client,
+        room = up.room,
+        protocol = "ws",
+        result = result,
+        replayed = replayed
+    );
 }

@@ -51,6 +51,9 @@ pub enum End {
     TokenExpired,
     /// A read-only token's session tried to publish: 1008, and nothing of it was delivered.
     PublishForbidden,
+    /// The client resumed this session on another connection (it looked alive, half-open
+    /// after a cut): 1008, and the new connection keeps the session.
+    Replaced,
 }
 
 /// One row of the table: what an [`End`] means on the wire, in metrics and in the log.
@@ -102,6 +105,7 @@ impl End {
             End::UpgradeFailed => row(1008, "sio_upgrade_failed", "upgrade failed", true),
             End::TokenExpired => row(1008, "token_expired", "token expired", false),
             End::PublishForbidden => row(1008, "publish_forbidden", "read-only token", true),
+            End::Replaced => row(1008, "replaced", "session resumed elsewhere", false),
         }
     }
 
@@ -141,6 +145,7 @@ impl End {
             Signal::Frames => None,
             Signal::Evicted => Some(End::SlowConsumer),
             Signal::GoingAway => Some(End::GoingAway),
+            Signal::Replaced => Some(End::Replaced),
         }
     }
 }

@@ -10,9 +10,13 @@
 
 use super::inbound::{account, TokenBucket};
 use super::keepalive::{Keepalive, Tick};
+use super::resume::Held;
+use super::socketio::{Client, Reply};
 use super::writer::{linger, queue, Io, Writer};
-use super::{socketio, ws_config, End, Peer, Polling, Session, SessionCtx, Stats, Transport};
+use super::{ws_config, End, Peer, Polling, Session, SessionCtx, Stats, Transport};
 use crate::auth::Access;
+use crate::config::SessionConfig;
+use crate::frame::Frame;
 use crate::frame::Kind;
 use crate::hub::{Membership, Protocol, Signal};
 use crate::sio;
@@ -59,6 +63,8 @@ pub(super) struct Live<'a, S: Transport> {
     peer: &'a Peer,
     /// The Engine.IO session id (empty for plain clients).
     sid: String,
+    /// Its Socket.IO recovery registration, once connected (history on).
+    held: Option<Held>,
     ctx: &'a SessionCtx,
     access: &'a mut Access,
     keepalive: Keepalive,
@@ -67,11 +73,33 @@ pub(super) struct Live<'a, S: Transport> {
 }
 
 impl<'a, S: Transport> Live<'a, S> {
-    /// Wraps the socket (with what the prelude read past the head), sends a Socket.IO
-    /// client its open packet, and arms the clocks.
-    pub(super) async fn open(
+    /// Wraps the socket (with what the prelude read past the head) for tungstenite.
+    /// (Boxed: this one-off future would otherwise widen every session's state machine, which
+    /// is as large as its largest await point, for the connection's whole life.)
+    pub(super) async fn socket(
         socket: S,
         leftover: Vec<u8>,
+        cfg: &SessionConfig,
+    ) -> WebSocketStream<Io<S>> {
+        let io = Io {
+            socket,
+            ctrl: Vec::new(),
+        };
+        let config = Some(ws_config(cfg));
+        Box::pin(WebSocketStream::from_partially_read(
+            io,
+            leftover,
+            Role::Server,
+            config,
+        ))
+        .await
+    }
+
+    /// The session over `ws`: sends a Socket.IO client its open packet, queues `preamble`
+    /// first, and arms the clocks.
+    pub(super) fn open(
+        ws: WebSocketStream<Io<S>>,
+        preamble: Vec<Frame>,
         membership: Membership,
         who: Session<'a>,
         ctx: &'a SessionCtx,
@@ -82,19 +110,6 @@ impl<'a, S: Transport> Live<'a, S> {
             p.probe_started();
         }
         let cfg = &ctx.cfg;
-        let io = Io {
-            socket,
-            ctrl: Vec::new(),
-        };
-        // Boxed: this one-off future would otherwise widen every session's state machine
-        // (it is as large as its largest await point) for the connection's whole life.
-        let ws = Box::pin(WebSocketStream::from_partially_read(
-            io,
-            leftover,
-            Role::Server,
-            Some(ws_config(cfg)),
-        ))
-        .await;
         let mut live = Live {
             ws,
             w: Writer::default(),
@@ -104,6 +119,7 @@ impl<'a, S: Transport> Live<'a, S> {
             protocol: who.protocol,
             peer: who.peer,
             sid: String::new(),
+            held: None,
             ctx,
             access,
             keepalive: Keepalive::new(Instant::now(), cfg),
@@ -111,7 +127,7 @@ impl<'a, S: Transport> Live<'a, S> {
             timer: Timer::never(),
         };
         live.sid = match (who.protocol, probing) {
-            (Protocol::Raw, _) => String::new(),
+            (Protocol::Raw | Protocol::RawOffset, _) => String::new(),
             (Protocol::SocketIo, Some(p)) => p.sid.to_string(),
             (Protocol::SocketIo, None) => {
                 let sid = sio::new_sid();
@@ -126,6 +142,8 @@ impl<'a, S: Transport> Live<'a, S> {
                 sid
             }
         };
+        // A raw resume's first frame and replay go before anything from the outbox.
+        live.w.out.extend(preamble);
         live.rearm();
         live
     }
@@ -190,8 +208,10 @@ impl<'a, S: Transport> Live<'a, S> {
             return Flow::End(end);
         }
         match (self.protocol, kind) {
-            (Protocol::Raw, _) if !self.access.may_publish() => Flow::End(End::PublishForbidden),
-            (Protocol::Raw, _) => {
+            (Protocol::Raw | Protocol::RawOffset, _) if !self.access.may_publish() => {
+                Flow::End(End::PublishForbidden)
+            }
+            (Protocol::Raw | Protocol::RawOffset, _) => {
                 self.membership.publish(kind, payload);
                 Flow::Continue
             }
@@ -203,20 +223,22 @@ impl<'a, S: Transport> Live<'a, S> {
         }
     }
 
-    /// One Socket.IO packet, through the handler both transports share.
+    /// One Socket.IO packet, through the handler both transports share. Text answers go
+    /// through tungstenite (`ctrl`); whole frames (a recovery's events and the answer after
+    /// them) join the frames waiting for the socket, in order.
     fn on_socketio(&mut self, text: &str) -> Flow {
-        let ws = &mut self.ws;
-        let mut reply = |m: String| queue(ws, Message::text(m)).is_ok();
-        let client = socketio::Client {
-            sid: &self.sid,
-            room: self.room,
-            hub: &self.ctx.hub,
-            auth: self.ctx.auth.as_ref(),
-            metrics: &self.ctx.metrics,
-            peer: self.peer,
+        let (ws, out) = (&mut self.ws, &mut self.w.out);
+        let mut reply = |r: Reply| match r {
+            Reply::Text(m) => queue(ws, Message::text(m)).is_ok(),
+            Reply::Frame(f) => {
+                out.push_back(f);
+                true
+            }
         };
+        let client = Client::of(self.ctx, &self.sid, self.room, self.peer);
         let ends = self.access.ends();
-        if let Err(end) = client.packet(text, &mut self.membership, self.access, &mut reply) {
+        let held = &mut self.held;
+        if let Err(end) = client.packet(text, &mut self.membership, self.access, held, &mut reply) {
             return Flow::End(end);
         }
         if self.access.ends() != ends {
@@ -236,11 +258,15 @@ impl<'a, S: Transport> Live<'a, S> {
                 Flow::Continue
             }
             Message::Text(t) if t.as_str() == sio::UPGRADE => {
-                let Some((taken, ctrl, grant)) = p.switch(self.peer.conn) else {
+                let Some(taken) = p.switch(self.peer.conn) else {
                     return Flow::End(End::UpgradeFailed);
                 };
-                self.membership = taken;
-                *self.access = grant;
+                let ctrl = taken.ctrl;
+                self.membership = taken.membership;
+                *self.access = taken.access;
+                self.held = taken.held;
+                // Frames a GET had not taken yet (a recovery's) go before the outbox's.
+                self.w.out.extend(taken.pending);
                 // Its grant's end joins the timer at the next tick, now.
                 self.timer.set_at(Instant::now());
                 // What the polling transport had not sent yet goes first.
@@ -273,7 +299,7 @@ impl<'a, S: Transport> Live<'a, S> {
             Tick::Ping => {
                 // Socket.IO clients expect Engine.IO's text ping; others a WebSocket Ping.
                 let ping = match self.protocol {
-                    Protocol::Raw => Message::Ping(Default::default()),
+                    Protocol::Raw | Protocol::RawOffset => Message::Ping(Default::default()),
                     Protocol::SocketIo => Message::text(sio::PING),
                 };
                 if queue(&mut self.ws, ping).is_err() {
@@ -308,13 +334,20 @@ impl<'a, S: Transport> Live<'a, S> {
     /// Ends the session: a probe that never switched leaves its polling session as it was,
     /// the member leaves, our Close frame goes out after any partly written frame, and the
     /// connection lingers for the client's last bytes (reset when that takes too long).
-    pub(super) async fn close(mut self, end: End, stats: &mut Stats) {
+    /// (It borrows: taking `self` would keep a second copy of the session in the task's
+    /// state while it lingers.)
+    pub(super) async fn close(&mut self, end: End, stats: &mut Stats) {
         stats.frames_out = self.w.frames_out;
         if let Some(p) = self.probing {
             // It never switched: the session stays on polling, and its GETs are held again.
             p.probe_failed();
         }
-        drop(self.membership);
+        self.membership.leave();
+        if let (Some(r), Some(h)) = (&self.ctx.recovery, &self.held) {
+            // Resumable whatever the end (Engine.IO's `1` is Node's recoverable "transport
+            // close"); only `41`, `socket.disconnect()`, forgets it, in `socketio.rs`.
+            r.ended(h, false);
+        }
         if let Some(code) = end.code() {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

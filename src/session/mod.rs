@@ -34,6 +34,7 @@
 use crate::admission::SessionPermit;
 use crate::auth::{Access, Auth};
 use crate::config::SessionConfig;
+use crate::frame::Frame;
 use crate::hub::{Hub, Membership, Protocol};
 use crate::metrics::{Family, Metrics};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -52,12 +53,14 @@ mod inbound;
 mod keepalive;
 mod live;
 pub mod polling;
+mod resume;
 mod socketio;
 mod writer;
 
 pub use end::{log_close, End};
 use live::{Event, Flow, Live};
 pub use polling::{Polling, Registry};
+pub use resume::Recovery;
 
 /// Most bytes of control frames (Pong, Ping, Close) that may wait for the socket. A Pong is
 /// at most 127 bytes and tungstenite keeps only the newest one pending, so this is only
@@ -110,6 +113,9 @@ pub struct SessionCtx {
     /// What starts the id of every polling session opened here: this instance's backplane
     /// tag when other instances may forward its requests here (`--advertise`), else empty.
     pub sid_prefix: String,
+    /// Socket.IO connection state recovery; `None` when history is off
+    /// (`--recovery-window 0`).
+    pub recovery: Option<Recovery>,
 }
 
 /// Who a session is, for its log lines.
@@ -134,15 +140,6 @@ pub struct Stats {
     pub polling: bool,
 }
 
-/// How the connection reached us, for the open line.
-#[derive(Debug, Clone, Default)]
-pub struct Via {
-    /// `v1` or `v2` when a PROXY header was read.
-    pub proxy: Option<&'static str>,
-    /// The AWS VPC endpoint id (NLB, TLV 0xEA subtype 0x01).
-    pub vpce: Option<String>,
-}
-
 /// Whose admission a WebSocket session runs under: exactly one of them.
 #[derive(Debug)]
 pub enum Admitted {
@@ -161,12 +158,12 @@ pub struct Start {
     pub protocol: Protocol,
     /// Who it is.
     pub peer: Peer,
-    /// How it reached us.
-    pub via: Via,
     /// Its admission.
     pub admitted: Admitted,
     /// What its token allows.
     pub access: Access,
+    /// Frames to send before anything else: a raw resume's first frame and its replay.
+    pub preamble: Vec<Frame>,
 }
 
 /// The tungstenite settings for a session: small buffers, our limits.
@@ -177,6 +174,18 @@ pub(crate) fn ws_config(cfg: &SessionConfig) -> WebSocketConfig {
         .max_write_buffer_size(CTRL_CAP)
         .max_message_size(Some(cfg.max_message_bytes))
         .max_frame_size(Some(cfg.max_message_bytes))
+}
+
+/// What a session runs over: the socket, what the prelude read past the head, and frames
+/// to send before anything else (a raw resume's first frame and replay).
+#[derive(Debug)]
+pub struct Wire<S> {
+    /// The connection.
+    pub socket: S,
+    /// Bytes read after the HTTP head: the client's first frames.
+    pub leftover: Vec<u8>,
+    /// Frames to send first.
+    pub preamble: Vec<Frame>,
 }
 
 /// One session's identity, handed to [`run`].
@@ -193,9 +202,9 @@ pub struct Session<'a> {
     pub upgrade: Option<&'a Polling>,
 }
 
-/// A WebSocket session's whole life: its open line, [`run`], its close line, and its
-/// admission given back last (the drain waits for the last permit, so every close line is
-/// written before the process exits).
+/// A WebSocket session's life after its open line (which the route writes): [`run`], its
+/// close line, and its admission given back last (the drain waits for the last permit, so
+/// every close line is written before the process exits).
 pub async fn serve<S: Transport>(
     socket: S,
     leftover: Vec<u8>,
@@ -207,31 +216,15 @@ pub async fn serve<S: Transport>(
         room,
         protocol,
         peer,
-        via,
         admitted,
         mut access,
+        preamble,
     } = start;
     let upgrade = match &admitted {
         Admitted::Own(_) => None,
-        Admitted::TakeOver(p) => Some(p.clone()),
+        Admitted::TakeOver(p) => Some(&**p),
     };
     let opened = Instant::now();
-    crate::info!(
-        "open",
-        conn = peer.conn,
-        client = peer.client,
-        room = room,
-        protocol = match protocol {
-            Protocol::Raw => "ws",
-            Protocol::SocketIo => "socket.io",
-        },
-        transport = "websocket",
-        upgrade = upgrade.as_ref().map_or("-", |p| &p.sid),
-        user = access.user(),
-        proxy = via.proxy.unwrap_or("none"),
-        vpce = via.vpce.as_deref().unwrap_or("-")
-    );
-    drop(via);
     let sio = protocol == Protocol::SocketIo;
     if sio {
         if upgrade.is_none() {
@@ -240,23 +233,25 @@ pub async fn serve<S: Transport>(
         ctx.metrics.sio_websocket_open.fetch_add(1, Relaxed);
     }
     let mut stats = Stats::default();
-    let who = |upgrade| Session {
+    let who = Session {
         room: &room,
         protocol,
         peer: &peer,
         upgrade,
     };
-    let end = run(
+    let wire = Wire {
         socket,
         leftover,
-        membership,
-        who(upgrade.as_deref()),
-        ctx,
-        &mut stats,
-        &mut access,
-    )
-    .await;
-    log_close(ctx, &who(upgrade.as_deref()), opened, end, &stats, &access);
+        preamble,
+    };
+    let end = run(wire, membership, who, ctx, &mut stats, &mut access).await;
+    let who = Session {
+        room: &room,
+        protocol,
+        peer: &peer,
+        upgrade,
+    };
+    log_close(ctx, &who, opened, end, &stats, &access);
     if sio {
         ctx.metrics.sio_websocket_open.fetch_sub(1, Relaxed);
     }
@@ -272,15 +267,15 @@ pub async fn serve<S: Transport>(
 /// their room (joined before the 101 went out); Socket.IO sessions arrive in the hub's lobby,
 /// get the Engine.IO open packet, and join their room when they connect to `/`.
 pub async fn run<S: Transport>(
-    socket: S,
-    leftover: Vec<u8>,
+    wire: Wire<S>,
     membership: Membership,
     who: Session<'_>,
     ctx: &SessionCtx,
     stats: &mut Stats,
     access: &mut Access,
 ) -> End {
-    let mut live = Live::open(socket, leftover, membership, who, ctx, access).await;
+    let ws = Live::socket(wire.socket, wire.leftover, &ctx.cfg).await;
+    let mut live = Live::open(ws, wire.preamble, membership, who, ctx, access);
     let mut budget = BUDGET;
     let end = loop {
         if budget == 0 {
@@ -328,6 +323,14 @@ mod tests {
         b
     }
 
+    fn wire<S>(socket: S) -> Wire<S> {
+        Wire {
+            socket,
+            leftover: Vec::new(),
+            preamble: Vec::new(),
+        }
+    }
+
     /// Two sessions over socket pairs, with nothing but a [`SessionCtx`]: no listener, no
     /// TCP, no gateway. What one publishes reaches both, counted once in the hub's metrics.
     #[test]
@@ -341,6 +344,7 @@ mod tests {
             polling: Registry::default(),
             sid_prefix: String::new(),
             auth: None,
+            recovery: None,
         };
         let peer = |conn| Peer {
             conn,
@@ -362,8 +366,8 @@ mod tests {
             };
             let (mut sa, mut sb) = (Stats::default(), Stats::default());
             let (mut xa, mut xb) = (Access::open(), Access::open());
-            let session_a = run(server_a, Vec::new(), ma, who(&pa), &ctx, &mut sa, &mut xa);
-            let session_b = run(server_b, Vec::new(), mb, who(&pb), &ctx, &mut sb, &mut xb);
+            let session_a = run(wire(server_a), ma, who(&pa), &ctx, &mut sa, &mut xa);
+            let session_b = run(wire(server_b), mb, who(&pb), &ctx, &mut sb, &mut xb);
             let clients = async {
                 a.write_all(&client_frame(0x1, b"hello")).await.unwrap();
                 assert_eq!(read_exact(&mut a, 7).await, b"\x81\x05hello");

@@ -25,7 +25,8 @@
 
 use super::inbound::{account, TokenBucket};
 use super::keepalive::{Keepalive, Tick};
-use super::socketio;
+use super::resume::Held as Registered;
+use super::socketio::{Client, Reply};
 use super::{End, Peer, Session, SessionCtx, Stats, CTRL_CAP};
 use crate::admission::SessionPermit;
 use crate::auth::Access;
@@ -93,6 +94,11 @@ struct State {
     permit: Option<SessionPermit>,
     /// Packets for this client that are not broadcasts, `\x1e`-joined.
     ctrl: Vec<u8>,
+    /// Whole frames that keep their order before the outbox's: a recovery's events and the
+    /// CONNECT answer after them (at most `--history-size` and one).
+    pending: VecDeque<Frame>,
+    /// Its Socket.IO recovery registration, once connected (history on).
+    resume: Option<Registered>,
     /// A GET is held.
     held: bool,
     get_waker: Option<Waker>,
@@ -154,6 +160,8 @@ impl Polling {
                 membership: Some(ctx.hub.join_lobby(Protocol::SocketIo)),
                 permit: Some(permit),
                 ctrl: Vec::new(),
+                pending: VecDeque::new(),
+                resume: None,
                 held: false,
                 get_waker: None,
                 keeper_waker: None,
@@ -220,13 +228,13 @@ impl Polling {
                     self.finish(&mut st, End::SlowConsumer);
                     return Poll::Ready(Ok(sio::CLOSE.into()));
                 }
-                Poll::Ready(Signal::GoingAway) => {
-                    self.finish(&mut st, End::GoingAway);
+                Poll::Ready(s @ (Signal::GoingAway | Signal::Replaced)) => {
+                    self.finish(&mut st, End::from_signal(s).unwrap_or(End::GoingAway));
                     return Poll::Ready(Ok(sio::CLOSE.into()));
                 }
                 Poll::Ready(Signal::Frames) | Poll::Pending => {}
             }
-            if st.ctrl.is_empty() && frames.is_empty() {
+            if st.ctrl.is_empty() && st.pending.is_empty() && frames.is_empty() {
                 if st.upgrading {
                     return Poll::Ready(Ok(sio::NOOP.into()));
                 }
@@ -234,10 +242,12 @@ impl Polling {
                 return Poll::Pending;
             }
             let mut out = std::mem::take(&mut st.ctrl);
-            for f in frames.drain(..) {
-                sio::push_packet(&mut out, frame::payload(&f));
+            let pending = std::mem::take(&mut st.pending);
+            for f in pending.iter().chain(frames.iter()) {
+                sio::push_packet(&mut out, frame::payload(f));
                 st.stats.frames_out += 1;
             }
+            frames.clear();
             Poll::Ready(Ok(out))
         })
         .await
@@ -254,7 +264,7 @@ impl Polling {
         }
         let ends = st.access.ends();
         let result = self.packets(&mut st, body);
-        if !st.ctrl.is_empty() {
+        if !st.ctrl.is_empty() || !st.pending.is_empty() {
             if let Some(w) = st.get_waker.take() {
                 w.wake();
             }
@@ -287,17 +297,12 @@ impl Polling {
             peer: &self.peer,
             upgrade: None,
         };
-        let client = socketio::Client {
-            sid: &self.sid,
-            room: &self.room,
-            hub: &self.ctx.hub,
-            auth: self.ctx.auth.as_ref(),
-            metrics: &self.ctx.metrics,
-            peer: &self.peer,
-        };
+        let client = Client::of(&self.ctx, &self.sid, &self.room, &self.peer);
         let State {
             membership,
             ctrl,
+            pending,
+            resume,
             bucket,
             stats,
             keepalive,
@@ -310,12 +315,18 @@ impl Polling {
             keepalive.heard();
             account(&self.ctx, stats, bucket, &who, Kind::Text, text.as_bytes())?;
             let mut flood = false;
-            let mut reply = |m: String| {
-                let taken = push_ctrl(ctrl, m.as_bytes());
-                flood |= !taken;
-                taken
+            let mut reply = |r: Reply| match r {
+                Reply::Text(m) => {
+                    let taken = push_ctrl(ctrl, m.as_bytes());
+                    flood |= !taken;
+                    taken
+                }
+                Reply::Frame(f) => {
+                    pending.push_back(f);
+                    true
+                }
             };
-            client.packet(text, membership, access, &mut reply)?;
+            client.packet(text, membership, access, resume, &mut reply)?;
             if flood {
                 return Err(End::ControlFlood);
             }
@@ -363,9 +374,8 @@ impl Polling {
                     None => Poll::Pending,
                 };
                 let end = match signal {
-                    Poll::Ready(Signal::Evicted) => Some(End::SlowConsumer),
-                    Poll::Ready(Signal::GoingAway) => Some(End::GoingAway),
-                    _ => None,
+                    Poll::Ready(s) => End::from_signal(s),
+                    Poll::Pending => None,
                 };
                 if let Some(end) = end {
                     self.finish(&mut st, end);
@@ -423,7 +433,7 @@ impl Polling {
     /// member, with whatever its outbox holds, the control packets not yet sent
     /// (`\x1e`-joined), and its grant. `None` if the session ended meanwhile. Its admission
     /// stays here until [`Polling::release`].
-    pub fn switch(&self, ws_conn: u64) -> Option<(Membership, Vec<u8>, Access)> {
+    pub(crate) fn switch(&self, ws_conn: u64) -> Option<Taken> {
         let mut st = lock(&self.state);
         if st.end.is_some() || st.upgraded {
             return None;
@@ -446,8 +456,13 @@ impl Polling {
         {
             w.wake();
         }
-        let access = std::mem::take(&mut st.access);
-        Some((membership, std::mem::take(&mut st.ctrl), access))
+        Some(Taken {
+            membership,
+            ctrl: std::mem::take(&mut st.ctrl),
+            pending: std::mem::take(&mut st.pending),
+            access: std::mem::take(&mut st.access),
+            held: st.resume.take(),
+        })
     }
 
     /// Whether [`Polling::switch`] moved this session to a WebSocket.
@@ -477,6 +492,11 @@ impl Polling {
         st.end = Some(end);
         self.ctx.polling.remove(&self.sid);
         drop(st.membership.take());
+        if let (Some(r), Some(h)) = (&self.ctx.recovery, &st.resume) {
+            // Resumable whatever the end (Engine.IO's `1` is Node's recoverable "transport
+            // close"); only `41`, `socket.disconnect()`, forgets it, in `socketio.rs`.
+            r.ended(h, false);
+        }
         let who = Session {
             room: &self.room,
             protocol: Protocol::SocketIo,
@@ -493,6 +513,21 @@ impl Polling {
             w.wake();
         }
     }
+}
+
+/// What a WebSocket takes over at the switch (`5`).
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// The member, with whatever its outbox holds.
+    pub membership: Membership,
+    /// The control packets not sent yet, `\x1e`-joined.
+    pub ctrl: Vec<u8>,
+    /// Whole frames not sent yet (a recovery's), before the outbox's.
+    pub pending: VecDeque<Frame>,
+    /// Its grant.
+    pub access: Access,
+    /// Its recovery registration.
+    pub held: Option<Registered>,
 }
 
 /// Appends a packet to `ctrl` unless that passes [`CTRL_CAP`].

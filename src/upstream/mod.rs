@@ -31,13 +31,13 @@ use crate::info;
 use crate::lock;
 use crate::metrics::{Family, Metrics};
 use crate::prelude::reject::{self, Reject};
-use crate::prelude::{next_head, Buf, Prelude};
+use crate::prelude::{next_head, read_first, Buf, Prelude};
 use crate::tunnel;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
 use std::fmt::Write as _;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,15 +86,14 @@ enum Done {
     Tunnel(Upgraded),
 }
 
-/// Serves a client connection whose first head is in `buf`, request after request, until
-/// it closes, fails, or hands over to a tunnel.
-pub(crate) async fn serve(
-    mut stream: Async<TcpStream>,
-    mut buf: Buf,
-    mut pre: Prelude,
-    gw: Arc<Gateway>,
-) {
+/// Serves an accepted client connection: its first head (`prelude::read_first`), then
+/// request after request, until it closes, fails, or hands over to a tunnel.
+pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
     let Some(up) = gw.config.upstream.as_ref() else {
+        return;
+    };
+    // The routes' head is not needed: every header is read again below.
+    let Some((mut buf, mut pre, _)) = read_first(&mut stream, peer, &gw).await else {
         return;
     };
     let pcfg = &gw.config.prelude;

@@ -863,3 +863,90 @@ pub fn run_client_script(
         ),
     }
 }
+
+/// A TCP relay on 127.0.0.1 in front of `to`, standing in for what cuts connections in real
+/// life (a load balancer's idle timeout, a phone changing networks, a dead NAT entry):
+/// `cut` resets every connection it carries; `freeze` stops passing bytes on them but leaves
+/// them open (half-open: neither end learns anything), while new connections work as usual.
+#[allow(dead_code)]
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<(std::net::TcpStream, std::net::TcpStream)>>>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[allow(dead_code)]
+impl CutProxy {
+    pub fn start(to: SocketAddr) -> CutProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<_>>> = Arc::default();
+        // Connections numbered below this are frozen.
+        let frozen = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (c2, f2, a2) = (conns.clone(), frozen.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let n = a2.fetch_add(1, Ordering::SeqCst);
+                c2.lock()
+                    .unwrap()
+                    .push((client.try_clone().unwrap(), server.try_clone().unwrap()));
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let f = f2.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(k) = from.read(&mut buf) {
+                            if k == 0 {
+                                break;
+                            }
+                            if n < f.load(Ordering::SeqCst) {
+                                // Frozen: the bytes go nowhere and nobody is told.
+                                continue;
+                            }
+                            if into.write_all(&buf[..k]).is_err() {
+                                break;
+                            }
+                        }
+                        if n >= f.load(Ordering::SeqCst) {
+                            let _ = into.shutdown(std::net::Shutdown::Write);
+                        }
+                    });
+                }
+            }
+        });
+        CutProxy {
+            addr,
+            conns,
+            frozen,
+            accepted,
+        }
+    }
+
+    /// Resets every connection carried so far (`SO_LINGER` 0, then close), both sides.
+    pub fn cut(&self) {
+        for (a, b) in self.conns.lock().unwrap().drain(..) {
+            for s in [a, b] {
+                let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Stops passing bytes on every connection carried so far, without closing any.
+    pub fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.accepted.load(Ordering::SeqCst);
+        self.frozen.store(n, Ordering::SeqCst);
+    }
+}
