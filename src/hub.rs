@@ -1387,22 +1387,12 @@ mod tests {
         let e = r.top.epoch;
         raw.publish(Kind::Text, b"plain \"q\"");
         let (sio, _) = hub.join_since("s", Protocol::SocketIo, None, None);
-        let args = "[\"chat message\",\"from sio\"]";
-        sio.publish_payload(
-            Payload::SocketIo {
-                args,
-                chat: Some("from sio"),
-            },
-            false,
-        );
-        let sio_args = "[\"other\",1]";
-        sio.publish_payload(
-            Payload::SocketIo {
-                args: sio_args,
-                chat: None,
-            },
-            false,
-        );
+        for (args, chat) in [
+            ("[\"chat message\",\"from sio\"]", Some("from sio")),
+            ("[\"other\",1]", None),
+        ] {
+            sio.publish_payload(Payload::SocketIo { args, chat }, false);
+        }
         let at = Some(Offset { epoch: e, seq: 0 });
         let got = hub
             .join_since("r", Protocol::SocketIo, at, None)

@@ -261,11 +261,7 @@ pub fn chat_args(text: &str) -> String {
 
 /// `42["chat message","<text>"]` for a plain client's text.
 pub fn chat_packet(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 24);
-    out.push_str("42[\"chat message\",\"");
-    let _ = write!(out, "{}", json::Escaped(text));
-    out.push_str("\"]");
-    out
+    format!("42{}", chat_args(text))
 }
 
 /// The Engine.IO open packet. A polling session offers the upgrade to `websocket`; a

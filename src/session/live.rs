@@ -131,13 +131,7 @@ impl<'a, S: Transport> Live<'a, S> {
             (Protocol::SocketIo, Some(p)) => p.sid.to_string(),
             (Protocol::SocketIo, None) => {
                 let sid = sio::new_sid();
-                let open = sio::open_packet(
-                    &sid,
-                    false,
-                    cfg.ping_interval.as_millis(),
-                    cfg.pong_timeout.as_millis(),
-                    cfg.max_message_bytes,
-                );
+                let open = super::open_packet(cfg, &sid, false);
                 let _ = queue(&mut live.ws, Message::text(open));
                 sid
             }

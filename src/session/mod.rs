@@ -188,6 +188,18 @@ pub struct Wire<S> {
     pub preamble: Vec<Frame>,
 }
 
+/// The Engine.IO open packet for session `sid` with these settings; a polling session
+/// offers the upgrade to a WebSocket.
+pub(crate) fn open_packet(cfg: &SessionConfig, sid: &str, polling: bool) -> String {
+    crate::sio::open_packet(
+        sid,
+        polling,
+        cfg.ping_interval.as_millis(),
+        cfg.pong_timeout.as_millis(),
+        cfg.max_message_bytes,
+    )
+}
+
 /// One session's identity, handed to [`run`].
 #[derive(Debug)]
 pub struct Session<'a> {

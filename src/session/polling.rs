@@ -142,13 +142,7 @@ impl Polling {
     ) -> (Arc<Polling>, String) {
         let cfg = &ctx.cfg;
         let sid = sio::new_sid_after(&ctx.sid_prefix);
-        let open = sio::open_packet(
-            &sid,
-            true,
-            cfg.ping_interval.as_millis(),
-            cfg.pong_timeout.as_millis(),
-            cfg.max_message_bytes,
-        );
+        let open = super::open_packet(cfg, &sid, true);
         let now = Instant::now();
         let p = Arc::new(Polling {
             sid: sid.into(),

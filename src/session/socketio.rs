@@ -183,6 +183,32 @@ mod tests {
     use std::collections::VecDeque;
     use std::task::{Context, Waker};
 
+    fn peer(conn: u64) -> super::super::Peer {
+        super::super::Peer {
+            conn,
+            client: format!("127.0.0.1:{conn}").parse().unwrap(),
+        }
+    }
+
+    /// A client of room `main` with no token checker.
+    fn client<'a>(
+        hub: &'a Arc<Hub>,
+        metrics: &'a Metrics,
+        peer: &'a super::super::Peer,
+        sid: &'a str,
+        recovery: Option<&'a Recovery>,
+    ) -> Client<'a> {
+        Client {
+            sid,
+            room: "main",
+            hub,
+            auth: None,
+            metrics,
+            peer,
+            recovery,
+        }
+    }
+
     fn drain(m: &Membership) -> Vec<String> {
         let mut q: VecDeque<Frame> = VecDeque::new();
         let mut cx = Context::from_waker(Waker::noop());
@@ -199,19 +225,8 @@ mod tests {
         let other = hub.join("main", Protocol::SocketIo);
         let mut me = hub.join_lobby(Protocol::SocketIo);
         let metrics = Metrics::default();
-        let peer = super::super::Peer {
-            conn: 1,
-            client: "127.0.0.1:1".parse().unwrap(),
-        };
-        let c = Client {
-            sid: "abc",
-            room: "main",
-            hub: &hub,
-            auth: None,
-            metrics: &metrics,
-            peer: &peer,
-            recovery: None,
-        };
+        let peer = peer(1);
+        let c = client(&hub, &metrics, &peer, "abc", None);
         let mut access = Access::open();
         let mut held = None;
         let mut replies = Vec::new();
@@ -284,19 +299,8 @@ mod tests {
         sid: &str,
         packet: &str,
     ) -> Conn {
-        let peer = super::super::Peer {
-            conn: 1,
-            client: "127.0.0.1:1".parse().unwrap(),
-        };
-        let c = Client {
-            sid,
-            room: "main",
-            hub,
-            auth: None,
-            metrics,
-            peer: &peer,
-            recovery: Some(recovery),
-        };
+        let peer = peer(1);
+        let c = client(hub, metrics, &peer, sid, Some(recovery));
         let mut conn = Conn {
             member: hub.join_lobby(Protocol::SocketIo),
             held: None,
@@ -322,6 +326,13 @@ mod tests {
         assert_eq!(r, Ok(()));
         conn.replies = replies;
         conn
+    }
+
+    /// A first connect as `sidA`, and the pid it was given.
+    fn fresh(hub: &Arc<Hub>, rec: &Recovery, metrics: &Metrics) -> (Conn, String) {
+        let a = connect(hub, rec, metrics, "sidA", "40");
+        let pid = pid_of(&a.replies[0]);
+        (a, pid)
     }
 
     fn pid_of(connect_reply: &str) -> String {
@@ -351,8 +362,7 @@ mod tests {
         let (hub, rec) = history_hub();
         let metrics = Metrics::default();
         let other = hub.join("main", Protocol::Raw);
-        let a = connect(&hub, &rec, &metrics, "sidA", "40");
-        let pid = pid_of(&a.replies[0]);
+        let (a, pid) = fresh(&hub, &rec, &metrics);
         assert_eq!(
             a.replies,
             [format!("40{{\"sid\":\"sidA\",\"pid\":\"{pid}\"}}")]
@@ -397,8 +407,7 @@ mod tests {
         let metrics = Metrics::default();
         let other = hub.join("main", Protocol::Raw);
         // Zero events: `pid` but no `offset`. It resumes from where it joined.
-        let a = connect(&hub, &rec, &metrics, "sidA", "40");
-        let pid = pid_of(&a.replies[0]);
+        let (a, pid) = fresh(&hub, &rec, &metrics);
         rec.ended(a.held.as_ref().unwrap(), false);
         drop(a);
         say(&hub, &other, "missed");
@@ -429,8 +438,7 @@ mod tests {
     fn a_half_open_connection_is_taken_over_and_its_late_end_changes_nothing() {
         let (hub, rec) = history_hub();
         let metrics = Metrics::default();
-        let a = connect(&hub, &rec, &metrics, "sidA", "40");
-        let pid = pid_of(&a.replies[0]);
+        let (a, pid) = fresh(&hub, &rec, &metrics);
         // The client is back while `a` still looks alive.
         let b = connect(
             &hub,
@@ -469,8 +477,7 @@ mod tests {
     fn bad_or_unknown_ids_and_offsets_get_a_fresh_session() {
         let (hub, rec) = history_hub();
         let metrics = Metrics::default();
-        let a = connect(&hub, &rec, &metrics, "sidA", "40");
-        let pid = pid_of(&a.replies[0]);
+        let (a, pid) = fresh(&hub, &rec, &metrics);
         rec.ended(a.held.as_ref().unwrap(), false);
         let fresh = |r: &Conn| {
             let p = pid_of(&r.replies[0]);
@@ -492,19 +499,8 @@ mod tests {
         // A client that leaves on purpose (`41`, `socket.disconnect()`) is not resumable.
         let mut b = connect(&hub, &rec, &metrics, "sidB", "40");
         let pid_b = pid_of(&b.replies[0]);
-        let peer = super::super::Peer {
-            conn: 2,
-            client: "127.0.0.1:2".parse().unwrap(),
-        };
-        let c = Client {
-            sid: "sidB",
-            room: "main",
-            hub: &hub,
-            auth: None,
-            metrics: &metrics,
-            peer: &peer,
-            recovery: Some(&rec),
-        };
+        let peer = peer(2);
+        let c = client(&hub, &metrics, &peer, "sidB", Some(&rec));
         let mut sink = |_: Reply| true;
         assert_eq!(
             c.packet("41", &mut b.member, &mut b.access, &mut b.held, &mut sink),
