@@ -31,7 +31,7 @@ clippy:
 
 test: check test-deps
 	$(CARGO) test --all-targets
-	$(MAKE) size-check qemu-smoke
+	$(MAKE) size-check qemu-smoke pkg-check
 
 # The Socket.IO client bundle a classic page loads from `/socket.io/socket.io.js` (the Node
 # server used to serve it), fetched from npm into SITE, next to your index.html:

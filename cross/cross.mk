@@ -77,3 +77,20 @@ dist: aarch64 x86_64
 
 measure: aarch64 x86_64
 	WSGATE_BINS='$(WSGATE_BINS)' $(CROSS_DIR)/measure.sh '$(CROSS_TARGET_DIR)'
+
+# Packages (cross/pkg.sh): a .deb and an .rpm per architecture from the static builds, in
+# $(DIST_DIR). `make deb` and `make rpm` build both formats (one script makes the pair).
+.PHONY: packages deb rpm pkg-check pkg-deps
+packages: aarch64 x86_64 pkg-deps
+	@for t in aarch64 x86_64; do \
+	  cross/pkg.sh $$t '$(CROSS_TARGET_DIR)/'$$t'-unknown-linux-musl/release/wsgate' '$(DIST_DIR)' || exit 1; \
+	done
+deb rpm: packages
+
+# The packages as `make test` checks them: both architectures, inspected (tests/deploy.rs).
+pkg-check: packages
+	WSGATE_PKG_DIR='$(abspath $(DIST_DIR))' $(CARGO) test --test deploy
+
+# dpkg-deb is Debian's own; rpmbuild and rpm come with the `rpm` package.
+pkg-deps:
+	@command -v rpmbuild >/dev/null || { $(CROSS_SUDO) $(APT_GET) update -qq && $(CROSS_SUDO) $(APT_GET) install -y -qq rpm >/dev/null; }

@@ -45,7 +45,7 @@ for pair in "$@"; do
     install -m 0644 docs/*.md "$dir/docs/"
   fi
   install -m 0644 cross/README.md "$dir/DEPLOY.md"
-  install -m 0644 cross/wsgate.service cross/sysctl-wsgate.conf "$dir/"
+  install -m 0644 cross/wsgate.service cross/sysctl-wsgate.conf cross/wsgate.env "$dir/"
   install -m 0755 cross/user-data.sh "$dir/user-data.sh"
 
   tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner \

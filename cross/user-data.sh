@@ -9,6 +9,7 @@
 #   /usr/local/bin/wsgate                  the static binary
 #   /etc/systemd/system/wsgate.service     the unit (runs as user wsgate, binds :80)
 #   /etc/sysctl.d/60-wsgate.conf           kernel settings for many connections
+#   /etc/wsgate/wsgate.env                 the flags (WSGATE_FLAGS), unless one is there already
 # and creates the system user `wsgate`, applies the sysctls and enables the service --now.
 set -euo pipefail
 
@@ -49,6 +50,10 @@ src=$work/$name
 install -D -m 0755 "$src/wsgate" "$DESTDIR/usr/local/bin/wsgate"
 install -D -m 0644 "$src/wsgate.service" "$DESTDIR/etc/systemd/system/wsgate.service"
 install -D -m 0644 "$src/sysctl-wsgate.conf" "$DESTDIR/etc/sysctl.d/60-wsgate.conf"
+# The flags: one written before this script ran (the CloudFormation stack does) is kept.
+if [ ! -e "$DESTDIR/etc/wsgate/wsgate.env" ]; then
+  install -D -m 0644 "$src/wsgate.env" "$DESTDIR/etc/wsgate/wsgate.env"
+fi
 if [ -n "$DESTDIR" ]; then
   echo "wsgate: installed $name under $DESTDIR (user, sysctl and systemd steps skipped)"
   exit 0

@@ -173,6 +173,11 @@ struct Args {
     #[argh(switch)]
     upstream_rewrite_host: bool,
 
+    /// check the flags (and read the key files they name), print the settings in force, and
+    /// exit: 0 when they are valid, 2 when not (as `nginx -t` does)
+    #[argh(switch)]
+    check: bool,
+
     /// with --upstream: how long a kept-alive client connection may wait for its next request
     #[argh(option, from_str_fn(duration))]
     keepalive_timeout: Option<Duration>,
@@ -396,6 +401,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let max_connections_given = args.max_connections.is_some();
+    let check = args.check;
     let config = match args.into_config(|var| std::env::var(var).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -403,6 +409,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check {
+        for (flag, value) in config::settings(&config) {
+            println!("--{flag:<26} {value}");
+        }
+        println!("wsgate: the flags are valid");
+        return ExitCode::SUCCESS;
+    }
     wsgate::log::set_format(config.log_format);
     wsgate::log::set_max_value(config.log_value_bytes);
     // Signals are registered before anything else, so an early SIGTERM is not lost.
