@@ -279,15 +279,19 @@ pub async fn serve<S: Transport>(
 /// their room (joined before the 101 went out); Socket.IO sessions arrive in the hub's lobby,
 /// get the Engine.IO open packet, and join their room when they connect to `/`.
 pub async fn run<S: Transport>(
-    wire: Wire<S>,
+    Wire {
+        socket,
+        leftover,
+        preamble,
+    }: Wire<S>,
     membership: Membership,
     who: Session<'_>,
     ctx: &SessionCtx,
     stats: &mut Stats,
     access: &mut Access,
 ) -> End {
-    let ws = Live::socket(wire.socket, wire.leftover, &ctx.cfg).await;
-    let mut live = Live::open(ws, wire.preamble, membership, who, ctx, access);
+    let ws = Live::socket(socket, leftover, &ctx.cfg).await;
+    let mut live = Live::open(ws, preamble, membership, who, ctx, access);
     let mut budget = BUDGET;
     let end = loop {
         if budget == 0 {
