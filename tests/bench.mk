@@ -11,8 +11,11 @@
 #   make bench-polling   KiB per idle Socket.IO polling session (10,000 held), and the same
 #                        sessions on the websocket transport for comparison
 #   make bench-auth      handshake tokens off and on: connect rate and time, CPU per delivery
+#   make bench-syscalls  syscalls per delivery at the everyday step (50 msg/s x 1,000
+#                        subscribers), wsgate and nginx + Nchan side by side (perf stat)
 #   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
-#                        node + npm (Debian packages), and the peers' npm packages (npm ci)
+#                        libnginx-mod-nchan, linux-perf, node + npm (Debian packages), and the
+#                        peers' npm packages (npm ci)
 #
 # Knobs (environment or make variables): BENCH_OUT, BENCH_LADDER, BENCH_DURATION, BENCH_IDLE_CLIENTS,
 # BENCH_MAX_P99_MS and the others at the top of tests/bench/run.sh.
@@ -23,13 +26,13 @@ BENCH_OUT ?= target/bench
 # Steps of about x1.25, so a capacity is known to within 25%.
 BENCH_LADDER ?= 100,125,160,200,250,320,400,500,630,800,1000,1250,1600,2000,2500,3200
 BENCH_COMPARE_LADDER ?= 20,25,32,40,50,63,80,$(BENCH_LADDER)
-BENCH_PEERS ?= wsgate wsgate-sio classic node-ws
+BENCH_PEERS ?= wsgate wsgate-sio classic node-ws nchan
 BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 # Root runs apt-get itself; anyone else goes through sudo.
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-syscalls bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -48,6 +51,10 @@ bench-proxy: bench-release bench-deps
 bench-polling: bench-release
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/polling.sh
 
+# Syscalls per delivery, wsgate against nginx + Nchan (tests/bench/syscalls.sh).
+bench-syscalls: bench-release bench-deps
+	BENCH_OUT='$(BENCH_OUT)' tests/bench/syscalls.sh
+
 # What handshake tokens cost (tests/bench/auth.sh).
 bench-auth: bench-release
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/auth.sh
@@ -59,6 +66,8 @@ bench-apt-deps:
 	@missing=""; \
 	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing="$$missing libnginx-mod-nchan"; \
+	command -v perf >/dev/null || missing="$$missing linux-perf"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v python3 >/dev/null || missing="$$missing python3"; \

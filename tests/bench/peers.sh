@@ -1,6 +1,6 @@
 # tests/bench/peers.sh: start and stop the servers that the bench drives. Sourced by run.sh.
 #
-#   peer_start NAME     start peer NAME (wsgate, wsgate-sio, classic, node-ws) on 127.0.0.1;
+#   peer_start NAME     start peer NAME (wsgate, wsgate-sio, classic, node-ws, nchan) on 127.0.0.1;
 #                       sets PEER_URL (for wsgate-load --url), PEER_PROTOCOL (raw|socketio) and
 #                       PEER_PIDS (comma list for wsgate-load --pid)
 #   peer_stop           stop what peer_start started (by pid), wait for it, remove its tmp dir
@@ -25,6 +25,8 @@ BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-100000}
 # Debian puts these in /usr/sbin, which is not on every user's PATH.
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY_BIN=${HAPROXY_BIN:-$(command -v haproxy || echo /usr/sbin/haproxy)}
+# Debian's libnginx-mod-nchan puts the module here.
+NCHAN_MODULE=${NCHAN_MODULE:-/usr/lib/nginx/modules/ngx_nchan_module.so}
 # How long a server may take to print its listening line / open its port.
 PEER_START_TIMEOUT_S=${PEER_START_TIMEOUT_S:-20}
 
@@ -93,7 +95,7 @@ start_node() {
 
 # The classic stack: haproxy (TCP, send-proxy) -> nginx (proxy_protocol) -> Node socket.io chat.
 # start_nginx TEMPLATE: nginx in the foreground with TEMPLATE's @...@ filled in, in front of
-# the app on $NODE_PORT; sets NGINX_PID and NGINX_PORT.
+# the app on $NODE_PORT (when there is one); sets NGINX_PID and NGINX_PORT.
 start_nginx() {
   local nofile
   NGINX_PORT=$(bench_free_port)
@@ -102,7 +104,8 @@ start_nginx() {
   mkdir -p "$PEER_DIR/nginx"
   sed -e "s|@TMP@|$PEER_DIR/nginx|g" -e "s|@NOFILE@|$nofile|g" \
     -e "s|@WORKER_CONNECTIONS@|$((nofile - 100))|g" \
-    -e "s|@APP_PORT@|$NODE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@APP_PORT@|${NODE_PORT:-0}|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@NCHAN_MODULE@|$NCHAN_MODULE|g" \
     "$1" >"$PEER_DIR/nginx/nginx.conf"
   "$NGINX_BIN" -p "$PEER_DIR/nginx" -c "$PEER_DIR/nginx/nginx.conf" -e "$PEER_DIR/nginx/error.log" \
     -g 'daemon off;' \
@@ -143,8 +146,14 @@ peer_start() {
       PEER_URL="ws://127.0.0.1:$NODE_PORT/"
       ;;
     classic) start_classic && PEER_PROTOCOL=socketio ;;
+    nchan)
+      start_nginx "$BENCH_ROOT/tests/peers/nchan/nginx.conf.in" || return 1
+      # The master and its two workers: the workers do the work.
+      PEER_PIDS=$NGINX_PID
+      PEER_URL="ws://127.0.0.1:$NGINX_PORT/ws/main"
+      ;;
     *)
-      echo "bench: unknown peer $1 (wsgate, wsgate-sio, classic, node-ws)" >&2
+      echo "bench: unknown peer $1 (wsgate, wsgate-sio, classic, node-ws, nchan)" >&2
       return 1
       ;;
   esac
