@@ -84,6 +84,8 @@ impl<'a, S: Transport> Live<'a, S> {
         let io = Io {
             socket,
             ctrl: Vec::new(),
+            drained: false,
+            read_now: false,
         };
         let config = Some(ws_config(cfg));
         Box::pin(WebSocketStream::from_partially_read(
@@ -167,6 +169,10 @@ impl<'a, S: Transport> Live<'a, S> {
                 Poll::Pending => {}
             }
             break;
+        }
+        if self.keepalive.next_at() <= Instant::now() {
+            // A pong may be waiting unreported: read before the timer judges it.
+            self.ws.get_mut().read_now = true;
         }
         if let Poll::Ready(m) = self.ws.poll_next(cx) {
             return Poll::Ready(Event::Read(m));

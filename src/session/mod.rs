@@ -46,6 +46,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 mod end;
@@ -72,6 +73,10 @@ const BUDGET: u32 = 64;
 
 /// What a session runs over: a connected byte stream that can also be torn down at once.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether the reactor has seen the socket become readable since it was last found
+    /// empty; registers for that otherwise. Answered from the reactor's state, without a
+    /// syscall.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Sends a FIN after what was written (`shutdown(SHUT_WR)`); reading goes on.
     fn shutdown_write(&self) -> io::Result<()>;
     /// Makes the next close a reset (`SO_LINGER` 0), so that whatever the kernel still holds
@@ -80,6 +85,9 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Transport for Async<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Async::poll_readable(self, cx)
+    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.get_ref().shutdown(Shutdown::Write)
     }
@@ -89,6 +97,9 @@ impl Transport for Async<TcpStream> {
 }
 
 impl Transport for Async<UnixStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Async::poll_readable(self, cx)
+    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.get_ref().shutdown(Shutdown::Write)
     }

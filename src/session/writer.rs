@@ -127,15 +127,37 @@ impl Writer {
 pub(crate) struct Io<S> {
     pub(crate) socket: S,
     pub(crate) ctrl: Vec<u8>,
+    /// The last read found the socket empty (`EAGAIN`): the next one waits for the reactor
+    /// to report it readable, instead of trying (and failing) again each time the task is
+    /// woken to write.
+    pub(crate) drained: bool,
+    /// Read even so: a deadline that depends on what the client sent (the pong timeout) is
+    /// due, and a pong may be in the kernel's buffer before the reactor has reported it.
+    pub(crate) read_now: bool,
 }
 
 impl<S: Transport> AsyncRead for Io<S> {
+    /// A session woken for its outbox writes (one `writev`) without a read that would only
+    /// answer `EAGAIN`: once a read has found the socket empty, the next one waits for the
+    /// reactor's readiness (no syscall). A client that keeps sending is read at once, as
+    /// before, so its messages cost no extra reactor turn.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_read(cx, buf)
+        let io = &mut *self;
+        if io.drained && !std::mem::take(&mut io.read_now) {
+            match io.socket.poll_readable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let read = Pin::new(&mut io.socket).poll_read(cx, buf);
+        // Pending: the socket was empty (and async-io registered for readability).
+        io.drained = read.is_pending();
+        read
     }
 }
 
