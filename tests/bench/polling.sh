@@ -24,7 +24,8 @@ trap peer_stop EXIT
 one() {
   local name=$1 protocol=$2
   PEER_DIR=$(mktemp -d)
-  start_wsgate
+  # shellcheck disable=SC2086 # BENCH_POLL_FLAGS: extra wsgate flags, split on spaces
+  start_wsgate ${BENCH_POLL_FLAGS:-}
   "$LOAD_BIN" idle --url "$PEER_URL" --protocol "$protocol" --clients "$BENCH_POLL_CLIENTS" \
     --rooms "$BENCH_POLL_ROOMS" --connect-rate "$BENCH_POLL_RATE" --hold "$BENCH_POLL_HOLD" \
     --source-ips "$BENCH_SOURCE_IPS" --pid "$PEER_PIDS" 2>"$BENCH_OUT/$name.log" |
