@@ -8,7 +8,9 @@ mod sio_common;
 use async_tungstenite::tungstenite::Message;
 use common::haproxy::Haproxy;
 use common::redis::Redis;
-use common::{field, free_port, next_text, proxy_v2, scrape, ws_connect, Gateway, WAIT};
+use common::{
+    field, free_port, next_text, proxy_v2, scrape, wait_metric, ws_connect, Gateway, WAIT,
+};
 use sio_common::{chat_line, next_packet, plain, send_text, SioClient};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +19,11 @@ use std::time::Duration;
 /// An instance on a port known in advance (it advertises it), on `redis`, with this
 /// `--proxy-protocol` mode.
 fn instance(redis: &Redis, proxy: &str) -> Gateway {
+    instance_every(redis, proxy, "200ms")
+}
+
+/// The same, announcing itself every `every`.
+fn instance_every(redis: &Redis, proxy: &str, every: &str) -> Gateway {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = redis.url();
@@ -28,7 +35,7 @@ fn instance(redis: &Redis, proxy: &str) -> Gateway {
         "--advertise",
         &listen,
         "--announce-interval",
-        "200ms",
+        every,
         "--admin-listen",
         "127.0.0.1:0",
     ];
@@ -241,4 +248,28 @@ fn a_stock_client_behind_a_round_robin_balancer_connects_chats_and_upgrades() {
             g.logs()
         );
     }
+}
+
+#[test]
+fn a_new_instance_learns_the_others_at_once_not_after_an_announce_interval() {
+    let redis = Redis::start(free_port(), None);
+    // A minute between announcements: only the answer to a newcomer can be seen in time.
+    let a = instance_every(&redis, "optional", "60s");
+    a.wait_log(|l| l.contains(" backplane_up "));
+    let b = instance_every(&redis, "optional", "60s");
+    b.wait_log(|l| l.contains(" backplane_up "));
+    // Each has heard of the other well within WAIT (10 s), so a polling request for A's
+    // session that reaches B in its first seconds is passed to A, not refused.
+    for g in [&a, &b] {
+        wait_metric(g.admin_addr(), "wsgate_backplane_peers", 1.0);
+    }
+    let client: SocketAddr = "198.51.100.8:6000".parse().unwrap();
+    let (status, open) = request(a.addr, Some(client), "GET", EIO, "");
+    assert_eq!(status, 200, "{open}");
+    let sid = &open[9..29];
+    let path = format!("{EIO}&sid={sid}");
+    assert_eq!(
+        request(b.addr, Some(client), "POST", &path, "40"),
+        (200, "ok".into())
+    );
 }

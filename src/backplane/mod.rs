@@ -230,6 +230,10 @@ impl Backplane {
             .is_none_or(|(old, _)| old != addr);
         if new {
             info!("peer_seen", peer = tag, addr = addr);
+            // A newcomer learns this instance at once, not after one announce interval:
+            // until then, its polling requests for sessions here would get `Session ID
+            // unknown`. (Once per new peer, so instances answer each other only once.)
+            self.announce();
         }
         true
     }
@@ -355,6 +359,10 @@ impl Backplane {
                     up: Some(true),
                     ..StateLog::default()
                 };
+                drop(log);
+                // Both connections are up: the announcement goes out, and the answers of the
+                // others (each answers a new peer at once) can be heard.
+                self.announce();
             }
             Ok(()) => {}
             Err(reason) => {
@@ -524,12 +532,14 @@ pub fn start(backplane: &Option<Arc<Backplane>>, hub: &Arc<Hub>, executor: &Exec
             addr = addr,
             every = crate::config::format_duration(cfg.announce_interval)
         );
+        // The first announcement goes out when both connections are up (`report`), where
+        // the answers can be heard; then every interval.
         let bp = bp.clone();
         executor
             .spawn(async move {
                 loop {
-                    bp.announce();
                     smol::Timer::after(bp.cfg.announce_interval).await;
+                    bp.announce();
                 }
             })
             .detach();
