@@ -133,6 +133,8 @@ struct History {
     bytes: AtomicUsize,
     /// Entries held by every log.
     entries: AtomicUsize,
+    /// When the logs no room holds were last swept (at most every quarter window).
+    swept: Mutex<Instant>,
 }
 
 type Log = Ring<Logged>;
@@ -167,8 +169,8 @@ enum Stored {
 }
 
 impl Stored {
-    /// What `payload`, published at `offset`, is kept as, given the frames its delivery made.
-    fn new(p: &Payload<'_>, offset: Offset, frames: &[Option<Option<Frame>>; PROTOCOLS]) -> Stored {
+    /// What `payload` is kept as, given the frames its delivery made.
+    fn new(p: &Payload<'_>, frames: &[Option<Option<Frame>>; PROTOCOLS]) -> Stored {
         let made = |protocol: Protocol| frames[protocol as usize].clone().flatten();
         match *p {
             Payload::Raw { kind, data } => {
@@ -186,10 +188,7 @@ impl Stored {
                 }
             }
             Payload::SocketIo { args, .. } => match made(Protocol::SocketIo) {
-                Some(frame) => {
-                    let _ = offset;
-                    Stored::Event { frame }
-                }
+                Some(frame) => Stored::Event { frame },
                 None => Stored::SocketIo { args: args.into() },
             },
         }
@@ -328,6 +327,7 @@ impl Hub {
                 logs: Mutex::new(HashMap::new()),
                 bytes: AtomicUsize::new(0),
                 entries: AtomicUsize::new(0),
+                swept: Mutex::new(Instant::now()),
             }),
         })
     }
@@ -416,8 +416,17 @@ impl Hub {
         let h = self.history.as_ref()?;
         let mut logs = lock(&h.logs);
         let now = Instant::now();
-        // Forget the logs no room holds whose newest message is past the window.
-        if logs.len() > 64 {
+        // Forget the logs no room holds whose newest message is past the window: a pass over
+        // all of them, so at most once per quarter window, not at every new room.
+        let due = {
+            let mut swept = lock(&h.swept);
+            let due = now.saturating_duration_since(*swept) >= h.cfg.window / 4;
+            if due {
+                *swept = now;
+            }
+            due
+        };
+        if due {
             logs.retain(|_, l| {
                 Arc::strong_count(l) > 1 || {
                     let mut l = lock(l);
@@ -549,7 +558,7 @@ impl Hub {
         now: Instant,
     ) {
         let Some(h) = &self.history else { return };
-        let payload = Stored::new(&msg.payload, offset, &frames);
+        let payload = Stored::new(&msg.payload, &frames);
         let bytes = payload.copied()
             + frames
                 .iter()
@@ -1419,6 +1428,29 @@ mod tests {
             .unwrap();
         // The chat message in its plain form; the other event has none.
         assert_eq!(texts(&got), [format!("{:x}-1 from sio", r.top.epoch)]);
+    }
+
+    #[test]
+    fn logs_no_room_holds_are_forgotten_once_their_window_passed() {
+        let cfg = HistoryConfig {
+            window: std::time::Duration::from_millis(40),
+            room_entries: 10,
+            max_bytes: 1 << 20,
+        };
+        let hub = Hub::with_history(16, cfg);
+        let logs = |hub: &Hub| lock(&hub.history.as_ref().unwrap().logs).len();
+        let a = hub.join("a", Protocol::Raw);
+        a.publish(Kind::Text, b"x");
+        drop(a);
+        // Kept while the window lasts, so that the last member can come back.
+        let _b = hub.join("b", Protocol::Raw);
+        assert_eq!(logs(&hub), 2);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let _c = hub.join("c", Protocol::Raw);
+        // `a` expired and nobody holds it; `b` is held by its room.
+        assert_eq!(logs(&hub), 2);
+        assert!(lock(&hub.history.as_ref().unwrap().logs).get("a").is_none());
+        assert_eq!(hub.history_held(), (0, 0));
     }
 
     #[test]
