@@ -107,6 +107,9 @@ pub struct Ring<T> {
     entries: VecDeque<Entry<T>>,
     bytes: usize,
     max_entries: usize,
+    /// When it was last used (a message, a member leaving): its offsets stay valid for a
+    /// window after that, even with no entry left, so it is not forgotten before then.
+    touched: Option<Instant>,
 }
 
 impl<T> Ring<T> {
@@ -118,7 +121,19 @@ impl<T> Ring<T> {
             entries: VecDeque::new(),
             bytes: 0,
             max_entries,
+            touched: None,
         }
+    }
+
+    /// Marks it used at `now`.
+    pub fn touch(&mut self, now: Instant) {
+        self.touched = Some(now);
+    }
+
+    /// Whether it was used within `window` of `now` (a new one counts as used).
+    pub fn used_within(&self, now: Instant, window: Duration) -> bool {
+        self.touched
+            .is_none_or(|t| now.saturating_duration_since(t) <= window)
     }
 
     /// The newest offset (seq 0 before the first message).
@@ -141,6 +156,7 @@ impl<T> Ring<T> {
     /// the count is reached. Returns the bytes dropped.
     pub fn push(&mut self, item: T, bytes: usize, now: Instant) -> usize {
         self.top += 1;
+        self.touched = Some(now);
         let mut freed = 0;
         if self.max_entries == 0 {
             return freed;

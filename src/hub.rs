@@ -427,11 +427,12 @@ impl Hub {
             due
         };
         if due {
+            let window = h.cfg.window;
             logs.retain(|_, l| {
                 Arc::strong_count(l) > 1 || {
                     let mut l = lock(l);
                     self.expire(&mut l, now);
-                    !l.is_empty()
+                    !l.is_empty() || l.used_within(now, window)
                 }
             });
         }
@@ -486,6 +487,10 @@ impl Hub {
             drop(members);
             if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
                 rooms.remove(&room.name);
+            }
+            // The last member left: the room's offsets stay valid for a window from now.
+            if let Some(log) = &room.log {
+                lock(log).touch(std::time::Instant::now());
             }
         }
     }
@@ -1445,11 +1450,20 @@ mod tests {
         // Kept while the window lasts, so that the last member can come back.
         let _b = hub.join("b", Protocol::Raw);
         assert_eq!(logs(&hub), 2);
+        // A room whose entries aged out but whose last member left just now: its offsets
+        // are still good (a quiet client may come back), so the sweep keeps it.
+        let q = hub.join("q", Protocol::Raw);
+        q.publish(Kind::Text, b"x");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        drop(q);
+        let _d = hub.join("d", Protocol::Raw);
+        assert!(lock(&hub.history.as_ref().unwrap().logs).get("q").is_some());
+        assert!(lock(&hub.history.as_ref().unwrap().logs).get("a").is_none());
         std::thread::sleep(std::time::Duration::from_millis(60));
         let _c = hub.join("c", Protocol::Raw);
-        // `a` expired and nobody holds it; `b` is held by its room.
-        assert_eq!(logs(&hub), 2);
-        assert!(lock(&hub.history.as_ref().unwrap().logs).get("a").is_none());
+        // `q`'s window passed and nobody holds it; `b`, `c` and `d` are held by their rooms.
+        assert_eq!(logs(&hub), 3);
+        assert!(lock(&hub.history.as_ref().unwrap().logs).get("q").is_none());
         assert_eq!(hub.history_held(), (0, 0));
     }
 
