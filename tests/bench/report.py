@@ -28,7 +28,9 @@ PEER_NAMES = {
     "classic": "HAProxy + nginx + Node socket.io",
     "node-ws": "Node ws",
 }
-SCENARIOS = ("idle", "fanout-100", "fanout-ladder")
+SCENARIOS = ("idle", "fanout-100", "fanout-50", "fanout-ladder")
+# The fixed-rate steps: a chat's busy hour (100 msg/s) and its everyday load (50 msg/s).
+FIXED = ("fanout-100", "fanout-50")
 # Issue 5's goals.
 GOAL_CAPACITY_X = {"classic": 25.0, "node-ws": 10.0}
 GOAL_P99_MS = 20.0
@@ -298,20 +300,21 @@ def rows_for(peer, res, nproc, threads):
                      fmt(idle.get("kb_per_conn"), 2), "", "; ".join(note)))
     else:
         rows.append((peer, "idle", "", "", "", "", "", "", "", "", f"ERROR {idle.get('error')}"))
-    fixed = res["fanout-100"]
-    steps = steps_of(fixed)
-    if steps:
-        s = steps[0]
-        note = step_notes(s, nproc, fixed.get("tool_threads", threads))
-        if fixed.get("connect_failed"):
-            note.append(f"{fixed['connect_failed']} members failed to connect")
-        if fixed.get("disconnected"):
-            note.append(f"{fixed['disconnected']} disconnected")
-        if not s.get("keeping_up"):
-            note.append("NOT keeping up")
-        rows.append(step_row(peer, f"fanout {s.get('rate'):g} msg/s", fixed, s, note))
-    else:
-        rows.append((peer, "fanout-100", "", "", "", "", "", "", "", "", f"ERROR {fixed.get('error')}"))
+    for name in FIXED:
+        fixed = res[name]
+        steps = steps_of(fixed)
+        if steps:
+            s = steps[0]
+            note = step_notes(s, nproc, fixed.get("tool_threads", threads))
+            if fixed.get("connect_failed"):
+                note.append(f"{fixed['connect_failed']} members failed to connect")
+            if fixed.get("disconnected"):
+                note.append(f"{fixed['disconnected']} disconnected")
+            if not s.get("keeping_up"):
+                note.append("NOT keeping up")
+            rows.append(step_row(peer, f"fanout {s.get('rate'):g} msg/s", fixed, s, note))
+        elif name == "fanout-100" or "FileNotFoundError" not in str(fixed.get("error")):
+            rows.append((peer, name, "", "", "", "", "", "", "", "", f"ERROR {fixed.get('error')}"))
     lad = res["fanout-ladder"]
     if lad.get("steps"):
         if lad.get("capacity_step") is not None:
@@ -412,8 +415,8 @@ def cap_step(res):
     return lad["steps"][i] if i is not None else {}
 
 
-def fixed_step(res):
-    steps = steps_of(res["fanout-100"])
+def fixed_step(res, name="fanout-100"):
+    steps = steps_of(res[name])
     return steps[0] if steps else {}
 
 
@@ -433,6 +436,7 @@ def cmd_compare(max_p99, d, peers):
     for p in peers:
         r = res[p]
         cs, fs, idle = cap_step(r), fixed_step(r), r["idle"]
+        es = fixed_step(r, "fanout-50")
         per[p] = {
             "name": PEER_NAMES.get(p, p),
             "capacity_deliveries_per_s": capacity(r),
@@ -451,6 +455,11 @@ def cmd_compare(max_p99, d, peers):
             "fixed_lost": fs.get("lost"),
             "fixed_keeping_up": fs.get("keeping_up"),
             "fixed_cpu_us_per_delivery": fs.get("cpu_us_per_delivery"),
+            "everyday_rate_msg_per_s": es.get("rate"),
+            "everyday_p50_ms": (es.get("latency_ms") or {}).get("p50"),
+            "everyday_p99_ms": (es.get("latency_ms") or {}).get("p99"),
+            "everyday_lost": es.get("lost"),
+            "everyday_cpu_us_per_delivery": es.get("cpu_us_per_delivery"),
             "idle_clients": idle.get("clients"),
             "idle_held": idle.get("held"),
             "kib_per_conn": idle.get("kb_per_conn"),
@@ -463,6 +472,8 @@ def cmd_compare(max_p99, d, peers):
                                              per[base]["capacity_cpu_us_per_delivery"])
         q["peer_cpu_per_delivery_fixed_x"] = ratio(q["fixed_cpu_us_per_delivery"],
                                                    per[base]["fixed_cpu_us_per_delivery"])
+        q["peer_cpu_per_delivery_everyday_x"] = ratio(q["everyday_cpu_us_per_delivery"],
+                                                      per[base]["everyday_cpu_us_per_delivery"])
 
     goals = []
     for p, want in GOAL_CAPACITY_X.items():
@@ -537,6 +548,13 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
          for p in peers])
     row(f"server CPU per delivery at {fr:g} msg/s, us", [fmt(per[p]["fixed_cpu_us_per_delivery"], 2) for p in peers])
     row(f"limits seen at {fr:g} msg/s", ["; ".join(per[p]["fixed_notes"]) or "-" for p in peers])
+    er = per[base]["everyday_rate_msg_per_s"]
+    if er:
+        row(f"everyday step, {er:g} msg/s: p50 / p99, ms; lost",
+            [f"{fmt(per[p]['everyday_p50_ms'], 1)} / {fmt(per[p]['everyday_p99_ms'], 1)}; "
+             f"{fmt(per[p]['everyday_lost'], 0)}" for p in peers])
+        row(f"everyday step, {er:g} msg/s: server CPU per delivery, us",
+            [fmt(per[p]["everyday_cpu_us_per_delivery"], 2) for p in peers])
     row("KiB per idle connection",
         [fmt(per[p]["kib_per_conn"], 2) + f" ({fmt(per[p]['idle_held'], 0)} conns)" for p in peers])
     def rel(p, key):
@@ -546,6 +564,9 @@ def markdown(m, per, peers, base, goals, max_p99, nproc):
     row("its KiB per connection relative to wsgate's", [rel(p, "peer_kib_per_conn_x") for p in peers])
     row("its CPU per delivery relative to wsgate's (at capacity)",
         [rel(p, "peer_cpu_per_delivery_x") for p in peers])
+    if er:
+        row(f"its CPU per delivery relative to wsgate's (at {er:g} msg/s)",
+            [rel(p, "peer_cpu_per_delivery_everyday_x") for p in peers])
     row("limits seen at capacity",
         ["; ".join(per[p]["capacity_notes"]) or "-" for p in peers])
     lines += [

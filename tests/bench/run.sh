@@ -14,6 +14,8 @@
 #   fanout-100   1,000 subscribers + 10 publishers in one room, 64 B, a fixed 100 msg/s in total
 #                (101,000 deliveries/s offered) for BENCH_FIXED_DURATION; p99 latency (the tool on
 #                BENCH_FIXED_TOOL_THREADS threads, 2; the other runs on BENCH_TOOL_THREADS, 1)
+#   fanout-50    the same at BENCH_EVERYDAY_RATE (50 msg/s, about 50k deliveries/s): a chat's
+#                everyday load, where CPU per delivery and syscalls, not capacity, are compared
 #   fanout-ladder  the same members, BENCH_LADDER msg/s (x1,010 = deliveries/s offered), run in
 #                chunks of BENCH_CHUNK steps, each chunk on one set of connections; the ladder
 #                stops after the chunk in which two steps in a row missed, so a server is pushed a
@@ -41,6 +43,8 @@ BENCH_SIZE=${BENCH_SIZE:-64}
 BENCH_DURATION=${BENCH_DURATION:-3s}
 BENCH_DRAIN=${BENCH_DRAIN:-2s}
 BENCH_FIXED_RATE=${BENCH_FIXED_RATE:-100}
+# The everyday step: a chat's ordinary load (50 msg/s x 1,010 members, about 50k deliveries/s).
+BENCH_EVERYDAY_RATE=${BENCH_EVERYDAY_RATE:-50}
 BENCH_FIXED_DURATION=${BENCH_FIXED_DURATION:-5s}
 BENCH_LADDER=${BENCH_LADDER:-100,125,160,200,250,320,400,500,630,800,1000,1250,1600,2000,2500,3200}
 BENCH_CHUNK=${BENCH_CHUNK:-3}
@@ -156,6 +160,12 @@ bench_peer() {
   start_or_fail "$peer" "$peer-fanout-100" || return 0
   # shellcheck disable=SC2046
   LOAD_THREADS=$BENCH_FIXED_TOOL_THREADS load "$peer-fanout-100" fanout $(fanout_args) --rate "$BENCH_FIXED_RATE" \
+    --duration "$BENCH_FIXED_DURATION"
+  peer_stop
+
+  start_or_fail "$peer" "$peer-fanout-50" || return 0
+  # shellcheck disable=SC2046
+  LOAD_THREADS=$BENCH_FIXED_TOOL_THREADS load "$peer-fanout-50" fanout $(fanout_args) --rate "$BENCH_EVERYDAY_RATE" \
     --duration "$BENCH_FIXED_DURATION"
   peer_stop
 
