@@ -135,7 +135,7 @@ async fn api(
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("/");
     let headers = &*req.headers;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
     let given = auth::request_token("", framing::header(headers, "authorization"));
     if !key_ok(gw, given.as_deref()) {
         // The key is never logged, right or wrong.
@@ -211,7 +211,7 @@ async fn api(
         }
     }
     let ctype = framing::header(headers, "content-type").unwrap_or(b"text/plain");
-    let event = query.split('&').find_map(|kv| kv.strip_prefix("event="));
+    let event = http::query_param(target, "event");
     let payload = match publish_payload(ctype, event, &body) {
         Ok(p) => p,
         Err(why) => return refuse(Status::BadRequest, "api_bad_body", &why, ""),

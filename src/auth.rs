@@ -166,8 +166,7 @@ impl Access {
 /// The token a request carries: `?token=` (percent-decoded; browsers cannot set headers on a
 /// WebSocket) or `Authorization: Bearer`. The query wins when both are present.
 pub fn request_token(target: &str, authorization: Option<&[u8]>) -> Option<String> {
-    let query = target.split_once('?').map_or("", |(_, q)| q);
-    if let Some(v) = query.split('&').find_map(|kv| kv.strip_prefix("token=")) {
+    if let Some(v) = crate::http::query_param(target, "token") {
         let decoded = percent::decode(v.as_bytes()).and_then(|b| String::from_utf8(b).ok());
         return Some(decoded.unwrap_or_else(|| v.to_owned()));
     }

@@ -35,6 +35,15 @@ pub struct Request<'a> {
     pub ws_protocol: Option<&'a [u8]>,
 }
 
+/// The raw (still percent-encoded) value of `key` in a request target's query, the first one
+/// if repeated: `query_param("/ws?a=1&since=x", "since") == Some("x")`.
+pub fn query_param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
 /// The subprotocol of raw clients that want offsets and resume (`wsgate.offset`).
 pub const OFFSET_SUBPROTOCOL: &str = "wsgate.offset";
 
@@ -451,5 +460,21 @@ mod tests {
         assert!(r.ends_with(
             b"Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn query_params_are_found_by_exact_key() {
+        let t = "/socket.io/?EIO=4&transport=polling&sid=&room=a%20b";
+        assert_eq!(query_param(t, "EIO"), Some("4"));
+        assert_eq!(query_param(t, "sid"), Some(""));
+        assert_eq!(query_param(t, "room"), Some("a%20b"), "raw, not decoded");
+        assert_eq!(
+            query_param(t, "trans"),
+            None,
+            "a prefix of a key is not the key"
+        );
+        assert_eq!(query_param("/ws?x=1&x=2", "x"), Some("1"), "the first one");
+        assert_eq!(query_param("/ws", "x"), None);
+        assert_eq!(query_param("/ws?x", "x"), None, "a key without a value");
     }
 }

@@ -66,12 +66,7 @@ fn upgrade(get: bool, room: &str) -> Route<'_> {
 }
 
 fn socket_io<'a>(method: &str, target: &'a str) -> Route<'a> {
-    let query = target.split_once('?').map_or("", |(_, q)| q);
-    let param = |key: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
+    let param = |key: &str| crate::http::query_param(target, key);
     let transport = param("transport");
     let sid = param("sid");
     // The checks in engine.io's order (`Server.verify`): transport, then the handshake

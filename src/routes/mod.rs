@@ -219,8 +219,7 @@ fn route_request<'r>(
 
 /// The `since` query parameter of a raw resume: absent, or an offset (else 400).
 fn since(target: &str) -> Result<Option<Offset>, Reject> {
-    let query = target.split_once('?').map_or("", |(_, q)| q);
-    let Some(value) = query.split('&').find_map(|kv| kv.strip_prefix("since=")) else {
+    let Some(value) = crate::http::query_param(target, "since") else {
         return Ok(None);
     };
     value.parse().map(Some).map_err(|e| {
