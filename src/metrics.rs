@@ -177,6 +177,12 @@ impl Metrics {
         }
     }
 
+    /// Counts one resume by its result, and the messages it replayed.
+    pub fn recovery(&self, result: &'static str, replayed: usize) {
+        self.count(Family::Recovery, result);
+        self.replayed.fetch_add(replayed as u64, Relaxed);
+    }
+
     /// Every label of `family` counted so far, with its value.
     pub fn family(&self, family: Family) -> Vec<(&'static str, u64)> {
         let t = lock::mutex(&self.labelled);

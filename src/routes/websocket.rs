@@ -7,7 +7,6 @@ use crate::frame::{self, Frame, Kind};
 use crate::gateway::Gateway;
 use crate::history::Offset;
 use crate::hub::{Membership, Protocol};
-use crate::metrics::Family;
 use crate::prelude::{handshake, Buf, Prelude};
 use crate::session::{self, Admitted, Peer, Start};
 use futures_lite::AsyncWriteExt;
@@ -138,10 +137,7 @@ fn resume(gw: &Gateway, up: &Upgrade<'_>, pre: &Prelude) -> (Membership, Vec<Fra
 }
 
 fn count(gw: &Gateway, up: &Upgrade<'_>, pre: &Prelude, result: &'static str, replayed: usize) {
-    gw.metrics.count(Family::Recovery, result);
-    gw.metrics
-        .replayed
-        .fetch_add(replayed as u64, std::sync::atomic::Ordering::Relaxed);
+    gw.metrics.recovery(result, replayed);
     crate::info!(
         "recovery",
         client = pre.client,

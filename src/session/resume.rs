@@ -26,9 +26,7 @@ use crate::frame::{self, Frame, Kind};
 use crate::history::{Offset, Record, Resumes};
 use crate::hub::{Member, Membership, Protocol};
 use crate::lock::mutex as lock;
-use crate::metrics::Family;
 use crate::sio;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -199,8 +197,7 @@ impl Recovery {
     }
 
     fn count(&self, c: &Client<'_>, result: &'static str, replayed: usize) {
-        c.metrics.count(Family::Recovery, result);
-        c.metrics.replayed.fetch_add(replayed as u64, Relaxed);
+        c.metrics.recovery(result, replayed);
         crate::info!(
             "recovery",
             conn = c.peer.conn,
