@@ -498,30 +498,41 @@ impl Hub {
     /// Queues `msg` for every member of `room` (but `msg.except`). Never waits: a member
     /// whose outbox is full is evicted instead.
     pub fn publish(&self, room: &Room, msg: &Message<'_>) -> Delivery {
-        // One encoding per protocol present, made on first need; `Some(None)` means this
-        // payload has no form in that protocol (e.g. binary to Socket.IO).
-        let mut frames: [Option<Option<Frame>>; PROTOCOLS] = Default::default();
         let members = read(&room.members);
-        let Some(log) = &room.log else {
-            let d = self.fan_out(&members, msg, None, &mut frames);
-            drop(members);
-            self.count(&d);
-            return d;
+        let d = match &room.log {
+            None => self.fan_out(&members, msg, None, &mut Default::default()),
+            Some(log) => self.logged(log, msg, |offset, frames| {
+                let d = self.fan_out(&members, msg, Some(offset), frames);
+                drop(members);
+                d
+            }),
         };
-        // The room's order: this publish's offset, and its place in every outbox.
-        let mut log = lock(log);
-        let now = Instant::now();
-        self.expire(&mut log, now);
-        let offset = log.next();
-        let d = self.fan_out(&members, msg, Some(offset), &mut frames);
-        drop(members);
-        self.keep(&mut log, msg, offset, frames, now);
-        drop(log);
         self.count(&d);
         d
     }
 
-    /// Queues `msg` (at `offset`) for every member but `msg.except`.
+    /// The room's order: under its log's lock, `msg` gets the next offset, `fan_out` queues
+    /// it (filling in the frames it made), and the log keeps it. So every member's outbox and
+    /// the log have the same order.
+    fn logged(
+        &self,
+        log: &Mutex<Log>,
+        msg: &Message<'_>,
+        fan_out: impl FnOnce(Offset, &mut [Option<Option<Frame>>; PROTOCOLS]) -> Delivery,
+    ) -> Delivery {
+        let mut log = lock(log);
+        let now = Instant::now();
+        self.expire(&mut log, now);
+        let offset = log.next();
+        let mut frames = Default::default();
+        let d = fan_out(offset, &mut frames);
+        self.keep(&mut log, msg, offset, frames, now);
+        d
+    }
+
+    /// Queues `msg` (at `offset`) for every member but `msg.except`. `frames` caches one
+    /// encoding per protocol present, made on first need; `Some(None)` means the payload has
+    /// no form in that protocol (e.g. binary to Socket.IO).
     fn fan_out(
         &self,
         members: &[Arc<Member>],
@@ -624,15 +635,11 @@ impl Hub {
                 .as_ref()
                 .and_then(|h| lock(&h.logs).get(room).cloned());
             if let Some(log) = log {
-                let mut log = lock(&log);
-                let now = Instant::now();
-                self.expire(&mut log, now);
-                let offset = log.next();
                 let msg = Message {
                     payload,
                     except: None,
                 };
-                self.keep(&mut log, &msg, offset, Default::default(), now);
+                self.logged(&log, &msg, |_, _| Delivery::default());
             }
             return Delivery::default();
         };
