@@ -38,6 +38,11 @@ impl Keepalive {
         self.pong_deadline = None;
     }
 
+    /// The pong deadline, while a ping is unanswered.
+    pub(crate) fn awaiting_pong(&self) -> Option<Instant> {
+        self.pong_deadline
+    }
+
     /// What is due at `now`. A `Ping` is taken as sent: the pong deadline runs from the first
     /// unanswered ping, and the next ping is one interval away.
     pub(crate) fn tick(&mut self, now: Instant, cfg: &SessionConfig) -> Tick {
@@ -79,7 +84,9 @@ mod tests {
         assert_eq!(k.tick(s(25), &cfg), Tick::Ping);
         // The pong deadline comes before the next ping.
         assert_eq!(k.next_at(), s(35));
+        assert_eq!(k.awaiting_pong(), Some(s(35)));
         k.heard();
+        assert_eq!(k.awaiting_pong(), None);
         assert_eq!(k.next_at(), s(50));
         assert_eq!(k.tick(s(40), &cfg), Tick::Idle);
         assert_eq!(k.tick(s(50), &cfg), Tick::Ping);

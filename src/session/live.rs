@@ -170,8 +170,14 @@ impl<'a, S: Transport> Live<'a, S> {
             }
             break;
         }
-        if self.keepalive.next_at() <= Instant::now() {
-            // A pong may be waiting unreported: read before the timer judges it.
+        // A ping is unanswered and its deadline has come: a pong may be in the kernel's
+        // buffer, unreported yet, so read before the timer judges it. (The clock is read only
+        // while a pong is awaited, not at every wake-up.)
+        if self
+            .keepalive
+            .awaiting_pong()
+            .is_some_and(|d| d <= Instant::now())
+        {
             self.ws.get_mut().read_now = true;
         }
         if let Poll::Ready(m) = self.ws.poll_next(cx) {
