@@ -55,7 +55,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let backplane = config.backplane.clone().map(|b| {
             let max_message = config.session.max_message_bytes;
-            Backplane::new(b, max_message)
+            Backplane::new(b, max_message, &config.history)
         });
         let relay = backplane.clone().map(|b| b as Arc<dyn Relay>);
         let hub = Hub::build(
@@ -77,7 +77,7 @@ impl Gateway {
             recovery: config
                 .history
                 .enabled()
-                .then(|| crate::session::Recovery::new(config.history.window)),
+                .then(|| crate::session::Recovery::new(config.history.window, backplane.clone())),
         });
         let admission = Admission::new(config.limits.clone(), metrics.clone());
         Arc::new(Gateway {
@@ -91,6 +91,39 @@ impl Gateway {
             started: std::time::Instant::now(),
             upstream_pool: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Starts the background tasks: the backplane's connections, and the renewal of the
+    /// sessions' and rooms' records in Redis every third of the recovery window.
+    pub fn start(self: &Arc<Self>) {
+        crate::backplane::start(&self.backplane, &self.hub, &self.executor);
+        let Some(every) = self.sessions.recovery.as_ref().and_then(|r| r.renew_every()) else {
+            return;
+        };
+        let gw = self.clone();
+        self.executor
+            .spawn(async move {
+                loop {
+                    smol::Timer::after(every).await;
+                    if let Some(r) = &gw.sessions.recovery {
+                        r.renew(&gw.hub);
+                    }
+                }
+            })
+            .detach();
+    }
+
+    /// At a drain, before the clients are told to go: every session's record and every
+    /// room's keys get a whole window from now, and Redis has acknowledged them (within
+    /// `--redis-timeout`), so the clients resume on another instance.
+    pub async fn save_sessions(&self) {
+        if let (Some(r), Some(bp)) = (&self.sessions.recovery, &self.backplane) {
+            r.renew(&self.hub);
+            if bp.ordered() {
+                let saved = bp.flushed().await;
+                crate::info!("sessions_saved", sessions = r.sessions(), acknowledged = saved);
+            }
+        }
     }
 
     /// The next connection number (unique per process, for log lines).

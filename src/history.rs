@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 /// Longest offset string accepted (`<16 hex>-<20 digits>`).
 pub const MAX_OFFSET_LEN: usize = 40;
 
+/// A fresh epoch for a new log: random, so that an offset from before a restart never
+/// matches.
+pub fn new_epoch() -> u64 {
+    fastrand::u64(1..1 << 48)
+}
+
 /// A position in one room's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Offset {
@@ -90,6 +96,18 @@ impl Gap {
     }
 }
 
+/// What [`Ring::place`] did with a message numbered elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// It is the next one: deliver and keep it.
+    Next,
+    /// Seen already (or from before a rewind): skip it.
+    Old,
+    /// Messages before it never reached this log, or its epoch is new: the log starts over
+    /// at it; deliver and keep it, and tell members holding offsets that they have a gap.
+    Jump,
+}
+
 #[derive(Debug)]
 struct Entry<T> {
     seq: u64,
@@ -110,6 +128,9 @@ pub struct Ring<T> {
     /// When it was last used (a message, a member leaving): its offsets stay valid for a
     /// window after that, even with no entry left, so it is not forgotten before then.
     touched: Option<Instant>,
+    /// Whether it numbers its own messages (false once it follows an order made elsewhere,
+    /// [`Ring::place`]).
+    own: bool,
 }
 
 impl<T> Ring<T> {
@@ -122,7 +143,20 @@ impl<T> Ring<T> {
             bytes: 0,
             max_entries,
             touched: None,
+            own: true,
         }
+    }
+
+    /// Whether it numbers its own messages: true until it follows an order made elsewhere.
+    pub fn own(&self) -> bool {
+        self.own
+    }
+
+    /// Numbers its own messages from now on, in a new `epoch` (what it held is dropped:
+    /// offsets of the order it followed cannot be continued here). Returns the bytes dropped.
+    pub fn make_own(&mut self, epoch: u64) -> usize {
+        self.own = true;
+        self.rebase(epoch, 0)
     }
 
     /// Marks it used at `now`.
@@ -217,6 +251,64 @@ impl<T> Ring<T> {
         Ok(self.entries.iter_mut().skip(skip).map(|e| &mut e.item))
     }
 
+    /// The epoch of its offsets.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Where a message numbered elsewhere (the shared order, through Redis) goes: after the
+    /// top, or not at all. A message past the next one, or of another epoch, moves the log
+    /// there (dropping what it held: a resume across the jump must not be served with a hole)
+    /// and says so, so that members holding offsets can be told. Returns what happened and
+    /// the bytes dropped.
+    pub fn place(&mut self, at: Offset) -> (Place, usize) {
+        self.own = false;
+        if at.epoch == self.epoch && at.seq <= self.top {
+            return (Place::Old, 0);
+        }
+        if at.epoch == self.epoch && at.seq == self.top + 1 {
+            return (Place::Next, 0);
+        }
+        // A fresh log (nothing numbered yet) meeting the room's first message of an epoch
+        // has missed nothing.
+        let missed = !(self.top == 0 && at.seq == 1);
+        let freed = self.rebase(at.epoch, at.seq.saturating_sub(1));
+        (if missed { Place::Jump } else { Place::Next }, freed)
+    }
+
+    /// Starts over at `epoch` with `top` as the newest offset, dropping every entry; returns
+    /// the bytes dropped.
+    pub fn rebase(&mut self, epoch: u64, top: u64) -> usize {
+        let freed = self.bytes;
+        self.entries.clear();
+        self.bytes = 0;
+        (self.epoch, self.top) = (epoch, top);
+        freed
+    }
+
+    /// Puts back an older entry fetched from elsewhere: accepted only when it is the one
+    /// just before the oldest kept (or the top itself, when none is), and there is room.
+    pub fn prepend(&mut self, seq: u64, item: T, bytes: usize, at: Instant) -> bool {
+        let first = self.entries.front().map_or(self.top + 1, |e| e.seq);
+        if seq + 1 != first || seq == 0 || self.entries.len() >= self.max_entries {
+            return false;
+        }
+        self.entries.push_front(Entry {
+            seq,
+            at,
+            bytes,
+            item,
+        });
+        self.bytes += bytes;
+        true
+    }
+
+    /// The oldest seq a resume can start after without a gap: the one before the oldest
+    /// kept entry, or the top when none is.
+    pub fn floor(&self) -> u64 {
+        self.entries.front().map_or(self.top, |e| e.seq - 1)
+    }
+
     /// Entries kept now.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -306,6 +398,28 @@ impl<H: Clone> Resumes<H> {
         r.expires = None;
         self.next_generation += 1;
         Some((before, r.generation))
+    }
+
+    /// Adds a session known elsewhere (another instance's, read back from Redis) as one that
+    /// has ended at `now`, so that [`Resumes::take_over`] can give it back; a session known
+    /// here already is left as it is.
+    pub fn adopt(&mut self, pid: &str, mut record: Record<H>, now: Instant, window: Duration) {
+        if self.get(pid, now).is_some() {
+            return;
+        }
+        record.generation = self.next_generation;
+        record.holder = None;
+        record.expires = Some(now + window);
+        self.next_generation += 1;
+        self.map.insert(pid.into(), record);
+    }
+
+    /// The sessions held by a connection here now: their private ids and rooms.
+    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map
+            .iter()
+            .filter(|(_, r)| r.expires.is_none())
+            .map(|(p, r)| (&**p, &*r.room))
     }
 
     /// The connection of `generation` has ended: the session may be resumed until
@@ -451,6 +565,45 @@ mod tests {
         assert_eq!((r.len(), r.top().seq), (0, 1));
         assert_eq!(got(&mut r, 0), Err(Gap::TooOld));
         assert_eq!(got(&mut r, 1), Ok(vec![]));
+    }
+
+    fn got9(r: &mut Ring<u64>, seq: u64) -> Result<Vec<u64>, Gap> {
+        let since = Offset { epoch: 9, seq };
+        r.since(since).map(|it| it.map(|x| *x).collect())
+    }
+
+    #[test]
+    fn messages_numbered_elsewhere_are_placed_in_order_or_move_the_log() {
+        let t = Instant::now();
+        let mut r = ring(10);
+        let at = |epoch, seq| Offset { epoch, seq };
+        // A fresh log meets an epoch's first message: nothing was missed.
+        assert_eq!(r.place(at(9, 1)), (Place::Next, 0));
+        assert_eq!(r.top(), at(9, 0));
+        r.push(1, 5, t);
+        assert_eq!(r.place(at(9, 2)), (Place::Next, 0));
+        r.push(2, 5, t);
+        assert_eq!(r.place(at(9, 2)).0, Place::Old);
+        // 3 and 4 never came: the log jumps, and a resume across the jump is refused.
+        assert_eq!(r.place(at(9, 5)), (Place::Jump, 10));
+        r.push(5, 5, t);
+        assert_eq!((r.top(), r.len(), r.floor()), (at(9, 5), 1, 4));
+        assert_eq!(r.since(at(9, 2)).err(), Some(Gap::TooOld));
+        // What was missed, fetched from elsewhere, is put back newest first until a hole.
+        assert!(!r.prepend(2, 2, 5, t), "not next to the oldest kept");
+        assert!(r.prepend(4, 4, 5, t));
+        assert!(r.prepend(3, 3, 5, t));
+        assert_eq!(got9(&mut r, 2), Ok(vec![3, 4, 5]));
+        assert_eq!(r.bytes(), 15);
+        // A new epoch (Redis lost the room) starts over; old offsets fail cleanly.
+        assert_eq!(r.place(at(3, 1)), (Place::Jump, 15));
+        assert_eq!(r.since(at(9, 5)).err(), Some(Gap::Epoch));
+        // An empty log takes back the entry at its top.
+        let mut e = ring(2);
+        e.rebase(4, 7);
+        assert!(e.prepend(7, 70, 1, t) && e.prepend(6, 60, 1, t));
+        assert!(!e.prepend(5, 50, 1, t), "full");
+        assert_eq!(e.floor(), 5);
     }
 
     fn record(room: &str) -> Record<u32> {

@@ -31,7 +31,7 @@
 
 use crate::config::HistoryConfig;
 use crate::frame::{self, Frame, Kind};
-use crate::history::{Gap, Offset, Ring};
+use crate::history::{new_epoch, Gap, Offset, Place, Ring};
 use crate::lock::{mutex as lock, read, write};
 use crate::metrics::Metrics;
 use std::collections::{HashMap, VecDeque};
@@ -87,6 +87,9 @@ pub enum Signal {
     GoingAway,
     /// Another connection resumed this member's session: close (1008).
     Replaced,
+    /// The room's shared order jumped past messages this instance never got: close (1012),
+    /// so that the client reconnects and resumes, or learns that it cannot.
+    Resync,
 }
 
 /// What happened to one publish.
@@ -105,6 +108,27 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     /// Called once per publish made through a [`Membership`], after local delivery. Must
     /// not wait: whatever cannot be taken at once is dropped (and counted) by the relay.
     fn relay(&self, room: &str, payload: &Payload<'_>);
+
+    /// Offers a publish to the room's shared order (Redis numbers it and sends it to every
+    /// instance, this one included, which then delivers it through [`Hub::deliver_at`]).
+    /// Must not wait.
+    fn share(&self, _room: &str, _payload: &Payload<'_>, _except: Option<u64>) -> Shared {
+        Shared::Off
+    }
+}
+
+/// What [`Relay::share`] did with a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// There is no shared order (no Redis, or history off): deliver here and relay.
+    Off,
+    /// The shared order is unreachable now: deliver here (the room numbers its own messages
+    /// meanwhile) and relay (which drops it, counted).
+    Down,
+    /// Taken: it comes back numbered, for everyone here too.
+    Taken,
+    /// Refused (the queue to Redis is full): nobody gets it, counted.
+    Dropped,
 }
 
 /// The shared rooms.
@@ -501,31 +525,50 @@ impl Hub {
         let members = read(&room.members);
         let d = match &room.log {
             None => self.fan_out(&members, msg, None, &mut Default::default()),
-            Some(log) => self.logged(log, msg, |offset, frames| {
-                let d = self.fan_out(&members, msg, Some(offset), frames);
-                drop(members);
-                d
-            }),
+            Some(log) => self.logged(log, &members, msg, None),
         };
         self.count(&d);
         d
     }
 
-    /// The room's order: under its log's lock, `msg` gets the next offset, `fan_out` queues
-    /// it (filling in the frames it made), and the log keeps it. So every member's outbox and
-    /// the log have the same order.
+    /// The room's order: under its log's lock, `msg` gets its offset (the log's next, or
+    /// `at`, the number the shared order gave it), is queued for `members`, and the log keeps
+    /// it. So every member's outbox and the log have the same order.
     fn logged(
         &self,
         log: &Mutex<Log>,
+        members: &[Arc<Member>],
         msg: &Message<'_>,
-        fan_out: impl FnOnce(Offset, &mut [Option<Option<Frame>>; PROTOCOLS]) -> Delivery,
+        at: Option<Offset>,
     ) -> Delivery {
         let mut log = lock(log);
         let now = Instant::now();
         self.expire(&mut log, now);
-        let offset = log.next();
+        let held = log.len();
+        let (offset, freed) = match at {
+            // Numbered here, in an epoch of this log's own: the shared order is out of reach.
+            None if !log.own() => (None, log.make_own(new_epoch())),
+            None => (None, 0),
+            Some(at) => {
+                let (place, freed) = log.place(at);
+                match place {
+                    Place::Old => return Delivery::default(),
+                    Place::Next => {}
+                    // Members holding offsets missed messages: they reconnect and resume.
+                    Place::Jump => members
+                        .iter()
+                        .filter(|m| m.protocol != Protocol::Raw)
+                        .for_each(|m| m.signal(Signal::Resync)),
+                }
+                (Some(at), freed)
+            }
+        };
+        if let Some(h) = &self.history {
+            h.forget(held - log.len(), freed);
+        }
+        let offset = offset.unwrap_or_else(|| log.next());
         let mut frames = Default::default();
-        let d = fan_out(offset, &mut frames);
+        let d = self.fan_out(members, msg, Some(offset), &mut frames);
         self.keep(&mut log, msg, offset, frames, now);
         d
     }
@@ -639,7 +682,7 @@ impl Hub {
                     payload,
                     except: None,
                 };
-                self.logged(&log, &msg, |_, _| Delivery::default());
+                self.logged(&log, &[], &msg, None);
             }
             return Delivery::default();
         };
@@ -650,6 +693,130 @@ impl Hub {
                 except: None,
             },
         )
+    }
+
+    /// Delivers a message of the room's shared order (numbered `at` by Redis) to the members
+    /// here but `except` (one of them, when it came from here with `socket.broadcast.emit`),
+    /// and keeps it in the room's log, which follows that order ([`Ring::place`]).
+    pub fn deliver_at(
+        &self,
+        room: &str,
+        payload: Payload<'_>,
+        at: Offset,
+        except: Option<u64>,
+    ) -> Delivery {
+        let msg = Message { payload, except };
+        let found = lock(&self.rooms).get(room).cloned();
+        let Some(r) = found else {
+            // No member here, but the log may be kept for the window: it follows too.
+            if let Some(log) = self.kept_log(room) {
+                self.logged(&log, &[], &msg, Some(at));
+            }
+            return Delivery::default();
+        };
+        let members = read(&r.members);
+        let d = match &r.log {
+            Some(log) => self.logged(log, &members, &msg, Some(at)),
+            None => self.fan_out(&members, &msg, None, &mut Default::default()),
+        };
+        drop(members);
+        self.count(&d);
+        d
+    }
+
+    /// The log the window keeps for `room`, if any.
+    fn kept_log(&self, room: &str) -> Option<Arc<Mutex<Log>>> {
+        self.history
+            .as_ref()
+            .and_then(|h| lock(&h.logs).get(room).cloned())
+    }
+
+    /// Whether `room`'s log follows the shared order already (so its offsets are the ones
+    /// every instance hands out).
+    pub fn follows(&self, room: &str) -> bool {
+        self.kept_log(room).is_some_and(|l| !lock(&l).own())
+    }
+
+    /// Makes `room`'s log (made now if there is none) follow the shared order, whose newest
+    /// offset is `top`. Members holding offsets of another order are told to resync.
+    pub fn follow(&self, room: &str, top: Offset) {
+        let Some(log) = self.log_for(room) else { return };
+        let found = lock(&self.rooms).get(room).cloned();
+        let members = found.as_ref().map(|r| read(&r.members));
+        let mut l = lock(&log);
+        let now = Instant::now();
+        self.expire(&mut l, now);
+        l.touch(now);
+        let held = l.len();
+        let next = Offset {
+            epoch: top.epoch,
+            seq: top.seq + 1,
+        };
+        let (place, freed) = l.place(next);
+        if place == Place::Jump {
+            for m in members.iter().flat_map(|m| m.iter()) {
+                if m.protocol != Protocol::Raw {
+                    m.signal(Signal::Resync);
+                }
+            }
+        }
+        if let Some(h) = &self.history {
+            h.forget(held - l.len(), freed);
+        }
+    }
+
+    /// Whether a member joining `room` now could resume after `since` from what is kept here.
+    pub fn can_resume(&self, room: &str, since: Offset) -> bool {
+        self.kept_log(room).is_some_and(|l| {
+            let mut l = lock(&l);
+            self.expire(&mut l, Instant::now());
+            let ok = l.since(since).is_ok();
+            ok
+        })
+    }
+
+    /// Puts back messages of `room`'s shared order fetched from Redis (`(seq, payload)`,
+    /// oldest first, up to `top`), so that resumes from before what this instance kept can
+    /// be served: the log follows `top`, then takes each message just before its oldest,
+    /// newest first, within its count and all rooms' bytes.
+    pub fn fill(&self, room: &str, top: Offset, entries: &[(u64, Payload<'_>)]) {
+        self.follow(room, top);
+        let (Some(h), Some(log)) = (&self.history, self.kept_log(room)) else {
+            return;
+        };
+        let mut l = lock(&log);
+        let now = Instant::now();
+        for (seq, p) in entries.iter().rev() {
+            if l.epoch() != top.epoch || *seq > l.floor() {
+                continue;
+            }
+            let payload = match *p {
+                Payload::Raw { kind, data } => Stored::Raw {
+                    kind,
+                    data: data.into(),
+                },
+                Payload::SocketIo { args, .. } => Stored::SocketIo { args: args.into() },
+            };
+            let bytes = payload.copied();
+            if h.bytes.load(Ordering::Relaxed) + bytes > h.cfg.max_bytes {
+                break;
+            }
+            let offset = Offset {
+                epoch: top.epoch,
+                seq: *seq,
+            };
+            let entry = Logged {
+                offset,
+                except: None,
+                payload,
+                frames: Default::default(),
+            };
+            if !l.prepend(*seq, entry, bytes, now) {
+                break;
+            }
+            h.entries.fetch_add(1, Ordering::Relaxed);
+            h.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Tells every member the server is going away (they close with 1001).
@@ -683,9 +850,29 @@ impl Hub {
     /// Publishes `payload` into `room` from outside any session (the publish API): to every
     /// member here, and through the relay (the backplane) to every other instance.
     pub fn publish_from_outside(&self, room: &str, payload: Payload<'_>) -> Delivery {
-        let d = self.deliver(room, payload);
+        let msg = Message {
+            payload,
+            except: None,
+        };
+        self.send(room, None, &msg)
+    }
+
+    /// A publish from this instance: through the room's shared order when there is one
+    /// (delivered here when it comes back numbered), else to the members here and the relay.
+    /// (`here`: the room, when the caller holds it, so the room map is not locked.)
+    fn send(&self, room: &str, here: Option<&Room>, msg: &Message<'_>) -> Delivery {
+        let shared = self.relay.as_ref().map_or(Shared::Off, |r| {
+            r.share(room, &msg.payload, msg.except)
+        });
+        if matches!(shared, Shared::Taken | Shared::Dropped) {
+            return Delivery::default();
+        }
+        let d = match here {
+            Some(r) => self.publish(r, msg),
+            None => self.deliver(room, msg.payload),
+        };
         if let Some(relay) = &self.relay {
-            relay.relay(room, &payload);
+            relay.relay(room, &msg.payload);
         }
         d
     }
@@ -791,11 +978,6 @@ fn write_offset(buf: &mut [u8], o: Offset) -> usize {
     cur.position() as usize
 }
 
-/// A fresh epoch for a new log: random, so that an offset from before a restart never
-/// matches.
-fn new_epoch() -> u64 {
-    fastrand::u64(1..1 << 48)
-}
 
 impl History {
     /// Counts entries and bytes that left the logs.
@@ -943,11 +1125,8 @@ impl Membership {
     /// any, gets it too (other instances have no such member, so there it reaches everyone).
     pub fn publish_payload(&self, payload: Payload<'_>, others_only: bool) -> Delivery {
         let except = others_only.then_some(self.member.id);
-        let d = self.hub.publish(&self.room, &Message { payload, except });
-        if let Some(relay) = &self.hub.relay {
-            relay.relay(&self.room.name, &payload);
-        }
-        d
+        let msg = Message { payload, except };
+        self.hub.send(&self.room.name, Some(&self.room), &msg)
     }
 }
 

@@ -510,7 +510,7 @@ fn main() -> ExitCode {
         }
     }
     let gw = Gateway::new(config, executor.clone());
-    wsgate::backplane::start(&gw.backplane, &gw.hub, &gw.executor);
+    gw.start();
     if let Some(admin) = admin {
         executor
             .spawn(wsgate::admin::run(admin, gw.clone()))

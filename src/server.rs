@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! run: accept ─> prelude::serve task per connection, until SIGTERM or SIGINT
-//! SIGTERM: healthz 503 ─> drain_delay ─> stop accepting ─> Close 1001 to every member
+//! SIGTERM: healthz 503 ─> drain_delay ─> stop accepting ─> (--redis) sessions saved in Redis
+//!          ─> Close 1001 to every member
 //!          ─> wait for the last session permit (at most shutdown_timeout) ─> exit 0
 //! SIGINT, or a second SIGTERM at any point: exit at once
 //! ```
@@ -220,6 +221,7 @@ pub async fn run(
     }
     drop(stop_accepting);
     accepting.await;
+    gw.save_sessions().await;
     gw.hub.going_away();
     let open = gw.metrics.open.load(Ordering::Relaxed);
     info!("closing_clients", code = 1001, open = open);

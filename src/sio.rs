@@ -311,6 +311,16 @@ pub fn resume_request(data: &str) -> (Option<String>, Option<String>) {
     (pid, field("offset"))
 }
 
+/// Whether `pid` could be one of ours (base64url, at most [`MAX_PID_LEN`]): only such ids
+/// are looked up in Redis.
+pub fn valid_pid(pid: &str) -> bool {
+    !pid.is_empty()
+        && pid.len() <= MAX_PID_LEN
+        && pid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A private recovery id: 22 characters of base64url from the OS's random source (132
 /// bits), so that nobody can guess another client's.
 pub fn new_pid() -> String {

@@ -2,7 +2,9 @@
 //! between instances. Pure.
 //!
 //! ```text
-//! [version = 1][kind: t | b | s][node id: 16 bytes][data]
+//! [version = 1][kind: t | b | s | p][node id: 16 bytes][data]                 (PUBLISH)
+//! [version = 2][kind: t | b | s][node id: 16 bytes][except: u64 BE][data]    (the shared order)
+//! <offset> SP [version 2 envelope]                   (what the publish script PUBLISHes)
 //! ```
 //! Kind `t` is plain text, `b` plain binary, `s` Socket.IO event arguments (the JSON array
 //! `["name", ...]`), `p` a peer announcement (the address where the publishing instance takes
@@ -10,10 +12,16 @@
 //! node id is random per process, so every instance can skip its own messages.
 
 use crate::frame;
+use crate::history::{Offset, MAX_OFFSET_LEN};
 use crate::hub::Payload;
 
 /// Envelope format version; messages of another version are counted as invalid and skipped.
 pub const VERSION: u8 = 1;
+/// The version of a message in a room's shared order: it carries the member that must not
+/// get it (`socket.broadcast.emit`; 0 for none), meaningful on its own node only.
+pub const VERSION_ORDERED: u8 = 2;
+/// Bytes before the data of a version 2 envelope.
+pub const ORDERED_HEADER_LEN: usize = HEADER_LEN + 8;
 /// Bytes of the random per-process node id.
 pub const NODE_ID_LEN: usize = 16;
 /// Bytes before the data: version, kind, node id.
@@ -29,6 +37,8 @@ pub const KIND_PEER: u8 = b'p';
 pub struct Envelope<'a> {
     /// The publishing process.
     pub node: &'a [u8; NODE_ID_LEN],
+    /// The publishing node's member that must not get it (version 2 only).
+    pub except: Option<u64>,
     /// What was published.
     pub body: Body<'a>,
 }
@@ -86,6 +96,26 @@ pub fn header(node: &[u8; NODE_ID_LEN], kind: u8) -> [u8; HEADER_LEN] {
     h
 }
 
+/// The bytes before the data of a version 2 envelope.
+pub fn ordered_header(
+    node: &[u8; NODE_ID_LEN],
+    kind: u8,
+    except: Option<u64>,
+) -> [u8; ORDERED_HEADER_LEN] {
+    let mut h = [0u8; ORDERED_HEADER_LEN];
+    h[..HEADER_LEN].copy_from_slice(&header(node, kind));
+    h[0] = VERSION_ORDERED;
+    h[HEADER_LEN..].copy_from_slice(&except.unwrap_or(0).to_be_bytes());
+    h
+}
+
+/// Splits what the publish script sends, `<offset> <envelope>`, pure.
+pub fn split_ordered(b: &[u8]) -> Option<(Offset, &[u8])> {
+    let sp = b.iter().take(MAX_OFFSET_LEN + 1).position(|&c| c == b' ')?;
+    let offset = std::str::from_utf8(&b[..sp]).ok()?.parse().ok()?;
+    Some((offset, &b[sp + 1..]))
+}
+
 /// Encodes an envelope.
 pub fn encode(node: &[u8; NODE_ID_LEN], payload: &Payload<'_>) -> Vec<u8> {
     let (kind, data) = parts(payload);
@@ -100,11 +130,16 @@ pub fn decode(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     if b.len() < HEADER_LEN {
         return Err(EnvelopeError::Short(b.len()));
     }
-    if b[0] != VERSION {
-        return Err(EnvelopeError::Version(b[0]));
-    }
+    let (except, data) = match b[0] {
+        VERSION => (None, &b[HEADER_LEN..]),
+        VERSION_ORDERED if b.len() >= ORDERED_HEADER_LEN => {
+            let e = u64::from_be_bytes(b[HEADER_LEN..ORDERED_HEADER_LEN].try_into().expect("8"));
+            ((e != 0).then_some(e), &b[ORDERED_HEADER_LEN..])
+        }
+        VERSION_ORDERED => return Err(EnvelopeError::Short(b.len())),
+        v => return Err(EnvelopeError::Version(v)),
+    };
     let node: &[u8; NODE_ID_LEN] = b[2..HEADER_LEN].try_into().expect("length checked");
-    let data = &b[HEADER_LEN..];
     let text = || std::str::from_utf8(data).map_err(|_| EnvelopeError::NotUtf8);
     let body = match b[1] {
         KIND_TEXT => Body::Text(text()?),
@@ -116,10 +151,10 @@ pub fn decode(b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
             }
             Body::SocketIo(args)
         }
-        KIND_PEER => Body::Peer(text()?),
+        KIND_PEER if b[0] == VERSION => Body::Peer(text()?),
         k => return Err(EnvelopeError::Kind(k)),
     };
-    Ok(Envelope { node, body })
+    Ok(Envelope { node, except, body })
 }
 
 #[cfg(test)]
@@ -140,6 +175,7 @@ mod tests {
             decode(&e),
             Ok(Envelope {
                 node: &NODE,
+                except: None,
                 body: Body::Text("hé")
             })
         );
@@ -173,12 +209,36 @@ mod tests {
     }
 
     #[test]
+    fn ordered_messages_carry_their_offset_and_except() {
+        let mut env = ordered_header(&NODE, KIND_SOCKETIO, Some(7)).to_vec();
+        env.extend_from_slice(br#"["hi"]"#);
+        let mut wire = b"ab-12 ".to_vec();
+        wire.extend_from_slice(&env);
+        let (offset, rest) = split_ordered(&wire).unwrap();
+        assert_eq!(offset, Offset { epoch: 0xab, seq: 12 });
+        let e = decode(rest).unwrap();
+        assert_eq!((e.except, e.body), (Some(7), Body::SocketIo(r#"["hi"]"#)));
+        let none = ordered_header(&NODE, KIND_TEXT, None);
+        assert_eq!(decode(&none).unwrap().except, None);
+        for bad in [&b"ab-12"[..], b"x-1 \x02", b" \x02", b"\x01t0123"] {
+            assert_eq!(split_ordered(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn bad_envelopes_are_refused() {
         assert_eq!(decode(b"\x01t0123"), Err(EnvelopeError::Short(6)));
         assert_eq!(
-            decode(b"\x02t0123456789abcdefhi"),
-            Err(EnvelopeError::Version(2))
+            decode(b"\x03t0123456789abcdefhi"),
+            Err(EnvelopeError::Version(3))
         );
+        assert_eq!(
+            decode(b"\x02t0123456789abcdefhi"),
+            Err(EnvelopeError::Short(20))
+        );
+        let mut peer = ordered_header(&NODE, KIND_PEER, None).to_vec();
+        peer.extend_from_slice(b"1.2.3.4:5");
+        assert_eq!(decode(&peer), Err(EnvelopeError::Kind(b'p')));
         assert_eq!(
             decode(b"\x01x0123456789abcdefhi"),
             Err(EnvelopeError::Kind(b'x'))

@@ -5,7 +5,8 @@
 //! is a [`LinkError`].
 
 use super::resp::{self, Parsed, RespError, Value};
-use super::{Backplane, Role, SHRINK_ABOVE};
+use super::{count_publishes, scripts, Backplane, Role, Slot, SHRINK_ABOVE};
+use std::collections::VecDeque;
 use crate::hub::Hub;
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
@@ -112,12 +113,19 @@ pub(super) async fn run(bp: Arc<Backplane>, hub: Arc<Hub>, role: Role) {
     let mut delay = cfg.backoff_min;
     let mut rb = ReadBuf::default();
     let mut out = Vec::new();
+    // What each command written and not answered yet is for, in order.
+    let mut inflight = VecDeque::new();
     loop {
         let reason = match connect(&bp, role, &mut rb).await {
             Ok(mut stream) => {
                 bp.report(role, Ok(()), delay);
                 delay = cfg.backoff_min;
-                let reason = serve(&bp, &hub, role, &mut stream, &mut rb, &mut out).await;
+                let mut link = Link {
+                    out: &mut out,
+                    inflight: &mut inflight,
+                    rb: &mut rb,
+                };
+                let reason = serve(&bp, &hub, role, &mut stream, &mut link).await;
                 // What is still unwritten is dropped (at-most-once); reset rather than close
                 // so the kernel does not deliver it late either.
                 let _ =
@@ -126,12 +134,13 @@ pub(super) async fn run(bp: Arc<Backplane>, hub: Arc<Hub>, role: Role) {
             }
             Err(reason) => reason,
         };
-        // A batch the connection did not finish is not known to have reached Redis.
-        if !out.is_empty() {
-            let messages = count_publishes(&out);
-            bp.stats.dropped_down.fetch_add(messages, Relaxed);
-            out.clear();
-        }
+        // Commands not answered are not known to have reached Redis; whoever waits for
+        // one hears that now.
+        bp.stats
+            .dropped_down
+            .fetch_add(count_publishes(&inflight), Relaxed);
+        inflight.clear();
+        out.clear();
         if out.capacity() > SHRINK_ABOVE {
             out = Vec::new();
         }
@@ -185,10 +194,23 @@ async fn connect(
             resp::command(&mut hello, &[b"SELECT", url.db.to_string().as_bytes()]);
             expect.push("SELECT");
         }
+        let mut want: Vec<Option<&str>> = Vec::new();
         match role {
             Role::Publish => {
                 hello.extend_from_slice(PING);
                 expect.push("PING");
+                if bp.ordered() {
+                    // The shared order's scripts, checked against the SHAs their calls use.
+                    for (script, sha) in [
+                        (scripts::PUBLISH, scripts::PUBLISH_SHA),
+                        (scripts::FOLLOW, scripts::FOLLOW_SHA),
+                    ] {
+                        resp::command(&mut hello, &[b"SCRIPT", b"LOAD", script.as_bytes()]);
+                        expect.push("SCRIPT LOAD");
+                        want.resize(expect.len() - 1, None);
+                        want.push(Some(sha));
+                    }
+                }
             }
             Role::Subscribe => {
                 resp::command(&mut hello, &[b"PSUBSCRIBE", &bp.pattern()]);
@@ -198,8 +220,9 @@ async fn connect(
         let sent = stream.write_all(&hello).await;
         hello.fill(0); // the password
         sent.map_err(LinkError::Write)?;
-        for cmd in expect {
-            if let Some(text) = read_reply(bp, &mut stream, rb).await? {
+        want.resize(expect.len(), None);
+        for (cmd, want) in expect.into_iter().zip(want) {
+            if let Some(text) = read_reply(bp, &mut stream, rb, want).await? {
                 // The same for both connections, whichever command met it first.
                 if text.starts_with("NOAUTH") {
                     return Err(LinkError::NoAuth(text));
@@ -216,17 +239,22 @@ async fn connect(
     .await
 }
 
-/// Reads one reply during the handshake: `Ok(None)` for success, `Ok(Some(text))` for an
-/// error reply.
+/// Reads one reply during the handshake: `Ok(None)` for success (with `want`, the bulk
+/// string it must be), `Ok(Some(text))` for an error reply or another answer.
 async fn read_reply(
     bp: &Backplane,
     stream: &mut Async<TcpStream>,
     rb: &mut ReadBuf,
+    want: Option<&str>,
 ) -> Result<Option<String>, LinkError> {
     loop {
         if let Parsed::Complete { value, consumed } = resp::parse_with(rb.data(), &bp.limits)? {
-            let refusal = match value {
-                Value::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            let refusal = match (value, want) {
+                (Value::Error(e), _) => Some(String::from_utf8_lossy(e).into_owned()),
+                (Value::Bulk(b), Some(w)) if b != w.as_bytes() => Some(format!(
+                    "answered {}, not {w}",
+                    String::from_utf8_lossy(b)
+                )),
                 _ => None,
             };
             rb.consume(consumed);
@@ -263,15 +291,23 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         .map_err(|_| io::Error::other("resolver thread ended"))?
 }
 
+/// One connection's buffers: what is being written, what each unanswered command is for,
+/// and what was read.
+struct Link<'a> {
+    out: &'a mut Vec<u8>,
+    inflight: &'a mut VecDeque<Slot>,
+    rb: &'a mut ReadBuf,
+}
+
 /// Serves one connection until it fails, and returns why.
 async fn serve(
     bp: &Backplane,
     hub: &Hub,
     role: Role,
     stream: &mut Async<TcpStream>,
-    rb: &mut ReadBuf,
-    out: &mut Vec<u8>,
+    link: &mut Link<'_>,
 ) -> LinkError {
+    let Link { out, inflight, rb } = link;
     let timeout = bp.cfg.timeout;
     let mut last_read = Instant::now();
     let mut pinged = false;
@@ -280,7 +316,7 @@ async fn serve(
     // Re-armed only when it fires, so a busy connection does not touch the timer wheel.
     let mut timer = Timer::at(last_read + timeout);
     // Replies that arrived with the handshake's last one.
-    if let Err(e) = handle_replies(bp, hub, role, rb) {
+    if let Err(e) = handle_replies(bp, hub, role, rb, inflight) {
         return e;
     }
     future::poll_fn(|cx| {
@@ -292,7 +328,7 @@ async fn serve(
                     rb.filled(n);
                     last_read = Instant::now();
                     pinged = false;
-                    if let Err(e) = handle_replies(bp, hub, role, rb) {
+                    if let Err(e) = handle_replies(bp, hub, role, rb, inflight) {
                         return Poll::Ready(e);
                     }
                     progress = true;
@@ -323,9 +359,12 @@ async fn serve(
                 }
                 if ping_due {
                     out.extend_from_slice(PING);
+                    if role == Role::Publish {
+                        inflight.push_back(Slot::Quiet);
+                    }
                     (ping_due, pinged) = (false, true);
                     progress = true;
-                } else if role == Role::Publish && bp.poll_take(cx, out).is_ready() {
+                } else if role == Role::Publish && bp.poll_take(cx, out, inflight).is_ready() {
                     progress = true;
                 }
             }
@@ -356,26 +395,36 @@ async fn serve(
     .await
 }
 
-/// Handles every complete reply in `rb`.
+/// Handles every complete reply in `rb`: the publisher's each answer the oldest command
+/// in `inflight`.
 fn handle_replies(
     bp: &Backplane,
     hub: &Hub,
     role: Role,
     rb: &mut ReadBuf,
+    inflight: &mut VecDeque<Slot>,
 ) -> Result<(), LinkError> {
     loop {
         let (value, consumed) = match resp::parse_with(rb.data(), &bp.limits)? {
             Parsed::Complete { value, consumed } => (value, consumed),
             Parsed::Partial => return Ok(()),
         };
-        match (role, value) {
-            (_, Value::Error(e)) => {
+        let slot = match role {
+            Role::Publish => inflight.pop_front(),
+            Role::Subscribe => None,
+        };
+        match (role, value, slot) {
+            (_, v, Some(Slot::Reply(tx))) => {
+                // The waiter may have given up: nothing to do then.
+                let _ = tx.try_send(v.to_owned());
+            }
+            (_, Value::Error(e), _) => {
                 return Err(LinkError::Redis(String::from_utf8_lossy(e).into_owned()));
             }
-            (Role::Publish, Value::Integer(_)) => {
+            (Role::Publish, Value::Integer(_), Some(Slot::Publish)) => {
                 bp.stats.published.fetch_add(1, Relaxed);
             }
-            (Role::Subscribe, Value::Array(a)) => {
+            (Role::Subscribe, Value::Array(a), _) => {
                 let mut items = a.iter();
                 // `pong` and `psubscribe` confirmations need nothing.
                 if items.next() == Some(Value::Bulk(b"pmessage")) {
@@ -393,18 +442,6 @@ fn handle_replies(
         }
         rb.consume(consumed);
     }
-}
-
-/// `PUBLISH` commands in a batch (each starts with `*3\r\n`; a `PING` starts with `*1`).
-pub(super) fn count_publishes(mut buf: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Ok(Parsed::Complete { value, consumed }) = resp::parse(buf) {
-        if matches!(value, Value::Array(a) if a.len() == 3) {
-            n += 1;
-        }
-        buf = &buf[consumed..];
-    }
-    n
 }
 
 /// A connection's read buffer: `buf[start..end]` is unparsed data.

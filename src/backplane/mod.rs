@@ -33,15 +33,19 @@
 pub mod envelope;
 mod link;
 pub mod resp;
+pub mod scripts;
 
-use crate::config::BackplaneConfig;
+use crate::config::{BackplaneConfig, HistoryConfig};
 use crate::executor::Executor;
 use crate::frame;
-use crate::hub::{Hub, Payload, Relay};
+use crate::history::Offset;
+use crate::hub::{Hub, Payload, Relay, Shared};
 use crate::lock::mutex as lock;
 use crate::metrics;
 use crate::{error, info};
-use envelope::{decode, parts, Body, Envelope, HEADER_LEN, NODE_ID_LEN};
+use envelope::{decode, parts, Body, Envelope, HEADER_LEN, NODE_ID_LEN, ORDERED_HEADER_LEN};
+use resp::Owned;
+use std::collections::VecDeque;
 use link::LinkError;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -105,14 +109,54 @@ pub struct Backplane {
     tag: String,
     /// Other instances by tag: where they take forwarded requests, and when they last said so.
     peers: Mutex<HashMap<String, (SocketAddr, Instant)>>,
+    /// The rooms' shared order, when history is on: `None` is plain at-most-once pub/sub.
+    order: Option<Order>,
 }
 
-/// `PUBLISH` commands encoded back to back, waiting for the publisher task.
+/// The shared order's settings, from the history's.
+#[derive(Debug, Clone, Copy)]
+struct Order {
+    /// How long a Socket.IO session's record lives after its connection.
+    window: Duration,
+    /// Stream entries kept per room (`MAXLEN ~`), and the most a resume fetches.
+    entries: usize,
+}
+
+impl Order {
+    /// How long a room's keys live without use: twice the window.
+    fn room_ttl_ms(&self) -> String {
+        (self.window.as_millis() * 2).to_string()
+    }
+}
+
+/// What a command's reply is for, in the order the commands were queued.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// A message to other instances: counted when acknowledged.
+    Publish,
+    /// Nobody waits for it (a session record, a TTL, a `PING`).
+    Quiet,
+    /// Somebody does.
+    Reply(async_channel::Sender<Owned>),
+}
+
+/// A room's shared order as Redis has it, and (when asked) its messages after a seq.
+#[derive(Debug)]
+pub struct Position {
+    /// The room's newest offset.
+    pub top: Offset,
+    /// `(seq, envelope)` of the stream entries asked for, oldest first.
+    pub entries: Vec<(u64, Vec<u8>)>,
+}
+
+/// Commands encoded back to back, waiting for the publisher task.
 #[derive(Debug, Default)]
 struct Queue {
     buf: Vec<u8>,
-    /// Messages in `buf`.
+    /// Commands in `buf`.
     entries: usize,
+    /// What each command's reply is for, in order.
+    slots: VecDeque<Slot>,
     /// Whether the publisher is connected; while not, publishes are dropped, not queued.
     up: bool,
     waker: Option<Waker>,
@@ -158,14 +202,24 @@ impl Role {
 impl Backplane {
     /// The backplane for `cfg`, with a fresh random node id. Nothing connects until
     /// [`start`].
-    pub fn new(cfg: BackplaneConfig, max_message_bytes: usize) -> Arc<Backplane> {
-        let max_bulk = HEADER_LEN + max_message_bytes + CHANNEL_SLACK;
+    pub fn new(
+        cfg: BackplaneConfig,
+        max_message_bytes: usize,
+        history: &HistoryConfig,
+    ) -> Arc<Backplane> {
+        let max_bulk = ORDERED_HEADER_LEN + max_message_bytes + CHANNEL_SLACK;
         let node = fastrand::u128(..).to_be_bytes();
+        let order = history.enabled().then_some(Order {
+            window: history.window,
+            entries: history.room_entries.max(1),
+        });
         Arc::new(Backplane {
             limits: resp::Limits {
                 max_bulk,
-                max_items: MAX_REPLY_ITEMS,
+                // A resume's fetch: one item per stream entry.
+                max_items: MAX_REPLY_ITEMS.max(order.map_or(0, |o| o.entries)),
             },
+            order,
             cfg,
             tag: tag_of(&node),
             node,
@@ -309,8 +363,14 @@ impl Backplane {
         p
     }
 
-    /// Moves the queued commands into `out` (empty), or registers for a wake-up.
-    fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<u8>) -> Poll<usize> {
+    /// Moves the queued commands into `out` (empty) and their slots to the end of `slots`,
+    /// or registers for a wake-up.
+    fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        slots: &mut VecDeque<Slot>,
+    ) -> Poll<usize> {
         let mut q = lock(&self.queue);
         if q.entries == 0 {
             match &mut q.waker {
@@ -320,6 +380,7 @@ impl Backplane {
             return Poll::Pending;
         }
         std::mem::swap(&mut q.buf, out);
+        slots.append(&mut q.slots);
         Poll::Ready(std::mem::take(&mut q.entries))
     }
 
@@ -333,8 +394,10 @@ impl Backplane {
                 q.up = up;
                 if !up {
                     // At-most-once: what was not written is not sent on the next connection.
-                    self.stats.dropped_down.fetch_add(q.entries as u64, Relaxed);
+                    let lost = count_publishes(&q.slots);
+                    self.stats.dropped_down.fetch_add(lost, Relaxed);
                     q.entries = 0;
+                    q.slots.clear();
                     q.buf.clear();
                     if q.buf.capacity() > SHRINK_ABOVE {
                         q.buf = Vec::new();
@@ -401,6 +464,7 @@ impl Backplane {
                 Ok(Envelope {
                     node,
                     body: Body::Peer(addr),
+                    ..
                 }) => self.on_peer(node, addr),
                 _ => false,
             };
@@ -410,11 +474,21 @@ impl Backplane {
             return;
         }
         let room = suffix.filter(|r| crate::hub::valid_room(r));
+        // A message of the shared order: `<offset> <envelope>`, ours included.
+        let ordered = match message.first() {
+            Some(c) if c.is_ascii_hexdigit() => envelope::split_ordered(message),
+            _ => None,
+        };
+        let (at, message) = match ordered {
+            Some((at, env)) => (Some(at), env),
+            None => (None, message),
+        };
         let (Some(room), Ok(env)) = (room, decode(message)) else {
             self.stats.invalid.fetch_add(1, Relaxed);
             return;
         };
-        if *env.node == self.node {
+        let own = *env.node == self.node;
+        if own && at.is_none() {
             return; // ours: delivered locally when it was published
         }
         let chat;
@@ -440,8 +514,18 @@ impl Backplane {
                 return;
             }
         };
-        hub.deliver(room, payload);
-        self.stats.received.fetch_add(1, Relaxed);
+        match at {
+            Some(at) => {
+                let except = env.except.filter(|_| own);
+                hub.deliver_at(room, payload, at, except);
+            }
+            None => {
+                hub.deliver(room, payload);
+            }
+        }
+        if !own {
+            self.stats.received.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -473,20 +557,238 @@ impl Backplane {
         resp::bulk(buf, &[b"PUBLISH"]);
         resp::bulk(buf, &[prefix, b":", suffix.as_bytes()]);
         resp::bulk(buf, &[&envelope::header(&self.node, kind), data]);
-        q.entries += 1;
-        let waker = q.waker.take();
-        drop(q);
-        if let Some(w) = waker {
+        q.push(Slot::Publish);
+    }
+
+    /// Whether room messages go through the shared order (history on).
+    pub fn ordered(&self) -> bool {
+        self.order.is_some()
+    }
+
+    /// Queues a command nobody waits for, if the publisher is connected and the queue has
+    /// room (full-policy: drop it; what it does is renewed later, or is lost with the
+    /// instance anyway).
+    fn quiet(&self, args: &[&[u8]]) {
+        let mut q = lock(&self.queue);
+        if q.up && q.entries < self.cfg.queue_messages {
+            resp::command(&mut q.buf, args);
+            q.push(Slot::Quiet);
+        }
+    }
+
+    /// Sends one command and waits for its reply, at most `--redis-timeout`; `None` when
+    /// the publisher is not connected, the connection is lost first, or time runs out.
+    async fn query(&self, args: &[&[u8]]) -> Option<Owned> {
+        let (tx, rx) = async_channel::bounded(1);
+        {
+            let mut q = lock(&self.queue);
+            if !q.up {
+                return None;
+            }
+            resp::command(&mut q.buf, args);
+            q.push(Slot::Reply(tx));
+        }
+        let timeout = async {
+            smol::Timer::after(self.cfg.timeout).await;
+            Err(async_channel::RecvError)
+        };
+        futures_lite::FutureExt::or(rx.recv(), timeout).await.ok()
+    }
+
+    /// Waits until everything queued so far was acknowledged by Redis (or could not be),
+    /// at most `--redis-timeout`: a `PING` queued now is answered after all of it.
+    pub async fn flushed(&self) -> bool {
+        self.query(&[b"PING"]).await.is_some()
+    }
+
+    /// The room's shared order (made if the room has none yet) and, with `after`, its
+    /// messages after that seq that the stream still holds; `None` when Redis cannot say now.
+    pub async fn position(&self, room: &str, after: Option<u64>) -> Option<Position> {
+        let order = self.order?;
+        let prefix = self.cfg.channel_prefix.as_str();
+        let (meta, stream) = (
+            scripts::key(prefix, room, "m").concat(),
+            scripts::key(prefix, room, "s").concat(),
+        );
+        let (epoch, len) = scripts::hex(crate::history::new_epoch());
+        let start = after.map_or("+".to_owned(), |a| format!("{}-0", a + 1));
+        let reply = self
+            .query(&[
+                b"EVALSHA",
+                scripts::FOLLOW_SHA.as_bytes(),
+                b"2",
+                &meta,
+                &stream,
+                &epoch[..len],
+                order.room_ttl_ms().as_bytes(),
+                start.as_bytes(),
+                order.entries.to_string().as_bytes(),
+            ])
+            .await?;
+        let parsed = position_of(&reply);
+        if parsed.is_none() {
+            error!("backplane_reply", command = "follow", reply = format!("{reply:?}"));
+        }
+        parsed
+    }
+
+    /// Records a Socket.IO session: `value` under its room and `pid`, for the window.
+    pub fn save_session(&self, room: &str, pid: &str, value: &str) {
+        let Some(order) = self.order else { return };
+        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
+        let key = [&key[..], pid.as_bytes()].concat();
+        let ttl = order.window.as_millis().to_string();
+        self.quiet(&[b"SET", &key, value.as_bytes(), b"PX", ttl.as_bytes()]);
+    }
+
+    /// Renews a Socket.IO session's record for a window from now.
+    pub fn renew_session(&self, room: &str, pid: &str) {
+        let Some(order) = self.order else { return };
+        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
+        let key = [&key[..], pid.as_bytes()].concat();
+        let ttl = order.window.as_millis().to_string();
+        self.quiet(&[b"PEXPIRE", &key, ttl.as_bytes()]);
+    }
+
+    /// Forgets a Socket.IO session (its client left on purpose).
+    pub fn forget_session(&self, room: &str, pid: &str) {
+        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
+        let key = [&key[..], pid.as_bytes()].concat();
+        self.quiet(&[b"DEL", &key]);
+    }
+
+    /// A Socket.IO session's record, if Redis has it: `Some(None)` when it has not, `None`
+    /// when Redis cannot say now.
+    pub async fn session(&self, room: &str, pid: &str) -> Option<Option<Vec<u8>>> {
+        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
+        let key = [&key[..], pid.as_bytes()].concat();
+        match self.query(&[b"GET", &key]).await? {
+            Owned::Bytes(b) => Some(Some(b)),
+            Owned::Nil => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Renews a room's keys (its epoch and stream) for twice the window.
+    pub fn renew_room(&self, room: &str) {
+        let Some(order) = self.order else { return };
+        let prefix = self.cfg.channel_prefix.as_str();
+        let ttl = order.room_ttl_ms();
+        for suffix in ["m", "s"] {
+            let key = scripts::key(prefix, room, suffix).concat();
+            self.quiet(&[b"PEXPIRE", &key, ttl.as_bytes()]);
+        }
+    }
+}
+
+impl Queue {
+    /// Counts a command just encoded into `buf`, and wakes the publisher.
+    fn push(&mut self, slot: Slot) {
+        self.slots.push_back(slot);
+        self.entries += 1;
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 }
 
+/// Messages to other instances among `slots`.
+pub(crate) fn count_publishes(slots: &VecDeque<Slot>) -> u64 {
+    slots.iter().filter(|s| matches!(s, Slot::Publish)).count() as u64
+}
+
+/// Reads FOLLOW's answer: `[epoch, seq, [[id, [field, value, ..]], ..]]`.
+fn position_of(reply: &Owned) -> Option<Position> {
+    let [e, q, entries] = reply.list()? else {
+        return None;
+    };
+    let text = |o: &Owned| std::str::from_utf8(o.bytes()?).ok().map(str::to_owned);
+    let epoch = u64::from_str_radix(&text(e)?, 16).ok()?;
+    let seq = text(q)?.parse().ok()?;
+    let mut out = Vec::new();
+    for entry in entries.list()? {
+        let [id, fields] = entry.list()? else {
+            return None;
+        };
+        let id = text(id)?;
+        let seq = id.strip_suffix("-0")?.parse().ok()?;
+        let data = fields.list()?.get(1)?.bytes()?.to_vec();
+        out.push((seq, data));
+    }
+    Some(Position {
+        top: Offset { epoch, seq },
+        entries: out,
+    })
+}
+
 impl Relay for Backplane {
     /// Appends `PUBLISH {prefix}:{room} <envelope>` to the queue, or drops it (counted).
+    /// With the shared order, only what it could not take comes here: dropped, counted.
     fn relay(&self, room: &str, payload: &Payload<'_>) {
+        if self.order.is_some() {
+            self.stats.dropped_down.fetch_add(1, Relaxed);
+            return;
+        }
         let (kind, data) = parts(payload);
         self.publish(room, kind, data);
+    }
+
+    /// Appends the PUBLISH script's call for this message to the queue: Redis numbers it
+    /// and sends it to every instance, this one included.
+    fn share(&self, room: &str, payload: &Payload<'_>, except: Option<u64>) -> Shared {
+        let Some(order) = self.order else {
+            return Shared::Off;
+        };
+        if !self.sub_up.load(Relaxed) {
+            return Shared::Down;
+        }
+        let (kind, data) = parts(payload);
+        let prefix = self.cfg.channel_prefix.as_bytes();
+        let mut q = lock(&self.queue);
+        if !q.up {
+            return Shared::Down;
+        }
+        // Full-policy: drop the newest, for everyone (the order has no place for it).
+        if q.entries >= self.cfg.queue_messages
+            || (q.entries > 0 && q.buf.len() + data.len() > self.cfg.queue_bytes)
+        {
+            drop(q);
+            self.stats.dropped_full.fetch_add(1, Relaxed);
+            return Shared::Dropped;
+        }
+        let p = self.cfg.channel_prefix.as_str();
+        let (epoch, len) = scripts::hex(crate::history::new_epoch());
+        let mut n = [0u8; 20];
+        let entries = write_decimal(&mut n, order.entries as u64);
+        let mut t = [0u8; 20];
+        let ttl = write_decimal(&mut t, order.window.as_millis() as u64 * 2);
+        let buf = &mut q.buf;
+        resp::array_header(buf, 10);
+        resp::bulk(buf, &[b"EVALSHA"]);
+        resp::bulk(buf, &[scripts::PUBLISH_SHA.as_bytes()]);
+        resp::bulk(buf, &[b"2"]);
+        resp::bulk(buf, &scripts::key(p, room, "m"));
+        resp::bulk(buf, &scripts::key(p, room, "s"));
+        resp::bulk(buf, &[prefix, b":", room.as_bytes()]);
+        resp::bulk(buf, &[&epoch[..len]]);
+        resp::bulk(buf, &[entries]);
+        resp::bulk(buf, &[ttl]);
+        resp::bulk(buf, &[&envelope::ordered_header(&self.node, kind, except), data]);
+        q.push(Slot::Publish);
+        Shared::Taken
+    }
+}
+
+/// Writes `n` in decimal into `buf`, without allocating; returns the digits.
+fn write_decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
@@ -552,6 +854,14 @@ mod tests {
     use crate::config::RedisUrl;
     use std::task::Wake;
 
+    /// History off: plain pub/sub, no shared order.
+    fn off() -> HistoryConfig {
+        HistoryConfig {
+            window: Duration::ZERO,
+            ..HistoryConfig::default()
+        }
+    }
+
     struct Count(AtomicU64);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -563,7 +873,7 @@ mod tests {
         let mut cfg = BackplaneConfig::new(RedisUrl::default());
         cfg.queue_messages = queue_messages;
         cfg.queue_bytes = queue_bytes;
-        Backplane::new(cfg, 64 * 1024)
+        Backplane::new(cfg, 64 * 1024, &off())
     }
 
     fn text(s: &str) -> Payload<'_> {
@@ -584,13 +894,14 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
-        assert_eq!(bp.poll_take(&mut cx, &mut out), Poll::Pending);
+        let mut slots = VecDeque::new();
+        assert_eq!(bp.poll_take(&mut cx, &mut out, &mut slots), Poll::Pending);
         bp.relay("main", &text("one"));
         assert_eq!(count.0.load(Relaxed), 1, "the publisher is woken");
         bp.relay("room-2", &text("two"));
         bp.relay("main", &text("three"));
         assert_eq!(bp.stats.dropped_full.load(Relaxed), 1);
-        assert_eq!(bp.poll_take(&mut cx, &mut out), Poll::Ready(2));
+        assert_eq!(bp.poll_take(&mut cx, &mut out, &mut slots), Poll::Ready(2));
         let mut want = Vec::new();
         for (room, msg) in [("main", "one"), ("room-2", "two")] {
             resp::command(
@@ -603,7 +914,7 @@ mod tests {
             );
         }
         assert_eq!(out, want);
-        assert_eq!(link::count_publishes(&out), 2);
+        assert_eq!(count_publishes(&slots), 2);
         // The byte cap: a second message that does not fit is dropped; a first always fits.
         let bp = backplane(100, 10);
         lock(&bp.queue).up = true;
@@ -643,9 +954,9 @@ mod tests {
         let mut cfg = BackplaneConfig::new(RedisUrl::default());
         cfg.advertise = Some("10.0.0.1:80".parse().unwrap());
         cfg.announce_interval = Duration::from_millis(40);
-        let me = Backplane::new(cfg.clone(), 1024);
+        let me = Backplane::new(cfg.clone(), 1024, &off());
         cfg.advertise = Some("10.0.0.2:80".parse().unwrap());
-        let other = Backplane::new(cfg, 1024);
+        let other = Backplane::new(cfg, 1024, &off());
         assert_eq!(me.sid_prefix().len(), TAG_LEN);
         assert_ne!(me.sid_prefix(), other.sid_prefix());
         // What `other` publishes, as the subscriber reads it.
@@ -685,7 +996,7 @@ mod tests {
         let mut cfg = BackplaneConfig::new(RedisUrl::default());
         cfg.channel_prefix = "a*b?[c]\\".into();
         assert_eq!(
-            Backplane::new(cfg, 64 * 1024).pattern(),
+            Backplane::new(cfg, 64 * 1024, &off()).pattern(),
             b"a\\*b\\?\\[c\\]\\\\:*"
         );
         assert_eq!(backplane(1, 1).pattern(), b"wsgate:*");

@@ -288,6 +288,52 @@ impl<'a> Iterator for Items<'a> {
     }
 }
 
+/// A reply copied out of the read buffer, for a caller that waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owned {
+    /// `$-1` or `*-1`.
+    Nil,
+    /// `:n`.
+    Int(i64),
+    /// A bulk or simple string.
+    Bytes(Vec<u8>),
+    /// An array.
+    List(Vec<Owned>),
+    /// An error reply.
+    Error(String),
+}
+
+impl Value<'_> {
+    /// A copy that outlives the buffer.
+    pub fn to_owned(&self) -> Owned {
+        match *self {
+            Value::Simple(b) | Value::Bulk(b) => Owned::Bytes(b.to_vec()),
+            Value::Error(e) => Owned::Error(String::from_utf8_lossy(e).into_owned()),
+            Value::Integer(n) => Owned::Int(n),
+            Value::Null => Owned::Nil,
+            Value::Array(a) => Owned::List(a.iter().map(|v| v.to_owned()).collect()),
+        }
+    }
+}
+
+impl Owned {
+    /// The bytes of a string reply.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Owned::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The items of an array reply.
+    pub fn list(&self) -> Option<&[Owned]> {
+        match self {
+            Owned::List(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
 /// Appends `*n\r\n`, the header of an array of `n` items.
 pub fn array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');

@@ -137,7 +137,10 @@ pub(super) async fn answer(
                 None => Err(refuse(unknown_sid())),
                 Some(session) => match read_body(&mut stream, buf, body, gw).await {
                     Err(r) => Err(refuse(r)),
-                    Ok(data) => match session.post(&data) {
+                    Ok(data) => match {
+                        session.prepare(&data).await;
+                        session.post(&data)
+                    } {
                         Ok(()) => Ok(http::response_kept(
                             Status::Ok,
                             "text/html",

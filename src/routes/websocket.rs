@@ -54,6 +54,14 @@ pub(super) async fn start(
     gw: &Arc<Gateway>,
     up: Upgrade<'static>,
 ) {
+    if let (Protocol::RawOffset, Some(bp)) = (up.protocol, &gw.backplane) {
+        // The room's offsets are the shared order's; a resume from before what this
+        // instance keeps is fetched from Redis first.
+        session::follow(&gw.hub, bp, &up.room).await;
+        if let Some(since) = up.since {
+            session::catch_up(&gw.hub, bp, &up.room, since).await;
+        }
+    }
     let (membership, preamble) = match up.protocol {
         Protocol::Raw => (gw.hub.join(&up.room, up.protocol), Vec::new()),
         Protocol::RawOffset => resume(gw, &up, pre),

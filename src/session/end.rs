@@ -54,6 +54,10 @@ pub enum End {
     /// The client resumed this session on another connection (it looked alive, half-open
     /// after a cut): 1008, and the new connection keeps the session.
     Replaced,
+    /// Messages of the room's shared order never reached this instance (its Redis
+    /// subscription was lost, or Redis started the room anew): 1012, so that the client
+    /// reconnects and resumes (or learns that it cannot).
+    Resync,
 }
 
 /// One row of the table: what an [`End`] means on the wire, in metrics and in the log.
@@ -106,6 +110,7 @@ impl End {
             End::TokenExpired => row(1008, "token_expired", "token expired", false),
             End::PublishForbidden => row(1008, "publish_forbidden", "read-only token", true),
             End::Replaced => row(1008, "replaced", "session resumed elsewhere", false),
+            End::Resync => row(1012, "resync", "missed messages: reconnect", false),
         }
     }
 
@@ -146,6 +151,7 @@ impl End {
             Signal::Evicted => Some(End::SlowConsumer),
             Signal::GoingAway => Some(End::GoingAway),
             Signal::Replaced => Some(End::Replaced),
+            Signal::Resync => Some(End::Resync),
         }
     }
 }
@@ -229,6 +235,8 @@ mod tests {
             End::UpgradeFailed,
             End::TokenExpired,
             End::PublishForbidden,
+            End::Replaced,
+            End::Resync,
         ];
         let mut labels: Vec<_> = all.iter().map(|e| e.as_str()).collect();
         labels.sort();
@@ -237,7 +245,7 @@ mod tests {
         for e in all {
             // Every code we send has a reason, except the normal 1000; every fault sends one.
             if let Some(c) = e.code() {
-                assert!((1000..=1011).contains(&c), "{e:?}");
+                assert!((1000..=1012).contains(&c), "{e:?}");
                 assert_eq!(e.reason_text().is_empty(), c == 1000, "{e:?}");
             }
             if e.is_client_fault() {

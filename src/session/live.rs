@@ -189,6 +189,27 @@ impl<'a, S: Transport> Live<'a, S> {
         Poll::Pending
     }
 
+    /// The room it is for.
+    pub(super) fn room(&self) -> &'a str {
+        self.room
+    }
+
+    /// `msg`, when it is a Socket.IO CONNECT from a client not connected yet: what
+    /// [`super::Recovery::prepare`] looks at before it is handled.
+    pub(super) fn connect_packet<'m>(&self, msg: &'m Message) -> Option<&'m str> {
+        match msg {
+            Message::Text(t)
+                if self.protocol == Protocol::SocketIo
+                    && self.probing.is_none()
+                    && self.membership.in_lobby()
+                    && t.starts_with("40") =>
+            {
+                Some(t.as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// A message from the client: the probe and the switch while probing, else counted,
     /// limited, and published (plain) or dispatched (Socket.IO).
     pub(super) fn on_message(&mut self, msg: Message, stats: &mut Stats) -> Flow {

@@ -61,7 +61,7 @@ mod writer;
 pub use end::{log_close, End};
 use live::{Event, Flow, Live};
 pub use polling::{Polling, Registry};
-pub use resume::Recovery;
+pub use resume::{catch_up, follow, Recovery};
 
 /// Most bytes of control frames (Pong, Ping, Close) that may wait for the socket. A Pong is
 /// at most 127 bytes and tungstenite keeps only the newest one pending, so this is only
@@ -311,7 +311,13 @@ pub async fn run<S: Transport>(
         }
         budget -= 1;
         let flow = match future::poll_fn(|cx| live.poll_event(cx)).await {
-            Event::Read(Some(Ok(msg))) => live.on_message(msg, stats),
+            Event::Read(Some(Ok(msg))) => {
+                if let (Some(r), Some(text)) = (&ctx.recovery, live.connect_packet(&msg)) {
+                    // (Boxed: the rare wait for Redis must not widen every session's future.)
+                    Box::pin(r.prepare(&ctx.hub, live.room(), text)).await;
+                }
+                live.on_message(msg, stats)
+            }
             Event::Read(Some(Err(e))) => Flow::End(end::classify(&e)),
             Event::Read(None) => Flow::End(End::Eof),
             Event::Signal(s) => End::from_signal(s).map_or(Flow::Continue, Flow::End),

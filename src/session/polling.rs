@@ -222,7 +222,7 @@ impl Polling {
                     self.finish(&mut st, End::SlowConsumer);
                     return Poll::Ready(Ok(sio::CLOSE.into()));
                 }
-                Poll::Ready(s @ (Signal::GoingAway | Signal::Replaced)) => {
+                Poll::Ready(s @ (Signal::GoingAway | Signal::Replaced | Signal::Resync)) => {
                     self.finish(&mut st, End::from_signal(s).unwrap_or(End::GoingAway));
                     return Poll::Ready(Ok(sio::CLOSE.into()));
                 }
@@ -245,6 +245,26 @@ impl Polling {
             Poll::Ready(Ok(out))
         })
         .await
+    }
+
+    /// Before a POST is handled: a CONNECT in it from a client not connected yet is
+    /// [`super::Recovery::prepare`]d (what it needs from Redis, read without the session's
+    /// lock held).
+    pub async fn prepare(&self, body: &[u8]) {
+        let Some(r) = &self.ctx.recovery else { return };
+        let in_lobby = lock(&self.state)
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.in_lobby());
+        if !in_lobby {
+            return;
+        }
+        let Ok(packets) = sio::payload_packets(body) else {
+            return;
+        };
+        for text in packets.into_iter().filter(|t| t.starts_with("40")) {
+            r.prepare(&self.ctx.hub, &self.room, text).await;
+        }
     }
 
     /// One POST: handles its packets in order, as the WebSocket transport handles frames.

@@ -20,14 +20,24 @@
 //!   does not touch the new one (socket.io issue 4880; generations in
 //!   [`crate::history::Resumes`]);
 //! * the session is registered when it connects, not when it drops.
+//!
+//! Across instances (`--redis`, [`crate::backplane`]): a room's offsets are the shared
+//! order's, the same on every instance. A session's record (`sid`, the offset at its join)
+//! is written to Redis when it connects, renewed every third of a window while it lives, and
+//! given a whole window when it ends (and at a drain, before the `1001`s), so an instance
+//! killed with `-9` loses nothing a client needs. A CONNECT is [`Recovery::prepare`]d first:
+//! the room follows the shared order, a `pid` this instance does not know is read back from
+//! Redis, and the messages after the client's offset that this instance never kept are
+//! fetched from the room's stream ([`catch_up`]). Then the CONNECT is handled as here.
 
 use super::socketio::{Client, Reply};
+use crate::backplane::{envelope, Backplane};
 use crate::frame::{self, Frame, Kind};
 use crate::history::{Offset, Record, Resumes};
-use crate::hub::{Member, Membership, Protocol};
+use crate::hub::{Hub, Member, Membership, Payload, Protocol};
 use crate::lock::mutex as lock;
 use crate::sio;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// The resumable sessions of this instance, and how long one may stay away.
@@ -35,6 +45,8 @@ use std::time::{Duration, Instant};
 pub struct Recovery {
     table: Mutex<Resumes<Holder>>,
     window: Duration,
+    /// The shared order (`--redis`), where records are kept for other instances.
+    shared: Option<Arc<Backplane>>,
 }
 
 /// Who holds a session now: the member's id (its own `socket.broadcast.emit`s are not
@@ -54,14 +66,16 @@ pub(crate) struct Held(Box<Registration>);
 struct Registration {
     pid: Box<str>,
     sid: Box<str>,
+    room: Box<str>,
     generation: u64,
 }
 
 impl Held {
-    fn new(pid: &str, sid: &str, generation: u64) -> Held {
+    fn new(pid: &str, sid: &str, room: &str, generation: u64) -> Held {
         Held(Box::new(Registration {
             pid: pid.into(),
             sid: sid.into(),
+            room: room.into(),
             generation,
         }))
     }
@@ -78,12 +92,81 @@ impl Held {
 }
 
 impl Recovery {
-    /// Recovery within `window`.
-    pub fn new(window: Duration) -> Recovery {
+    /// Recovery within `window`; with `shared`, across the instances on its Redis.
+    pub fn new(window: Duration, shared: Option<Arc<Backplane>>) -> Recovery {
         Recovery {
             table: Mutex::new(Resumes::default()),
             window,
+            shared: shared.filter(|b| b.ordered()),
         }
+    }
+
+    /// What a CONNECT (`packet`) to `room` needs from Redis before it is handled: the room
+    /// follows the shared order; a `pid` unknown here is read back from Redis; what came
+    /// after its offset and is not kept here is fetched. Whatever Redis cannot answer in
+    /// time is left out, and the CONNECT then gets what this instance alone can give.
+    pub(crate) async fn prepare(&self, hub: &Hub, room: &str, packet: &str) {
+        let Some(bp) = &self.shared else { return };
+        let Ok(sio::Packet::Connect { ns: "/", data }) = sio::parse(packet) else {
+            return;
+        };
+        follow(hub, bp, room).await;
+        let (Some(pid), offset) = sio::resume_request(data) else {
+            return;
+        };
+        if !sio::valid_pid(&pid) {
+            return;
+        }
+        let now = Instant::now();
+        let known = lock(&self.table).get(&pid, now).map(|r| r.joined_at);
+        let joined_at = match known {
+            Some(at) => at,
+            None => {
+                let Some(Some(value)) = bp.session(room, &pid).await else {
+                    return;
+                };
+                let Some((sid, joined_at)) = parse_record(&value) else {
+                    return;
+                };
+                let record = Record {
+                    room: room.into(),
+                    sid: sid.into(),
+                    joined_at,
+                    generation: 0,
+                    holder: None,
+                    expires: None,
+                };
+                lock(&self.table).adopt(&pid, record, now, self.window);
+                joined_at
+            }
+        };
+        let since = match offset.map(|o| o.parse::<Offset>()) {
+            None => joined_at,
+            Some(Ok(o)) => o,
+            Some(Err(_)) => return,
+        };
+        catch_up(hub, bp, room, since).await;
+    }
+
+    /// Renews the records of the sessions held here, and their rooms' keys, in Redis: every
+    /// third of a window, and at a drain (for a whole window from then).
+    pub fn renew(&self, hub: &Hub) {
+        let Some(bp) = &self.shared else { return };
+        let held: Vec<(String, String)> = lock(&self.table)
+            .held()
+            .map(|(p, r)| (p.to_owned(), r.to_owned()))
+            .collect();
+        for (pid, room) in held {
+            bp.renew_session(&room, &pid);
+        }
+        for (room, _) in hub.room_list() {
+            bp.renew_room(&room);
+        }
+    }
+
+    /// How often [`Recovery::renew`] runs: a third of the window.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.shared.as_ref().map(|_| self.window / 3)
     }
 
     /// Sessions registered now (connected, or gone within the window).
@@ -109,6 +192,7 @@ impl Recovery {
                     membership: m,
                     frames,
                     sid,
+                    joined_at,
                     generation,
                 }) => {
                     let n = frames.len();
@@ -118,7 +202,8 @@ impl Recovery {
                     let ok = sio::connect_ok_pid(&sid, &pid);
                     reply(Reply::Frame(frame::encode(Kind::Text, ok.as_bytes())));
                     *membership = m;
-                    *held = Some(Held::new(&pid, &sid, generation));
+                    self.save(c.room, &pid, &sid, joined_at);
+                    *held = Some(Held::new(&pid, &sid, c.room, generation));
                     self.count(c, "recovered", n);
                     return;
                 }
@@ -137,8 +222,16 @@ impl Recovery {
         };
         let generation = lock(&self.table).open(&pid, record, now, self.window);
         reply(Reply::Text(sio::connect_ok_pid(c.sid, &pid)));
+        self.save(c.room, &pid, c.sid, resume.top);
         *membership = m;
-        *held = Some(Held::new(&pid, c.sid, generation));
+        *held = Some(Held::new(&pid, c.sid, c.room, generation));
+    }
+
+    /// Writes a session's record to Redis, for the other instances.
+    fn save(&self, room: &str, pid: &str, sid: &str, joined_at: Offset) {
+        if let Some(bp) = &self.shared {
+            bp.save_session(room, pid, &format!("{sid} {joined_at}"));
+        }
     }
 
     /// The session `pid` back, with the events it missed, or why not (a metric label).
@@ -180,6 +273,7 @@ impl Recovery {
             membership: m,
             frames,
             sid: was.sid,
+            joined_at,
             generation,
         })
     }
@@ -193,6 +287,14 @@ impl Recovery {
             table.forget(&h.pid, h.generation);
         } else {
             table.closed(&h.pid, h.generation, Instant::now(), self.window);
+        }
+        drop(table);
+        if let Some(bp) = &self.shared {
+            if on_purpose {
+                bp.forget_session(&h.room, &h.pid);
+            } else {
+                bp.renew_session(&h.room, &h.pid);
+            }
         }
     }
 
@@ -216,7 +318,61 @@ struct Recovered {
     membership: Membership,
     frames: Vec<Frame>,
     sid: Box<str>,
+    joined_at: Offset,
     generation: u64,
+}
+
+/// A record as [`Recovery::save`] writes it: `<sid> <offset at the join>`.
+fn parse_record(value: &[u8]) -> Option<(&str, Offset)> {
+    let (sid, at) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+    Some((sid, at.parse().ok()?))
+}
+
+/// Makes `room`'s log follow the shared order (one round trip, the first time a room is
+/// used here, or after its log expired), so that the offsets handed out here are the ones
+/// every instance knows.
+pub async fn follow(hub: &Hub, bp: &Backplane, room: &str) {
+    if bp.ordered() && !hub.follows(room) {
+        if let Some(p) = bp.position(room, None).await {
+            hub.follow(room, p.top);
+        }
+    }
+}
+
+/// Fetches from `room`'s stream what came after `since` when this instance does not keep it
+/// (it was started later, or its subscription missed it), and puts it in the room's log.
+pub async fn catch_up(hub: &Hub, bp: &Backplane, room: &str, since: Offset) {
+    if hub.can_resume(room, since) {
+        return;
+    }
+    let Some(p) = bp.position(room, Some(since.seq)).await else {
+        return;
+    };
+    if p.top.epoch != since.epoch {
+        // Redis started the room anew: the resume fails with `epoch`, as it must.
+        hub.follow(room, p.top);
+        return;
+    }
+    let entries: Vec<(u64, Payload<'_>)> = p
+        .entries
+        .iter()
+        .filter_map(|(seq, env)| {
+            let payload = match envelope::decode(env).ok()?.body {
+                envelope::Body::Text(t) => Payload::Raw {
+                    kind: Kind::Text,
+                    data: t.as_bytes(),
+                },
+                envelope::Body::Binary(data) => Payload::Raw {
+                    kind: Kind::Binary,
+                    data,
+                },
+                envelope::Body::SocketIo(args) => Payload::SocketIo { args, chat: None },
+                envelope::Body::Peer(_) => return None,
+            };
+            Some((*seq, payload))
+        })
+        .collect();
+    hub.fill(room, p.top, &entries);
 }
 
 fn holder(m: &Membership) -> Holder {

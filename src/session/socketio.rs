@@ -354,7 +354,7 @@ mod tests {
 
     fn history_hub() -> (Arc<Hub>, Recovery) {
         let cfg = crate::config::HistoryConfig::default();
-        (Hub::with_history(64, cfg), Recovery::new(cfg.window))
+        (Hub::with_history(64, cfg), Recovery::new(cfg.window, None))
     }
 
     #[test]
