@@ -312,9 +312,10 @@ fn status_json(gw: &Gateway, given: Option<&str>, method: &str) -> Vec<u8> {
     let mut o = String::with_capacity(4096);
     let _ = write!(
         o,
-        "{{\"version\":\"{}\",\"uptime_s\":{:.3},\"draining\":{},\"open\":{},\"polling\":{},\"rooms\":{},\"tunnels\":{},",
+        "{{\"version\":\"{}\",\"uptime_s\":{},\"draining\":{},\"open\":{},\"polling\":{},\"rooms\":{},\"tunnels\":{},",
         env!("CARGO_PKG_VERSION"),
-        gw.started.elapsed().as_secs_f64(),
+        // `1.234s` without its unit: a JSON number.
+        crate::log::Secs(gw.started.elapsed()).to_string().trim_end_matches('s'),
         gw.is_draining(),
         m.open.load(Relaxed),
         gw.sessions.polling.len(),

@@ -943,19 +943,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
         return Err(bad());
     }
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
+    // Integer arithmetic in nanoseconds (no float parser in the binary): whole part, then
+    // each fraction digit, truncated below a nanosecond.
+    let unit_ns: u128 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
                 "invalid duration {s:?}: unit must be ms, s, m or h"
             ))
         }
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}: too large"))
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.len() > 20 || frac.contains('.') {
+        return Err(bad());
+    }
+    let mut ns = whole.parse::<u128>().map_err(|_| bad())? * unit_ns;
+    let mut scale = unit_ns;
+    for d in frac.bytes().take(30) {
+        scale /= 10;
+        ns += u128::from(d - b'0') * scale;
+    }
+    let secs = u64::try_from(ns / 1_000_000_000)
+        .map_err(|_| format!("invalid duration {s:?}: too large"))?;
+    Ok(Duration::new(secs, (ns % 1_000_000_000) as u32))
 }
 
 /// Parses a byte count: `65536`, `64KiB`, `1MiB`.
@@ -1014,6 +1027,14 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1.2.3s").is_err());
+        assert_eq!(parse_duration("0.25m"), Ok(Duration::from_secs(15)));
+        assert_eq!(
+            parse_duration("1.0005s"),
+            Ok(Duration::from_micros(1_000_500))
+        );
+        assert_eq!(parse_duration("2.5ms"), Ok(Duration::from_micros(2500)));
+        assert!(parse_duration("99999999999999999999999h").is_err());
     }
 
     #[test]

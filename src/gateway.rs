@@ -97,7 +97,12 @@ impl Gateway {
     /// sessions' and rooms' records in Redis every third of the recovery window.
     pub fn start(self: &Arc<Self>) {
         crate::backplane::start(&self.backplane, &self.hub, &self.executor);
-        let Some(every) = self.sessions.recovery.as_ref().and_then(|r| r.renew_every()) else {
+        let Some(every) = self
+            .sessions
+            .recovery
+            .as_ref()
+            .and_then(|r| r.renew_every())
+        else {
             return;
         };
         let gw = self.clone();
@@ -121,7 +126,11 @@ impl Gateway {
             r.renew(&self.hub);
             if bp.ordered() {
                 let saved = bp.flushed().await;
-                crate::info!("sessions_saved", sessions = r.sessions(), acknowledged = saved);
+                crate::info!(
+                    "sessions_saved",
+                    sessions = r.sessions(),
+                    acknowledged = saved
+                );
             }
         }
     }

@@ -262,10 +262,11 @@ impl<T> Ring<T> {
     /// and says so, so that members holding offsets can be told. Returns what happened and
     /// the bytes dropped.
     pub fn place(&mut self, at: Offset) -> (Place, usize) {
-        self.own = false;
-        if at.epoch == self.epoch && at.seq <= self.top {
+        // (Seq 0 is "before the first message": no message has it.)
+        if at.seq == 0 || (at.epoch == self.epoch && at.seq <= self.top) {
             return (Place::Old, 0);
         }
+        self.own = false;
         if at.epoch == self.epoch && at.seq == self.top + 1 {
             return (Place::Next, 0);
         }

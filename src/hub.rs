@@ -740,7 +740,9 @@ impl Hub {
     /// Makes `room`'s log (made now if there is none) follow the shared order, whose newest
     /// offset is `top`. Members holding offsets of another order are told to resync.
     pub fn follow(&self, room: &str, top: Offset) {
-        let Some(log) = self.log_for(room) else { return };
+        let Some(log) = self.log_for(room) else {
+            return;
+        };
         let found = lock(&self.rooms).get(room).cloned();
         let members = found.as_ref().map(|r| read(&r.members));
         let mut l = lock(&log);
@@ -861,9 +863,10 @@ impl Hub {
     /// (delivered here when it comes back numbered), else to the members here and the relay.
     /// (`here`: the room, when the caller holds it, so the room map is not locked.)
     fn send(&self, room: &str, here: Option<&Room>, msg: &Message<'_>) -> Delivery {
-        let shared = self.relay.as_ref().map_or(Shared::Off, |r| {
-            r.share(room, &msg.payload, msg.except)
-        });
+        let shared = self
+            .relay
+            .as_ref()
+            .map_or(Shared::Off, |r| r.share(room, &msg.payload, msg.except));
         if matches!(shared, Shared::Taken | Shared::Dropped) {
             return Delivery::default();
         }
@@ -977,7 +980,6 @@ fn write_offset(buf: &mut [u8], o: Offset) -> usize {
     let _ = write!(cur, "{o}");
     cur.position() as usize
 }
-
 
 impl History {
     /// Counts entries and bytes that left the logs.

@@ -224,13 +224,15 @@ macro_rules! error {
     ($($t:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($t)*) };
 }
 
-/// Seconds with millisecond precision, as `1.234s`.
+/// A duration in seconds with millisecond precision, as `1.234s` (integer formatting: no
+/// float printer in the binary).
 #[derive(Debug, Clone, Copy)]
-pub struct Secs(pub f64);
+pub struct Secs(pub std::time::Duration);
 
 impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0)
+        let ms = self.0.as_millis();
+        write!(f, "{}.{:03}s", ms / 1000, ms % 1000)
     }
 }
 

@@ -217,8 +217,42 @@ fn seconds(v: &str) -> Option<u64> {
     if v.bytes().all(|b| b.is_ascii_digit()) {
         return v.parse().ok();
     }
-    let f: f64 = v.parse().ok()?;
-    (0.0..1e18).contains(&f).then_some(f as u64)
+    // `int[.frac][e[+-]exp]`, truncated to whole seconds by moving the decimal point (no
+    // float parser in the binary); 1e18 and more is refused.
+    let (mantissa, exp) = match v.find(['e', 'E']) {
+        Some(i) => (
+            &v[..i],
+            v[i + 1..].trim_start_matches('+').parse::<i32>().ok()?,
+        ),
+        None => (v, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    whole_seconds(int, frac, exp)
+}
+
+/// The whole part of `int.frac * 10^exp` (digits only), if below 1e18.
+fn whole_seconds(int: &str, frac: &str, exp: i32) -> Option<u64> {
+    let digits: String = format!("{int}{frac}");
+    let digits = digits.trim_start_matches('0');
+    // Where the decimal point falls in `digits` once the leading zeros are gone.
+    let point = int.len() as i64 - (int.len() + frac.len() - digits.len()) as i64 + i64::from(exp);
+    if point <= 0 || digits.is_empty() {
+        return Some(0);
+    }
+    if point > 18 {
+        return None;
+    }
+    let point = point as usize;
+    let whole = if digits.len() >= point {
+        digits[..point].to_string()
+    } else {
+        format!("{digits:0<point$}")
+    };
+    whole.parse().ok()
 }
 
 /// Decodes unpadded base64url (RFC 4648 section 5), as JWS requires; `None` for anything else.
@@ -258,6 +292,24 @@ pub fn base64url(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_dates_take_fractions_and_exponents_without_floats() {
+        assert_eq!(seconds("1700000000"), Some(1_700_000_000));
+        assert_eq!(seconds("1700000000.9"), Some(1_700_000_000));
+        assert_eq!(seconds("1.7e9"), Some(1_700_000_000));
+        assert_eq!(seconds("1.7E+9"), Some(1_700_000_000));
+        assert_eq!(seconds("17e-1"), Some(1));
+        assert_eq!(seconds("0.5"), Some(0));
+        assert_eq!(seconds("0.000e3"), Some(0));
+        assert_eq!(
+            seconds("999999999999999999.9"),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in ["1e18", "-1", "\"1\"", "true", "1.5x", "1e", "1.e5x"] {
+            assert_eq!(seconds(bad), None, "{bad}");
+        }
+    }
 
     fn b64(b: &[u8]) -> String {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

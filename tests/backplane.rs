@@ -319,7 +319,10 @@ fn wrong_host_is_logged_and_retried_until_redis_is_there() {
 fn without_history_a_paused_redis_does_not_stall_local_fanout_and_drops_are_counted() {
     // History off: plain pub/sub, local members first (no shared order to wait for).
     let redis = Redis::start(free_port(), None);
-    let a = node(&redis.url(), &["--redis-queue", "64", "--recovery-window", "0"]);
+    let a = node(
+        &redis.url(),
+        &["--redis-queue", "64", "--recovery-window", "0"],
+    );
     let b = node(&redis.url(), &["--recovery-window", "0"]);
     wait_up(&a, 1);
     wait_up(&b, 1);

@@ -215,7 +215,13 @@ mod tests {
         let mut wire = b"ab-12 ".to_vec();
         wire.extend_from_slice(&env);
         let (offset, rest) = split_ordered(&wire).unwrap();
-        assert_eq!(offset, Offset { epoch: 0xab, seq: 12 });
+        assert_eq!(
+            offset,
+            Offset {
+                epoch: 0xab,
+                seq: 12
+            }
+        );
         let e = decode(rest).unwrap();
         assert_eq!((e.except, e.body), (Some(7), Body::SocketIo(r#"["hi"]"#)));
         let none = ordered_header(&NODE, KIND_TEXT, None);

@@ -6,10 +6,10 @@
 
 use super::resp::{self, Parsed, RespError, Value};
 use super::{count_publishes, scripts, Backplane, Role, Slot, SHRINK_ABOVE};
-use std::collections::VecDeque;
 use crate::hub::Hub;
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use smol::{Async, Timer};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -251,10 +251,9 @@ async fn read_reply(
         if let Parsed::Complete { value, consumed } = resp::parse_with(rb.data(), &bp.limits)? {
             let refusal = match (value, want) {
                 (Value::Error(e), _) => Some(String::from_utf8_lossy(e).into_owned()),
-                (Value::Bulk(b), Some(w)) if b != w.as_bytes() => Some(format!(
-                    "answered {}, not {w}",
-                    String::from_utf8_lossy(b)
-                )),
+                (Value::Bulk(b), Some(w)) if b != w.as_bytes() => {
+                    Some(format!("answered {}, not {w}", String::from_utf8_lossy(b)))
+                }
                 _ => None,
             };
             rb.consume(consumed);

@@ -44,10 +44,10 @@ use crate::lock::mutex as lock;
 use crate::metrics;
 use crate::{error, info};
 use envelope::{decode, parts, Body, Envelope, HEADER_LEN, NODE_ID_LEN, ORDERED_HEADER_LEN};
-use resp::Owned;
-use std::collections::VecDeque;
 use link::LinkError;
+use resp::Owned;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -414,7 +414,7 @@ impl Backplane {
                     Some(t) => info!(
                         "backplane_up",
                         redis = self.cfg.redis,
-                        down_for = format!("{:.3}s", t.elapsed().as_secs_f64())
+                        down_for = crate::log::Secs(t.elapsed())
                     ),
                     None => info!("backplane_up", redis = self.cfg.redis),
                 }
@@ -627,7 +627,11 @@ impl Backplane {
             .await?;
         let parsed = position_of(&reply);
         if parsed.is_none() {
-            error!("backplane_reply", command = "follow", reply = format!("{reply:?}"));
+            error!(
+                "backplane_reply",
+                command = "follow",
+                reply = format!("{reply:?}")
+            );
         }
         parsed
     }
@@ -773,7 +777,10 @@ impl Relay for Backplane {
         resp::bulk(buf, &[&epoch[..len]]);
         resp::bulk(buf, &[entries]);
         resp::bulk(buf, &[ttl]);
-        resp::bulk(buf, &[&envelope::ordered_header(&self.node, kind, except), data]);
+        resp::bulk(
+            buf,
+            &[&envelope::ordered_header(&self.node, kind, except), data],
+        );
         q.push(Slot::Publish);
         Shared::Taken
     }

@@ -84,7 +84,7 @@ pub(super) async fn start(
                 conn = conn,
                 client = who,
                 to = to,
-                duration = crate::log::Secs(started.elapsed().as_secs_f64()),
+                duration = crate::log::Secs(started.elapsed()),
                 bytes_up = end.up,
                 bytes_down = end.down,
                 reason = end.reason

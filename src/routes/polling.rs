@@ -137,19 +137,20 @@ pub(super) async fn answer(
                 None => Err(refuse(unknown_sid())),
                 Some(session) => match read_body(&mut stream, buf, body, gw).await {
                     Err(r) => Err(refuse(r)),
-                    Ok(data) => match {
+                    Ok(data) => {
+                        // A CONNECT's wait for Redis (recovery across instances) comes first.
                         session.prepare(&data).await;
-                        session.post(&data)
-                    } {
-                        Ok(()) => Ok(http::response_kept(
-                            Status::Ok,
-                            "text/html",
-                            &cors,
-                            b"ok",
-                            close_asked,
-                        )),
-                        Err(e) => Err(refuse(refused(e))),
-                    },
+                        match session.post(&data) {
+                            Ok(()) => Ok(http::response_kept(
+                                Status::Ok,
+                                "text/html",
+                                &cors,
+                                b"ok",
+                                close_asked,
+                            )),
+                            Err(e) => Err(refuse(refused(e))),
+                        }
+                    }
                 },
             },
             _ => {

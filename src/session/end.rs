@@ -200,7 +200,7 @@ pub fn log_close(
         client = who.peer.client,
         room = who.room,
         user = access.user(),
-        duration = Secs(opened.elapsed().as_secs_f64()),
+        duration = Secs(opened.elapsed()),
         code = end.logged_code(),
         reason = end.as_str(),
         msgs_in = stats.msgs_in,

@@ -462,7 +462,7 @@ impl Polling {
             client = self.peer.client,
             sid = self.sid,
             ws_conn = ws_conn,
-            after = Secs(self.opened.elapsed().as_secs_f64())
+            after = Secs(self.opened.elapsed())
         );
         for w in [st.get_waker.take(), st.keeper_waker.take()]
             .into_iter()

@@ -617,7 +617,7 @@ fn spawn_tunnel(client: Async<TcpStream>, u: Upgraded, pre: &Prelude, gw: &Arc<G
                 "tunnel_close",
                 conn = conn,
                 client = who,
-                duration = format!("{:.3}s", started.elapsed().as_secs_f64()),
+                duration = crate::log::Secs(started.elapsed()),
                 bytes_up = end.up,
                 bytes_down = end.down,
                 pings = end.pings,
