@@ -286,6 +286,24 @@ pub async fn serve<S: Transport>(
     }
 }
 
+/// A CONNECT after [`Recovery::prepare`]. (Boxed, owning the message: the rare wait for
+/// Redis must not widen every session's future.)
+fn prepared<'a>(
+    r: &'a Recovery,
+    ctx: &'a SessionCtx,
+    room: &'a str,
+    msg: async_tungstenite::tungstenite::Message,
+) -> std::pin::Pin<
+    Box<impl std::future::Future<Output = async_tungstenite::tungstenite::Message> + 'a>,
+> {
+    Box::pin(async move {
+        if let async_tungstenite::tungstenite::Message::Text(text) = &msg {
+            r.prepare(&ctx.hub, room, text.as_str()).await;
+        }
+        msg
+    })
+}
+
 /// Runs a session to its end and returns how it ended. Plain sessions arrive as members of
 /// their room (joined before the 101 went out); Socket.IO sessions arrive in the hub's lobby,
 /// get the Engine.IO open packet, and join their room when they connect to `/`.
@@ -310,20 +328,27 @@ pub async fn run<S: Transport>(
             future::yield_now().await;
         }
         budget -= 1;
-        let flow = match future::poll_fn(|cx| live.poll_event(cx)).await {
-            Event::Read(Some(Ok(msg))) => {
-                if let (Some(r), Some(text)) = (&ctx.recovery, live.connect_packet(&msg)) {
-                    // (Boxed: the rare wait for Redis must not widen every session's future.)
-                    Box::pin(r.prepare(&ctx.hub, live.room(), text)).await;
+        // A CONNECT that waits for Redis first is handled after the match, so the event is
+        // not kept across that wait.
+        let mut prepare = None;
+        let mut flow = match future::poll_fn(|cx| live.poll_event(cx)).await {
+            Event::Read(Some(Ok(msg))) => match &ctx.recovery {
+                Some(r) if live.connect_packet(&msg).is_some() => {
+                    prepare = Some(prepared(r, ctx, live.room(), msg));
+                    Flow::Continue
                 }
-                live.on_message(msg, stats)
-            }
+                _ => live.on_message(msg, stats),
+            },
             Event::Read(Some(Err(e))) => Flow::End(end::classify(&e)),
             Event::Read(None) => Flow::End(End::Eof),
             Event::Signal(s) => End::from_signal(s).map_or(Flow::Continue, Flow::End),
             Event::WriteFailed => Flow::End(End::IoError),
             Event::Tick => live.on_tick(Instant::now()),
         };
+        if let Some(p) = prepare {
+            let msg = p.await;
+            flow = live.on_message(msg, stats);
+        }
         match flow {
             Flow::Continue => {}
             Flow::ClientClose(code) => {
