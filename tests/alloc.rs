@@ -13,7 +13,9 @@
 //!   than [`ROOM_DIFFERENCE`] allocations more than the small room's (the exact bound,
 //!   0.0025 per delivery; what makes up the difference is explained there).
 //!
-//! The set-up cost per connection is printed.
+//! The set-up cost per connection is printed. With `WSGATE_ALLOC_REDIS=redis://HOST:PORT` the
+//! same runs go through the rooms' shared order in that Redis (every publish numbered by the
+//! PUBLISH script and delivered from its echo): a measurement, not part of `make test`.
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{AsyncWriteExt, StreamExt};
 use smol::Async;
@@ -80,7 +82,19 @@ fn server() {
     config.session.outbox_frames = 4096;
     let listener = Async::<TcpListener>::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = listener.get_ref().local_addr().unwrap();
+    if let Ok(url) = std::env::var("WSGATE_ALLOC_REDIS") {
+        let url = url.parse().expect("WSGATE_ALLOC_REDIS: a redis:// URL");
+        config.backplane = Some(wsgate::config::BackplaneConfig::new(url));
+    }
     let gw = Gateway::new(config, ex.clone());
+    gw.start();
+    if gw.backplane.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw.backplane.as_ref().is_some_and(|b| b.is_up()) {
+            assert!(Instant::now() < deadline, "Redis not reachable");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let gw2 = gw.clone();
     ex.spawn(async move { server::accept(&listener, &gw2, std::future::pending()).await })
         .detach();
