@@ -73,8 +73,9 @@ pub struct HistoryConfig {
     /// Messages kept per room. Default 1000: 20 s of a busy chat room at 50 msg/s, far
     /// more of an everyday one.
     pub room_entries: usize,
-    /// Bytes all rooms' history may hold together (payloads and their encoded frames).
-    /// Default 64 MiB. When a publish would pass it, the room's oldest messages go first; a
+    /// Bytes all rooms' history may hold together: the encoded frames (shared with the
+    /// deliveries) and each message's bookkeeping (about 200 bytes). Default 64 MiB (about
+    /// 250,000 messages of 64 bytes). When a publish would pass it, the room's oldest messages go first; a
     /// resume across a message that could not be kept is refused, never served with a hole.
     pub max_bytes: usize,
 }

@@ -163,6 +163,14 @@ struct History {
 
 type Log = Ring<Logged>;
 
+/// What one kept message costs besides its bytes: its place in the room's ring (the entry's
+/// number, time and size, and the [`Logged`] itself), counted so that `--history-memory`
+/// bounds the memory the history takes, not only its payloads.
+const ENTRY_COST: usize = std::mem::size_of::<Logged>() + 32;
+/// What each shared frame or copy costs besides its bytes: its reference counts, and the
+/// allocator's rounding, about.
+const ARC_COST: usize = 32;
+
 /// One logged message: what was published, and its frames as encoded so far.
 #[derive(Debug)]
 struct Logged {
@@ -222,8 +230,8 @@ impl Stored {
     fn copied(&self) -> usize {
         match self {
             Stored::Plain { .. } | Stored::Event { .. } => 0,
-            Stored::Raw { data, .. } => data.len(),
-            Stored::SocketIo { args } => args.len(),
+            Stored::Raw { data, .. } => data.len() + ARC_COST,
+            Stored::SocketIo { args } => args.len() + ARC_COST,
         }
     }
 
@@ -618,12 +626,13 @@ impl Hub {
     ) {
         let Some(h) = &self.history else { return };
         let payload = Stored::new(&msg.payload, &frames);
-        let bytes = payload.copied()
+        let bytes = ENTRY_COST
+            + payload.copied()
             + frames
                 .iter()
                 .flatten()
                 .flatten()
-                .map(|f| f.len())
+                .map(|f| f.len() + ARC_COST)
                 .sum::<usize>();
         // Room for it: this room's oldest messages go first.
         while h.bytes.load(Ordering::Relaxed) + bytes > h.cfg.max_bytes {
@@ -799,7 +808,7 @@ impl Hub {
                 },
                 Payload::SocketIo { args, .. } => Stored::SocketIo { args: args.into() },
             };
-            let bytes = payload.copied();
+            let bytes = ENTRY_COST + payload.copied();
             if h.bytes.load(Ordering::Relaxed) + bytes > h.cfg.max_bytes {
                 break;
             }
@@ -1557,13 +1566,15 @@ mod tests {
             .unwrap();
         assert_eq!(texts(&ok.unwrap()), ["c", "d", "e"]);
         // Memory: what does not fit is not kept; resumes across it fail, later ones work.
-        let small = history(100, 64);
+        // 42 bytes each (the frame it went out as, which is all that is kept of it), and
+        // what its entry and the frame's reference counts cost.
+        let one = 42 + ENTRY_COST + ARC_COST;
+        let small = history(100, one + 20);
         let (m, r) = small.join_since("q", Protocol::Raw, None, None);
         let e = r.top.epoch;
         m.publish(Kind::Text, &[b'x'; 40]);
         m.publish(Kind::Text, &[b'y'; 40]);
-        // 42 bytes each: the frame it went out as, which is all that is kept of it.
-        assert_eq!(small.history_held(), (1, 42), "the older one made room");
+        assert_eq!(small.history_held(), (1, one), "the older one made room");
         m.publish(Kind::Text, &[b'z'; 100]);
         assert_eq!(small.history_held(), (0, 0));
         let at = |seq| Some(Offset { epoch: e, seq });

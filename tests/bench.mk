@@ -32,7 +32,7 @@ BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-redis bench-syscalls bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-history bench-redis bench-syscalls bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -54,6 +54,10 @@ bench-polling: bench-release
 # Syscalls per delivery, wsgate against nginx + Nchan (tests/bench/syscalls.sh).
 bench-syscalls: bench-release bench-deps
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/syscalls.sh
+
+# What the history holds per room at the defaults (tests/bench/history.sh).
+bench-history: bench-release
+	BENCH_OUT='$(BENCH_OUT)' tests/bench/history.sh
 
 # What the shared order through Redis costs in latency (tests/bench/redis.sh).
 bench-redis: bench-release
