@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! POST /publish/{room}   Authorization: Bearer KEY   -> 200 {"room":..,"delivered":N}
+//!                                                        (--redis: {"room":..,"shared":true})
 //!      text/plain: a text message (Socket.IO clients: `chat message` with it)
 //!      ?event=NAME + a JSON array: Socket.IO event NAME with those arguments
 //!      application/octet-stream: a binary message (plain clients)
@@ -20,7 +21,7 @@ use crate::frame::Kind;
 use crate::gateway::Gateway;
 use crate::http::framing::{self, BodyLen};
 use crate::http::{self, Head, Status};
-use crate::hub::Payload;
+use crate::hub::{Payload, Shared};
 use crate::json::{self, Escaped};
 use crate::metrics::Family;
 use crate::sio;
@@ -216,16 +217,38 @@ async fn api(
         Ok(p) => p,
         Err(why) => return refuse(Status::BadRequest, "api_bad_body", &why, ""),
     };
-    let d = gw.hub.publish_from_outside(room, payload.as_payload());
+    let (d, shared) = gw.hub.publish_from_outside(room, payload.as_payload());
+    let answer = match shared {
+        // Through the rooms' shared order: answered once Redis has numbered it (every
+        // instance, this one included, delivers it from Redis's echo).
+        Shared::Taken => {
+            let acknowledged = match &gw.backplane {
+                Some(bp) => bp.flushed().await,
+                None => false,
+            };
+            if !acknowledged {
+                let why = "Redis did not confirm the publish within --redis-timeout";
+                return refuse(Status::Unavailable, "api_redis_unconfirmed", &why, "");
+            }
+            format!("{{\"room\":\"{room}\",\"shared\":true}}\n")
+        }
+        Shared::Dropped => {
+            let why = "the queue to Redis is full (--redis-queue)";
+            return refuse(Status::Unavailable, "api_redis_queue_full", &why, "");
+        }
+        Shared::Off | Shared::Down => {
+            format!("{{\"room\":\"{room}\",\"delivered\":{}}}\n", d.delivered)
+        }
+    };
     gw.metrics.api_publishes.fetch_add(1, Relaxed);
     crate::info!(
         "api_publish",
         client = client,
         room = room,
         bytes = body.len(),
-        delivered = d.delivered
+        delivered = d.delivered,
+        shared = shared == Shared::Taken
     );
-    let answer = format!("{{\"room\":\"{room}\",\"delivered\":{}}}\n", d.delivered);
     http::response(Status::Ok, "application/json", "", answer.as_bytes(), false)
 }
 

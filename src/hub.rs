@@ -860,7 +860,9 @@ impl Hub {
 
     /// Publishes `payload` into `room` from outside any session (the publish API): to every
     /// member here, and through the relay (the backplane) to every other instance.
-    pub fn publish_from_outside(&self, room: &str, payload: Payload<'_>) -> Delivery {
+    /// Returns what happened here and whether it went to the shared order (then its
+    /// deliveries here come later, from Redis's echo).
+    pub fn publish_from_outside(&self, room: &str, payload: Payload<'_>) -> (Delivery, Shared) {
         let msg = Message {
             payload,
             except: None,
@@ -871,13 +873,13 @@ impl Hub {
     /// A publish from this instance: through the room's shared order when there is one
     /// (delivered here when it comes back numbered), else to the members here and the relay.
     /// (`here`: the room, when the caller holds it, so the room map is not locked.)
-    fn send(&self, room: &str, here: Option<&Room>, msg: &Message<'_>) -> Delivery {
+    fn send(&self, room: &str, here: Option<&Room>, msg: &Message<'_>) -> (Delivery, Shared) {
         let shared = self
             .relay
             .as_ref()
             .map_or(Shared::Off, |r| r.share(room, &msg.payload, msg.except));
         if matches!(shared, Shared::Taken | Shared::Dropped) {
-            return Delivery::default();
+            return (Delivery::default(), shared);
         }
         let d = match here {
             Some(r) => self.publish(r, msg),
@@ -886,7 +888,7 @@ impl Hub {
         if let Some(relay) = &self.relay {
             relay.relay(room, &msg.payload);
         }
-        d
+        (d, shared)
     }
 
     /// Members in `room` now (0 if it does not exist).
@@ -1137,7 +1139,7 @@ impl Membership {
     pub fn publish_payload(&self, payload: Payload<'_>, others_only: bool) -> Delivery {
         let except = others_only.then_some(self.member.id);
         let msg = Message { payload, except };
-        self.hub.send(&self.room.name, Some(&self.room), &msg)
+        self.hub.send(&self.room.name, Some(&self.room), &msg).0
     }
 }
 

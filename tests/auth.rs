@@ -475,8 +475,8 @@ fn api_errors_are_specific() {
 fn an_api_publish_reaches_every_instance() {
     let redis = Redis::start(free_port(), None);
     let url = redis.url();
-    let a = secured(&["--redis", &url]);
-    let b = secured(&["--redis", &url]);
+    let a = secured(&["--redis", &url, "--redis-timeout", "1s"]);
+    let b = secured(&["--redis", &url, "--redis-timeout", "1s"]);
     for g in [&a.gw, &b.gw] {
         g.wait_log(|l| l.contains(" backplane_up "));
     }
@@ -488,7 +488,7 @@ fn an_api_publish_reaches_every_instance() {
         on_a.send(Message::text("warm-up")).await.unwrap();
         assert_eq!(next_text(&mut on_b).await, "warm-up");
         assert_eq!(next_text(&mut on_a).await, "warm-up");
-        let (code, _) = api(
+        let (code, body) = api(
             a.gw.admin_addr(),
             "POST",
             "/publish/live",
@@ -496,8 +496,24 @@ fn an_api_publish_reaches_every_instance() {
             "text/plain",
             b"from the backend",
         );
+        // Answered once Redis has numbered it into the room's shared order.
         assert_eq!(code, 200);
+        assert_eq!(body, "{\"room\":\"live\",\"shared\":true}\n");
         assert_eq!(next_text(&mut on_b).await, "from the backend");
         assert_eq!(next_text(&mut on_a).await, "from the backend");
+        // Redis stuck: the publish is not confirmed, and the backend is told so.
+        redis.signal("-STOP");
+        let (code, body) = api(
+            a.gw.admin_addr(),
+            "POST",
+            "/publish/live",
+            Some(API_KEY),
+            "text/plain",
+            b"stuck",
+        );
+        redis.signal("-CONT");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("did not confirm"), "{body}");
+        a.gw.wait_log(|l| l.contains("api_refused") && l.contains("reason=api_redis_unconfirmed"));
     });
 }
