@@ -112,7 +112,7 @@ pub(super) async fn start(
     // A fresh task keeps the prelude's buffers out of the long-lived future.
     let ctx = gw.sessions.clone();
     gw.executor
-        .spawn(async move { session::serve(stream, leftover, membership, start, &ctx).await })
+        .spawn(session::serve(stream, leftover, membership, start, ctx))
         .detach();
 }
 

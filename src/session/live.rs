@@ -97,6 +97,23 @@ impl<'a, S: Transport> Live<'a, S> {
         .await
     }
 
+    /// [`Live::socket`] then [`Live::open`].
+    pub(super) async fn start(
+        wire: super::Wire<S>,
+        membership: Membership,
+        who: Session<'a>,
+        ctx: &'a SessionCtx,
+        access: &'a mut Access,
+    ) -> Live<'a, S> {
+        let super::Wire {
+            socket,
+            leftover,
+            preamble,
+        } = wire;
+        let ws = Self::socket(socket, leftover, &ctx.cfg).await;
+        Self::open(ws, preamble, membership, who, ctx, access)
+    }
+
     /// The session over `ws`: sends a Socket.IO client its open packet, queues `preamble`
     /// first, and arms the clocks.
     pub(super) fn open(
