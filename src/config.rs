@@ -270,6 +270,9 @@ impl Config {
         if s.outbox_frames == 0 {
             return Err("--outbox-frames must be at least 1".into());
         }
+        if s.read_buffer_bytes < 16 {
+            return Err("--read-buffer must be at least 16 bytes (a frame header)".into());
+        }
         if s.max_message_bytes == 0 {
             return Err("--max-message-bytes must be at least 1".into());
         }
@@ -361,6 +364,7 @@ pub fn settings(c: &Config) -> Vec<(&'static str, String)> {
         ("pong-timeout", d(c.session.pong_timeout)),
         ("max-message-bytes", c.session.max_message_bytes.to_string()),
         ("outbox-frames", c.session.outbox_frames.to_string()),
+        ("read-buffer", c.session.read_buffer_bytes.to_string()),
         ("close-timeout", d(c.session.close_timeout)),
         ("upgrade-timeout", d(c.session.upgrade_timeout)),
         ("threads", c.threads.to_string()),
@@ -601,8 +605,11 @@ pub struct SessionConfig {
     /// Frames queued per member before it counts as a slow consumer and is closed with 1008.
     /// Default 256.
     pub outbox_frames: usize,
-    /// Bytes of the socket read buffer per connection (allocated once per session). Small on
-    /// purpose: memory per idle connection is what a gateway is judged by. Default 512.
+    /// Bytes of the socket read buffer per connection (allocated once per session), and the
+    /// most one read takes. Small on purpose: memory per idle connection is what a gateway is
+    /// judged by, and a chat message fits. Default 128 (512 before: 0.38 KiB more per idle
+    /// WebSocket; a 1 KiB message then took 2 reads, now 8, about +3% CPU per delivery at a
+    /// fan-out of 20, `docs/performance.md`).
     pub read_buffer_bytes: usize,
     /// How long a closing connection waits for the peer's Close reply and for its last bytes
     /// to drain before the socket is dropped. Default 2 s.
@@ -809,7 +816,7 @@ impl Default for SessionConfig {
             pong_timeout: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
             outbox_frames: 256,
-            read_buffer_bytes: 512,
+            read_buffer_bytes: 128,
             close_timeout: Duration::from_secs(2),
             upgrade_timeout: Duration::from_secs(10),
             log_messages: false,

@@ -59,6 +59,10 @@ struct Args {
     #[argh(option)]
     outbox_frames: Option<usize>,
 
+    /// a WebSocket's read buffer (held for its whole life; bigger messages take more reads)
+    #[argh(option, from_str_fn(bytes))]
+    read_buffer: Option<usize>,
+
     /// how long a closing connection waits for the client's close and last bytes
     #[argh(option, from_str_fn(duration))]
     close_timeout: Option<Duration>,
@@ -296,6 +300,7 @@ impl Args {
             c.session.pong_timeout => self.pong_timeout,
             c.session.max_message_bytes => self.max_message_bytes,
             c.session.outbox_frames => self.outbox_frames,
+            c.session.read_buffer_bytes => self.read_buffer,
             c.session.close_timeout => self.close_timeout,
             c.session.upgrade_timeout => self.upgrade_timeout,
             c.limits.max_connections => self.max_connections,
