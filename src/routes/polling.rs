@@ -139,7 +139,8 @@ pub(super) async fn answer(
                     Err(r) => Err(refuse(r)),
                     Ok(data) => {
                         // A CONNECT's wait for Redis (recovery across instances) comes first.
-                        session.prepare(&data).await;
+                        // (Boxed: it must not widen the future of every held GET.)
+                        Box::pin(session.prepare(&data)).await;
                         match session.post(&data) {
                             Ok(()) => Ok(http::response_kept(
                                 Status::Ok,
