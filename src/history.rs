@@ -345,6 +345,9 @@ pub struct Record<H> {
     pub generation: u64,
     /// How to retire the connection that holds it, when another takes it over.
     pub holder: Option<H>,
+    /// The member that last held it, when that was on another instance (a record read back
+    /// from Redis): what it sent to the others only is not replayed to it.
+    pub former: Option<u64>,
     /// Until when it may be resumed; `None` while a connection holds it.
     pub expires: Option<Instant>,
 }
@@ -614,6 +617,7 @@ mod tests {
             joined_at: Offset { epoch: 1, seq: 0 },
             generation: 0,
             holder: Some(1),
+            former: None,
             expires: None,
         }
     }

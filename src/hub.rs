@@ -347,7 +347,10 @@ impl Hub {
             relay,
             metrics,
             outbox_frames: outbox_frames.max(1),
-            next_member: AtomicU64::new(1),
+            // Random per process, so that a member id carried to other instances (the
+            // member that must not get a message, `socket.broadcast.emit`) names no member
+            // there.
+            next_member: AtomicU64::new(fastrand::u64(1..1 << 62)),
             closing: AtomicBool::new(false),
             lobby: Arc::new(Room {
                 name: "".into(),
@@ -786,18 +789,19 @@ impl Hub {
         })
     }
 
-    /// Puts back messages of `room`'s shared order fetched from Redis (`(seq, payload)`,
+    /// Puts back messages of `room`'s shared order fetched from Redis (`(seq, payload, the
+    /// member it was not for)`,
     /// oldest first, up to `top`), so that resumes from before what this instance kept can
     /// be served: the log follows `top`, then takes each message just before its oldest,
     /// newest first, within its count and all rooms' bytes.
-    pub fn fill(&self, room: &str, top: Offset, entries: &[(u64, Payload<'_>)]) {
+    pub fn fill(&self, room: &str, top: Offset, entries: &[(u64, Payload<'_>, Option<u64>)]) {
         self.follow(room, top);
         let (Some(h), Some(log)) = (&self.history, self.kept_log(room)) else {
             return;
         };
         let mut l = lock(&log);
         let now = Instant::now();
-        for (seq, p) in entries.iter().rev() {
+        for (seq, p, except) in entries.iter().rev() {
             if l.epoch() != top.epoch || *seq > l.floor() {
                 continue;
             }
@@ -818,7 +822,7 @@ impl Hub {
             };
             let entry = Logged {
                 offset,
-                except: None,
+                except: *except,
                 payload,
                 frames: Default::default(),
             };

@@ -18,7 +18,8 @@ use crate::hub::Payload;
 /// Envelope format version; messages of another version are counted as invalid and skipped.
 pub const VERSION: u8 = 1;
 /// The version of a message in a room's shared order: it carries the member that must not
-/// get it (`socket.broadcast.emit`; 0 for none), meaningful on its own node only.
+/// get it (`socket.broadcast.emit`; 0 for none). Member ids are random per process, so the
+/// id names that member on every instance, and a session recovered elsewhere skips it too.
 pub const VERSION_ORDERED: u8 = 2;
 /// Bytes before the data of a version 2 envelope.
 pub const ORDERED_HEADER_LEN: usize = HEADER_LEN + 8;
@@ -37,7 +38,7 @@ pub const KIND_PEER: u8 = b'p';
 pub struct Envelope<'a> {
     /// The publishing process.
     pub node: &'a [u8; NODE_ID_LEN],
-    /// The publishing node's member that must not get it (version 2 only).
+    /// The member that must not get it (version 2 only).
     pub except: Option<u64>,
     /// What was published.
     pub body: Body<'a>,

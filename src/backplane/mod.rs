@@ -515,9 +515,9 @@ impl Backplane {
             }
         };
         match at {
+            // (Member ids are random per process: another instance's names no member here.)
             Some(at) => {
-                let except = env.except.filter(|_| own);
-                hub.deliver_at(room, payload, at, except);
+                hub.deliver_at(room, payload, at, env.except);
             }
             None => {
                 hub.deliver(room, payload);

@@ -125,7 +125,7 @@ impl Recovery {
                 let Some(Some(value)) = bp.session(room, &pid).await else {
                     return;
                 };
-                let Some((sid, joined_at)) = parse_record(&value) else {
+                let Some((sid, joined_at, former)) = parse_record(&value) else {
                     return;
                 };
                 let record = Record {
@@ -134,6 +134,7 @@ impl Recovery {
                     joined_at,
                     generation: 0,
                     holder: None,
+                    former,
                     expires: None,
                 };
                 lock(&self.table).adopt(&pid, record, now, self.window);
@@ -201,8 +202,8 @@ impl Recovery {
                     }
                     let ok = sio::connect_ok_pid(&sid, &pid);
                     reply(Reply::Frame(frame::encode(Kind::Text, ok.as_bytes())));
+                    self.save(c.room, &pid, &sid, joined_at, m.member().id());
                     *membership = m;
-                    self.save(c.room, &pid, &sid, joined_at);
                     *held = Some(Held::new(&pid, &sid, c.room, generation));
                     self.count(c, "recovered", n);
                     return;
@@ -218,19 +219,20 @@ impl Recovery {
             joined_at: resume.top,
             generation: 0,
             holder: Some(holder(&m)),
+            former: None,
             expires: None,
         };
         let generation = lock(&self.table).open(&pid, record, now, self.window);
         reply(Reply::Text(sio::connect_ok_pid(c.sid, &pid)));
-        self.save(c.room, &pid, c.sid, resume.top);
+        self.save(c.room, &pid, c.sid, resume.top, m.member().id());
         *membership = m;
         *held = Some(Held::new(&pid, c.sid, c.room, generation));
     }
 
     /// Writes a session's record to Redis, for the other instances.
-    fn save(&self, room: &str, pid: &str, sid: &str, joined_at: Offset) {
+    fn save(&self, room: &str, pid: &str, sid: &str, joined_at: Offset, member: u64) {
         if let Some(bp) = &self.shared {
-            bp.save_session(room, pid, &format!("{sid} {joined_at}"));
+            bp.save_session(room, pid, &format!("{sid} {joined_at} {member}"));
         }
     }
 
@@ -248,7 +250,7 @@ impl Recovery {
             if &*r.room != c.room {
                 return Err("unknown");
             }
-            (r.joined_at, r.holder.as_ref().map(|h| h.id))
+            (r.joined_at, r.holder.as_ref().map(|h| h.id).or(r.former))
         };
         let since = match offset {
             None => joined_at,
@@ -322,10 +324,11 @@ struct Recovered {
     generation: u64,
 }
 
-/// A record as [`Recovery::save`] writes it: `<sid> <offset at the join>`.
-fn parse_record(value: &[u8]) -> Option<(&str, Offset)> {
-    let (sid, at) = std::str::from_utf8(value).ok()?.split_once(' ')?;
-    Some((sid, at.parse().ok()?))
+/// A record as [`Recovery::save`] writes it: `<sid> <offset at the join> <member id>`.
+fn parse_record(value: &[u8]) -> Option<(&str, Offset, Option<u64>)> {
+    let mut parts = std::str::from_utf8(value).ok()?.split(' ');
+    let (sid, at) = (parts.next()?, parts.next()?.parse().ok()?);
+    Some((sid, at, parts.next().and_then(|m| m.parse().ok())))
 }
 
 /// Makes `room`'s log follow the shared order (one round trip, the first time a room is
@@ -353,11 +356,12 @@ pub async fn catch_up(hub: &Hub, bp: &Backplane, room: &str, since: Offset) {
         hub.follow(room, p.top);
         return;
     }
-    let entries: Vec<(u64, Payload<'_>)> = p
+    let entries: Vec<(u64, Payload<'_>, Option<u64>)> = p
         .entries
         .iter()
         .filter_map(|(seq, env)| {
-            let payload = match envelope::decode(env).ok()?.body {
+            let env = envelope::decode(env).ok()?;
+            let payload = match env.body {
                 envelope::Body::Text(t) => Payload::Raw {
                     kind: Kind::Text,
                     data: t.as_bytes(),
@@ -369,7 +373,7 @@ pub async fn catch_up(hub: &Hub, bp: &Backplane, room: &str, since: Offset) {
                 envelope::Body::SocketIo(args) => Payload::SocketIo { args, chat: None },
                 envelope::Body::Peer(_) => return None,
             };
-            Some((*seq, payload))
+            Some((*seq, payload, env.except))
         })
         .collect();
     hub.fill(room, p.top, &entries);
