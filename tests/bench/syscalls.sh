@@ -8,7 +8,8 @@
 # one room at BENCH_SYSCALL_RATE (50 msg/s, about 50,000 deliveries/s); once it runs, `perf
 # stat` counts every syscall the server's processes make for BENCH_SYSCALL_SECONDS (4 s).
 # Prints, per peer: deliveries in that window (from the rate), syscalls by name (the top ones),
-# syscalls per delivery, the tool's p99 and loss. Writes DIR/syscalls.json.
+# syscalls per delivery, the tool's p99 and loss, and (a 3 s `perf record` after the count)
+# the share of the server's CPU spent in the kernel. Writes DIR/syscalls.json.
 # Needs perf (Debian's linux-perf) with the syscalls tracepoints; loopback only, bounded by
 # the tool's own --deadline.
 set -euo pipefail
@@ -44,13 +45,18 @@ results=()
 for peer in "$@"; do
   echo "== $peer"
   peer_start "$peer"
-  duration=$((SECONDS_COUNTED + 8))
+  duration=$((SECONDS_COUNTED + 11))
   "$LOAD_BIN" fanout --url "$PEER_URL" --protocol "$PEER_PROTOCOL" --pid "$PEER_PIDS" \
     --clients "$SUBSCRIBERS" --publishers "$PUBLISHERS" --rate "$RATE" --size 64 \
     --duration "${duration}s" --threads 1 >"$out/syscalls-$peer.load" 2>/dev/null &
   load=$!
   # Connected and sending: wait past the set-up, then count.
   sleep 4
+  # Where the CPU goes: a 3 s profile, split into user space and the kernel.
+  perf record -F 999 -p "$(tree "$PEER_PIDS")" -o "$out/profile-$peer.data" -- sleep 3 \
+    >"$out/profile-$peer.log" 2>&1 || true
+  perf report -i "$out/profile-$peer.data" --no-children --sort dso --stdio 2>/dev/null |
+    grep -E '^ +[0-9]' >"$out/profile-$peer.dso" || true
   perf stat -x, -e 'syscalls:sys_enter_*' -p "$(tree "$PEER_PIDS")" -- sleep "$SECONDS_COUNTED" \
     2>"$out/syscalls-$peer.perf" >/dev/null
   wait "$load" || true
@@ -85,10 +91,20 @@ for peer in sys.argv[6:]:
         "lost": step.get("lost"),
         "server_cpu_us_per_delivery": step.get("cpu_us_per_delivery"),
     }
+    kernel = 0.0
+    try:
+        for line in open(f"{out}/profile-{peer}.dso"):
+            pct, dso = line.split()[0], line.split()[-1]
+            if dso.startswith("[kernel"):
+                kernel += float(pct.rstrip("%"))
+    except OSError:
+        kernel = None
+    summary[peer]["kernel_share_pct"] = kernel
     tops = ", ".join(f"{k} {v:,}" for k, v in top)
     s = summary[peer]
     print(f"{peer:8} {total:>9,} syscalls / {deliveries:>9,.0f} deliveries = {s['syscalls_per_delivery']} per delivery;"
-          f" p99 {s['p99_ms']} ms, lost {s['lost']}, server {s['server_cpu_us_per_delivery']} us/delivery; {tops}")
+          f" p99 {s['p99_ms']} ms, lost {s['lost']}, server {s['server_cpu_us_per_delivery']} us/delivery"
+          f" ({'?' if kernel is None else f'{kernel:.0f}%'} of it in the kernel); {tops}")
 json.dump(summary, open(f"{out}/syscalls.json", "w"), indent=2)
 print(f"JSON: {out}/syscalls.json")
 EOF
