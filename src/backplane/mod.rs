@@ -636,11 +636,17 @@ impl Backplane {
         parsed
     }
 
+    /// A Socket.IO session's key: `{prefix}:{room}:p:<pid>`.
+    fn session_key(&self, room: &str, pid: &str) -> Vec<u8> {
+        let mut key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
+        key.extend_from_slice(pid.as_bytes());
+        key
+    }
+
     /// Records a Socket.IO session: `value` under its room and `pid`, for the window.
     pub fn save_session(&self, room: &str, pid: &str, value: &str) {
         let Some(order) = self.order else { return };
-        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
-        let key = [&key[..], pid.as_bytes()].concat();
+        let key = self.session_key(room, pid);
         let ttl = order.window.as_millis().to_string();
         self.quiet(&[b"SET", &key, value.as_bytes(), b"PX", ttl.as_bytes()]);
     }
@@ -648,24 +654,21 @@ impl Backplane {
     /// Renews a Socket.IO session's record for a window from now.
     pub fn renew_session(&self, room: &str, pid: &str) {
         let Some(order) = self.order else { return };
-        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
-        let key = [&key[..], pid.as_bytes()].concat();
+        let key = self.session_key(room, pid);
         let ttl = order.window.as_millis().to_string();
         self.quiet(&[b"PEXPIRE", &key, ttl.as_bytes()]);
     }
 
     /// Forgets a Socket.IO session (its client left on purpose).
     pub fn forget_session(&self, room: &str, pid: &str) {
-        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
-        let key = [&key[..], pid.as_bytes()].concat();
+        let key = self.session_key(room, pid);
         self.quiet(&[b"DEL", &key]);
     }
 
     /// A Socket.IO session's record, if Redis has it: `Some(None)` when it has not, `None`
     /// when Redis cannot say now.
     pub async fn session(&self, room: &str, pid: &str) -> Option<Option<Vec<u8>>> {
-        let key = scripts::key(&self.cfg.channel_prefix, room, "p:").concat();
-        let key = [&key[..], pid.as_bytes()].concat();
+        let key = self.session_key(room, pid);
         match self.query(&[b"GET", &key]).await? {
             Owned::Bytes(b) => Some(Some(b)),
             Owned::Nil => Some(None),
@@ -859,6 +862,7 @@ pub fn start(backplane: &Option<Arc<Backplane>>, hub: &Arc<Hub>, executor: &Exec
 mod tests {
     use super::*;
     use crate::config::RedisUrl;
+    use resp::{Parsed, Value};
     use std::task::Wake;
 
     /// History off: plain pub/sub, no shared order.
@@ -929,6 +933,85 @@ mod tests {
         bp.relay("main", &text("x"));
         assert_eq!(lock(&bp.queue).entries, 1);
         assert_eq!(bp.stats.dropped_full.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn with_history_a_publish_is_offered_to_the_shared_order_through_the_script() {
+        let cfg = BackplaneConfig::new(RedisUrl::default());
+        let bp = Backplane::new(cfg, 1024, &HistoryConfig::default());
+        // Not subscribed: the room must go on here.
+        lock(&bp.queue).up = true;
+        assert_eq!(bp.share("main", &text("x"), None), Shared::Down);
+        bp.sub_up.store(true, Relaxed);
+        assert_eq!(bp.share("main", &text("hi"), Some(7)), Shared::Taken);
+        // What the hub hands the relay after a local fallback is not published plainly.
+        bp.relay("main", &text("late"));
+        assert_eq!(bp.stats.dropped_down.load(Relaxed), 1);
+        let q = std::mem::take(&mut *lock(&bp.queue));
+        assert_eq!(count_publishes(&q.slots), 1);
+        let Ok(Parsed::Complete { value, .. }) = resp::parse(&q.buf) else {
+            panic!("one command");
+        };
+        let Value::Array(a) = value else { panic!() };
+        let args: Vec<&[u8]> = a
+            .iter()
+            .map(|v| match v {
+                Value::Bulk(b) => b,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            args[..6],
+            [
+                &b"EVALSHA"[..],
+                scripts::PUBLISH_SHA.as_bytes(),
+                b"2",
+                b"wsgate:{main}:m",
+                b"wsgate:{main}:s",
+                b"wsgate:main",
+            ]
+        );
+        assert_eq!(args[7], b"1000", "MAXLEN ~ the history size");
+        assert_eq!(args[8], b"240000", "twice the window, in ms");
+        let env = decode(args[9]).unwrap();
+        assert_eq!((env.except, env.body), (Some(7), Body::Text("hi")));
+    }
+
+    #[test]
+    fn the_follow_scripts_answer_is_read_strictly() {
+        let b = |s: &[u8]| Owned::Bytes(s.to_vec());
+        let entry =
+            |id: &[u8], d: &[u8]| Owned::List(vec![b(id), Owned::List(vec![b(b"d"), b(d)])]);
+        let reply = Owned::List(vec![
+            b(b"ab"),
+            b(b"3"),
+            Owned::List(vec![entry(b"2-0", b"two"), entry(b"3-0", b"three")]),
+        ]);
+        let p = position_of(&reply).unwrap();
+        assert_eq!(
+            p.top,
+            Offset {
+                epoch: 0xab,
+                seq: 3
+            }
+        );
+        assert_eq!(
+            p.entries,
+            vec![(2, b"two".to_vec()), (3, b"three".to_vec())]
+        );
+        for bad in [
+            Owned::List(vec![b(b"zz"), b(b"3"), Owned::List(vec![])]),
+            Owned::List(vec![b(b"ab"), b(b"x"), Owned::List(vec![])]),
+            Owned::List(vec![
+                b(b"ab"),
+                b(b"3"),
+                Owned::List(vec![entry(b"2-1", b"x")]),
+            ]),
+            Owned::List(vec![b(b"ab"), b(b"3")]),
+            Owned::Error("NOSCRIPT".into()),
+        ] {
+            assert!(position_of(&bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
