@@ -82,84 +82,103 @@ pub(super) async fn answer(
             "only a POST carries a body",
         )),
     };
-    let result = match (cors, framing) {
-        (Err(r), _) | (_, Err(r)) => Err(refuse(r)),
-        (Ok(cors), Ok(body)) => match (method.as_str(), &req.sid) {
-            ("OPTIONS", _) => {
-                let mut extra = cors;
-                if !extra.is_empty() {
-                    extra.push_str("Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n");
-                    if let Some(h) = allow_headers.filter(|h| is_header_list(h)) {
-                        extra.push_str(&format!("Access-Control-Allow-Headers: {h}\r\n"));
-                    }
+    drop(origin);
+    // Refused before anything is held: the pair is not kept across a held GET's wait.
+    let (cors, body) = match (cors, framing) {
+        (Ok(cors), Ok(body)) => (cors, body),
+        (Err(r), _) | (_, Err(r)) => {
+            // (Boxed: this rare path must not widen the future of every held GET.)
+            Box::pin(reject::answer(
+                &mut stream,
+                &gw.metrics,
+                pre,
+                Some(&req.target),
+                r,
+            ))
+            .await;
+            return None;
+        }
+    };
+    let allow_headers = if method == "OPTIONS" {
+        allow_headers
+    } else {
+        None
+    };
+    let result = match (method.as_str(), &req.sid) {
+        ("OPTIONS", _) => {
+            let mut extra = cors;
+            if !extra.is_empty() {
+                extra.push_str("Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n");
+                if let Some(h) = allow_headers.filter(|h| is_header_list(h)) {
+                    extra.push_str(&format!("Access-Control-Allow-Headers: {h}\r\n"));
                 }
+            }
+            Ok(http::response_kept(
+                Status::NoContent,
+                "",
+                &extra,
+                b"",
+                close_asked,
+            ))
+        }
+        ("GET", None) => match handshake(gw, pre, &req) {
+            Ok(open) => {
+                let ctype = "text/plain; charset=UTF-8";
+                let body = open.as_bytes();
                 Ok(http::response_kept(
-                    Status::NoContent,
-                    "",
-                    &extra,
-                    b"",
+                    Status::Ok,
+                    ctype,
+                    &cors,
+                    body,
                     close_asked,
                 ))
             }
-            ("GET", None) => match handshake(gw, pre, &req) {
-                Ok(open) => {
+            Err(r) => Err(refuse(r)),
+        },
+        ("GET", Some(sid)) => match gw.sessions.polling.get(sid) {
+            None => Err(refuse(unknown_sid())),
+            Some(session) => match hold(&mut stream, buf, &session, cfg).await {
+                Some(Ok(payload)) => {
                     let ctype = "text/plain; charset=UTF-8";
-                    let body = open.as_bytes();
                     Ok(http::response_kept(
                         Status::Ok,
                         ctype,
                         &cors,
-                        body,
+                        &payload,
                         close_asked,
                     ))
                 }
-                Err(r) => Err(refuse(r)),
+                Some(Err(e)) => Err(refuse(refused(e))),
+                // The client went away: nothing to answer.
+                None => return None,
             },
-            ("GET", Some(sid)) => match gw.sessions.polling.get(sid) {
-                None => Err(refuse(unknown_sid())),
-                Some(session) => match hold(&mut stream, buf, &session, cfg).await {
-                    Some(Ok(payload)) => {
-                        let ctype = "text/plain; charset=UTF-8";
-                        Ok(http::response_kept(
-                            Status::Ok,
-                            ctype,
-                            &cors,
-                            &payload,
-                            close_asked,
-                        ))
-                    }
-                    Some(Err(e)) => Err(refuse(refused(e))),
-                    // The client went away: nothing to answer.
-                    None => return None,
-                },
-            },
-            ("POST", Some(sid)) => match gw.sessions.polling.get(sid) {
-                None => Err(refuse(unknown_sid())),
-                Some(session) => match read_body(&mut stream, buf, body, gw).await {
-                    Err(r) => Err(refuse(r)),
-                    Ok(data) => {
-                        // A CONNECT's wait for Redis (recovery across instances) comes first.
-                        // (Boxed: it must not widen the future of every held GET.)
-                        Box::pin(session.prepare(&data)).await;
-                        match session.post(&data) {
-                            Ok(()) => Ok(http::response_kept(
-                                Status::Ok,
-                                "text/html",
-                                &cors,
-                                b"ok",
-                                close_asked,
-                            )),
-                            Err(e) => Err(refuse(refused(e))),
-                        }
-                    }
-                },
-            },
-            _ => {
-                let mut r = Reject::method_not_allowed(&method);
-                r.headers = "Allow: GET, POST, OPTIONS\r\n";
-                Err(refuse(r))
-            }
         },
+        ("POST", Some(sid)) => match gw.sessions.polling.get(sid) {
+            None => Err(refuse(unknown_sid())),
+            Some(session) => match read_body(&mut stream, buf, body, gw).await {
+                Err(r) => Err(refuse(r)),
+                Ok(data) => {
+                    // A CONNECT's wait for Redis (recovery across instances) comes first.
+                    // (Boxed: it must not widen the future of every held GET.)
+                    Box::pin(session.prepare(&data)).await;
+                    match session.post(&data) {
+                        Ok(()) => Ok(http::response_kept(
+                            Status::Ok,
+                            "text/html",
+                            &cors,
+                            b"ok",
+                            close_asked,
+                        )),
+                        Err(e) => Err(refuse(refused(e))),
+                    }
+                }
+            },
+        },
+        _ => {
+            let mut r = Reject::method_not_allowed(&method);
+            r.headers = "Allow: GET, POST, OPTIONS\r\n";
+            Err(refuse(r))
+        }
     };
     match result {
         Ok(response) => {
