@@ -111,7 +111,7 @@ impl Gateway {
                 loop {
                     smol::Timer::after(every).await;
                     if let Some(r) = &gw.sessions.recovery {
-                        r.renew(&gw.hub);
+                        r.renew(&gw.hub).await;
                     }
                 }
             })
@@ -123,9 +123,8 @@ impl Gateway {
     /// `--redis-timeout`), so the clients resume on another instance.
     pub async fn save_sessions(&self) {
         if let (Some(r), Some(bp)) = (&self.sessions.recovery, &self.backplane) {
-            r.renew(&self.hub);
             if bp.ordered() {
-                let saved = bp.flushed().await;
+                let saved = r.renew(&self.hub).await;
                 crate::info!(
                     "sessions_saved",
                     sessions = r.sessions(),

@@ -418,12 +418,12 @@ impl<H: Clone> Resumes<H> {
         self.map.insert(pid.into(), record);
     }
 
-    /// The sessions held by a connection here now: their private ids and rooms.
-    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// The sessions held by a connection here now, by private id.
+    pub fn held(&self) -> impl Iterator<Item = (&str, &Record<H>)> {
         self.map
             .iter()
             .filter(|(_, r)| r.expires.is_none())
-            .map(|(p, r)| (&**p, &*r.room))
+            .map(|(p, r)| (&**p, r))
     }
 
     /// The connection of `generation` has ended: the session may be resumed until

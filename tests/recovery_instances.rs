@@ -241,3 +241,67 @@ fn redis_restarted_without_persistence_fails_old_offsets_cleanly_with_a_new_epoc
         let _ = redis;
     });
 }
+
+#[test]
+fn session_records_lost_by_redis_are_written_again_at_the_next_renewal() {
+    let port = free_port();
+    let mut redis = Redis::start(port, None);
+    let url = redis.url();
+    // A queue of 8, so a renewal of 40 records must wait for Redis between batches of 4.
+    let args = [
+        "--redis",
+        &url,
+        "--redis-queue",
+        "8",
+        "--recovery-window",
+        "3s",
+        "--redis-backoff-min",
+        "50ms",
+        "--redis-backoff-max",
+        "300ms",
+    ];
+    let gw = Gateway::start(&args);
+    gw.wait_events("backplane_up", 1);
+    let count = |redis: &Redis| {
+        let script = "return #redis.call('KEYS', ARGV[1])";
+        let pattern = "wsgate:{burst}:p:*";
+        let cmd = format!(
+            "*4\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n${}\r\n{pattern}\r\n",
+            script.len(),
+            pattern.len()
+        );
+        let reply = redis.command(&cmd, 1);
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse::<usize>()
+            .unwrap()
+    };
+    let wait_for = |redis: &Redis, n: usize| {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while count(redis) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} records",
+                count(redis)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    smol::block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            held.push(sio(&gw, "burst", "40").await.1);
+        }
+        wait_for(&redis, 40);
+        // Redis restarted without persistence: every record is gone...
+        redis.kill();
+        redis = Redis::start(port, None);
+        gw.wait_events("backplane_up", 2);
+        assert_eq!(count(&redis), 0);
+        // ...and written again, whole, by the next renewal (every third of the 3 s window),
+        // so these sessions can still recover on another instance.
+        wait_for(&redis, 40);
+        drop(held);
+    });
+}

@@ -651,6 +651,13 @@ impl Backplane {
         self.quiet(&[b"SET", &key, value.as_bytes(), b"PX", ttl.as_bytes()]);
     }
 
+    /// How many commands a caller that queues many at once (a renewal) should queue before
+    /// it waits for [`Backplane::flushed`]: half the queue's bound, at most 512, so that the
+    /// full-policy never drops them.
+    pub fn batch(&self) -> usize {
+        (self.cfg.queue_messages / 2).clamp(1, 512)
+    }
+
     /// Renews a Socket.IO session's record for a window from now.
     pub fn renew_session(&self, room: &str, pid: &str) {
         let Some(order) = self.order else { return };

@@ -23,8 +23,8 @@
 //!
 //! Across instances (`--redis`, [`crate::backplane`]): a room's offsets are the shared
 //! order's, the same on every instance. A session's record (`sid`, the offset at its join)
-//! is written to Redis when it connects, renewed every third of a window while it lives, and
-//! given a whole window when it ends (and at a drain, before the `1001`s), so an instance
+//! is written to Redis when it connects, written again every third of a window while it
+//! lives, and given a whole window when it ends (and at a drain, before the `1001`s), so an instance
 //! killed with `-9` loses nothing a client needs. A CONNECT is [`Recovery::prepare`]d first:
 //! the room follows the shared order, a `pid` this instance does not know is read back from
 //! Redis, and the messages after the client's offset that this instance never kept are
@@ -149,20 +149,37 @@ impl Recovery {
         catch_up(hub, bp, room, since).await;
     }
 
-    /// Renews the records of the sessions held here, and their rooms' keys, in Redis: every
-    /// third of a window, and at a drain (for a whole window from then).
-    pub fn renew(&self, hub: &Hub) {
-        let Some(bp) = &self.shared else { return };
-        let held: Vec<(String, String)> = lock(&self.table)
+    /// Writes again the records of the sessions held here, and renews their rooms' keys, in
+    /// Redis: every third of a window, and at a drain (for a whole window from then). A
+    /// record is written whole (`SET`), so one that a full queue dropped at its connect is
+    /// there after the next renewal. In batches ([`Backplane::batch`]), each acknowledged by
+    /// Redis before the next, so that the queue's bound never drops a renewal.
+    pub async fn renew(&self, hub: &Hub) -> bool {
+        let Some(bp) = &self.shared else { return true };
+        let held: Vec<(String, String, String)> = lock(&self.table)
             .held()
-            .map(|(p, r)| (p.to_owned(), r.to_owned()))
+            .map(|(pid, r)| {
+                let member = r.holder.as_ref().map_or(0, |h| h.id);
+                let value = format!("{} {} {member}", r.sid, r.joined_at);
+                (r.room.to_string(), pid.to_owned(), value)
+            })
             .collect();
-        for (pid, room) in held {
-            bp.renew_session(&room, &pid);
+        let mut acknowledged = true;
+        let batch = bp.batch();
+        for chunk in held.chunks(batch) {
+            for (room, pid, value) in chunk {
+                bp.save_session(room, pid, value);
+            }
+            acknowledged &= bp.flushed().await;
         }
-        for (room, _) in hub.room_list() {
-            bp.renew_room(&room);
+        // (Two commands a room.)
+        for chunk in hub.room_list().chunks(batch.div_ceil(2)) {
+            for (room, _) in chunk {
+                bp.renew_room(room);
+            }
+            acknowledged &= bp.flushed().await;
         }
+        acknowledged
     }
 
     /// How often [`Recovery::renew`] runs: a third of the window.
