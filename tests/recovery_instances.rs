@@ -2,8 +2,10 @@
 //! offsets are the same on every instance; a Socket.IO session whose instance was killed
 //! with `-9` recovers on the other one (with and without an offset); a raw client resumes
 //! there with `?since=`; an instance started after the messages fetches them from Redis;
-//! Redis restarted without persistence makes old offsets fail cleanly (`recovered` false, a
-//! new epoch, never a wrong message); bad `pid`s get a fresh session.
+//! Redis restarted without persistence, or a failover to a replica that missed the newest
+//! writes, makes old offsets fail cleanly (`recovered` false, a new epoch, never a wrong or a
+//! silently skipped message); bad `pid`s get a fresh session; session records lost by Redis
+//! are written again.
 mod common;
 mod sio_common;
 use common::redis::Redis;
@@ -303,5 +305,87 @@ fn session_records_lost_by_redis_are_written_again_at_the_next_renewal() {
         // so these sessions can still recover on another instance.
         wait_for(&redis, 40);
         drop(held);
+    });
+}
+
+/// `HGET key field` on `redis`, as text (empty for nil).
+fn hget(redis: &Redis, key: &str, field: &str) -> String {
+    let cmd = format!(
+        "*3\r\n$4\r\nHGET\r\n${}\r\n{key}\r\n${}\r\n{field}\r\n",
+        key.len(),
+        field.len()
+    );
+    let reply = redis.command(&cmd, 1);
+    if reply.starts_with("$-1") {
+        return String::new();
+    }
+    // `$n\r\nvalue\r\n`: the value is on the second line.
+    let reply = if reply.matches("\r\n").count() < 2 {
+        redis.command(&cmd, 2)
+    } else {
+        reply
+    };
+    reply.split("\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+/// Waits until `redis` has `want` as the room's newest seq.
+fn wait_seq(redis: &Redis, room: &str, want: &str) {
+    let key = format!("wsgate:{{{room}}}:m");
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while hget(redis, &key, "q") != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seq {want} never reached the replica"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_failover_to_a_replica_that_missed_writes_starts_a_new_epoch_never_a_silent_gap() {
+    let primary = free_port();
+    let mut a = Redis::start(primary, None);
+    let gw = node(&a.url());
+    smol::block_on(async {
+        let (_, mut live) = raw(&gw, "f", None).await;
+        publish(&gw, "f", &["one", "two"]).await;
+        // A replica that has "one" and "two", then is cut off (it becomes a primary of its
+        // own, as a failover would make it) before "three".
+        let other = free_port();
+        let b = Redis::start_replica(other, primary);
+        wait_seq(&b, "f", "2");
+        b.command("*3\r\n$9\r\nREPLICAOF\r\n$2\r\nNO\r\n$3\r\nONE\r\n", 1);
+        publish(&gw, "f", &["three"]).await;
+        let mut offsets = Vec::new();
+        for want in ["one", "two", "three"] {
+            let (o, t) = split(&next_text(&mut live).await);
+            assert_eq!(t, want);
+            offsets.push(o);
+        }
+        // The failover: the primary is gone, and the one that takes its address has the
+        // replica's data, without "three".
+        a.kill();
+        let promoted = Redis::start_replica(primary, other);
+        wait_seq(&promoted, "f", "2");
+        promoted.command("*3\r\n$9\r\nREPLICAOF\r\n$2\r\nNO\r\n$3\r\nONE\r\n", 1);
+        gw.wait_events("backplane_up", 2);
+        // What the promoted primary holds: the room as it was at "two", written by the old one.
+        assert_eq!(hget(&promoted, "wsgate:{f}:m", "q"), "2");
+        assert!(!hget(&promoted, "wsgate:{f}:m", "r").is_empty());
+        publish(&gw, "f", &["four"]).await;
+        // "four" would be numbered 3 again, and skipped here as already seen: lost without a
+        // word. The replication id makes it a new epoch instead: the live member is told to
+        // resync, and a resume from "three" learns that it cannot be whole.
+        assert_eq!(common::close_code(&mut live).await, 1012);
+        let (first, _) = raw(&gw, "f", Some(&offsets[2])).await;
+        assert!(first.contains("\"recovered\":false"), "{first}");
+        let new = offset_of(&first);
+        assert_ne!(
+            new.split('-').next(),
+            offsets[2].split('-').next(),
+            "a new epoch"
+        );
+        assert!(new.ends_with("-1"), "{new}");
+        drop((b, promoted));
     });
 }

@@ -230,6 +230,15 @@ async fn connect(
                 return Err(LinkError::Refused(cmd, text));
             }
         }
+        if role == Role::Publish && bp.ordered() {
+            // Which primary numbers the rooms now: a failover changes it, and the scripts
+            // then start each room's new epoch.
+            let mut cmd = Vec::new();
+            resp::command(&mut cmd, &[b"INFO", b"replication"]);
+            stream.write_all(&cmd).await.map_err(LinkError::Write)?;
+            let info = read_bulk(bp, &mut stream, rb).await?;
+            bp.set_replid(replid_of(&info).unwrap_or_default());
+        }
         Ok(stream)
     };
     work.or(async {
@@ -267,6 +276,43 @@ async fn read_reply(
         }
         rb.filled(n);
     }
+}
+
+/// Reads one bulk reply during the handshake (an error reply is a refusal).
+async fn read_bulk(
+    bp: &Backplane,
+    stream: &mut Async<TcpStream>,
+    rb: &mut ReadBuf,
+) -> Result<Vec<u8>, LinkError> {
+    loop {
+        if let Parsed::Complete { value, consumed } = resp::parse_with(rb.data(), &bp.limits)? {
+            let out = match value {
+                Value::Bulk(b) => Ok(b.to_vec()),
+                Value::Error(e) => Err(LinkError::Refused(
+                    "INFO",
+                    String::from_utf8_lossy(e).into_owned(),
+                )),
+                _ => Ok(Vec::new()),
+            };
+            rb.consume(consumed);
+            return out;
+        }
+        let n = future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, rb.spare()))
+            .await
+            .map_err(LinkError::Read)?;
+        if n == 0 {
+            return Err(LinkError::Closed);
+        }
+        rb.filled(n);
+    }
+}
+
+/// `master_replid` from `INFO replication`'s text, pure.
+pub(super) fn replid_of(info: &[u8]) -> Option<&[u8]> {
+    info.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"master_replid:"))
+        .map(|v| v.strip_suffix(b"\r").unwrap_or(v))
+        .filter(|v| !v.is_empty() && v.len() <= 64)
 }
 
 /// Host names are resolved on a short-lived thread (`getaddrinfo` blocks); IP addresses
@@ -511,6 +557,19 @@ mod tests {
         assert_eq!(rb.data().len(), n);
         rb.reset();
         assert!(rb.data().is_empty());
+    }
+
+    #[test]
+    fn the_replication_id_is_read_from_info() {
+        let info = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\
+            master_replid:8b5e7f0e3c1d2a4b6c8d0e2f4a6b8c0d2e4f6a8b\r\n\
+            master_replid2:0000000000000000000000000000000000000000\r\n";
+        assert_eq!(
+            replid_of(info),
+            Some(&b"8b5e7f0e3c1d2a4b6c8d0e2f4a6b8c0d2e4f6a8b"[..])
+        );
+        assert_eq!(replid_of(b"role:master\r\n"), None);
+        assert_eq!(replid_of(b"master_replid:\r\n"), None);
     }
 
     #[test]

@@ -157,6 +157,9 @@ struct Queue {
     entries: usize,
     /// What each command's reply is for, in order.
     slots: VecDeque<Slot>,
+    /// The Redis primary's replication id (`master_replid`), read when the publisher
+    /// connected: the shared order's scripts start a room's new epoch when it changes.
+    replid: Vec<u8>,
     /// Whether the publisher is connected; while not, publishes are dropped, not queued.
     up: bool,
     waker: Option<Waker>,
@@ -560,6 +563,13 @@ impl Backplane {
         q.push(Slot::Publish);
     }
 
+    /// Records the Redis primary's replication id, read when the publisher connected.
+    fn set_replid(&self, replid: &[u8]) {
+        let mut q = lock(&self.queue);
+        q.replid.clear();
+        q.replid.extend_from_slice(replid);
+    }
+
     /// Whether room messages go through the shared order (history on).
     pub fn ordered(&self) -> bool {
         self.order.is_some()
@@ -612,6 +622,7 @@ impl Backplane {
         );
         let (epoch, len) = scripts::hex(crate::history::new_epoch());
         let start = after.map_or("+".to_owned(), |a| format!("{}-0", a + 1));
+        let replid = lock(&self.queue).replid.clone();
         let reply = self
             .query(&[
                 b"EVALSHA",
@@ -623,6 +634,7 @@ impl Backplane {
                 order.room_ttl_ms().as_bytes(),
                 start.as_bytes(),
                 order.entries.to_string().as_bytes(),
+                &replid,
             ])
             .await?;
         let parsed = position_of(&reply);
@@ -776,8 +788,8 @@ impl Relay for Backplane {
         let entries = write_decimal(&mut n, order.entries as u64);
         let mut t = [0u8; 20];
         let ttl = write_decimal(&mut t, order.window.as_millis() as u64 * 2);
-        let buf = &mut q.buf;
-        resp::array_header(buf, 10);
+        let Queue { buf, replid, .. } = &mut *q;
+        resp::array_header(buf, 11);
         resp::bulk(buf, &[b"EVALSHA"]);
         resp::bulk(buf, &[scripts::PUBLISH_SHA.as_bytes()]);
         resp::bulk(buf, &[b"2"]);
@@ -791,6 +803,7 @@ impl Relay for Backplane {
             buf,
             &[&envelope::ordered_header(&self.node, kind, except), data],
         );
+        resp::bulk(buf, &[replid]);
         q.push(Slot::Publish);
         Shared::Taken
     }
@@ -982,6 +995,7 @@ mod tests {
         assert_eq!(args[8], b"240000", "twice the window, in ms");
         let env = decode(args[9]).unwrap();
         assert_eq!((env.except, env.body), (Some(7), Body::Text("hi")));
+        assert_eq!(args[10], b"", "the primary's replication id, unknown here");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The room's shared order in Redis: the two Lua scripts, their keys, pure.
 //!
 //! ```text
-//! {prefix}:{room}:m   hash    e = the epoch (hex), q = the newest seq
+//! {prefix}:{room}:m   hash    e = the epoch (hex), q = the newest seq, r = the Redis
+//!                             primary's replication id when it was numbered
 //! {prefix}:{room}:s   stream  one entry per message, id <seq>-0, field d = the envelope
 //! {prefix}:{room}:p:<pid>     a Socket.IO session: "<sid> <offset at its join>"
 //! ```
@@ -11,9 +12,11 @@
 //!   history size), and PUBLISHes `<epoch>-<seq> <envelope>` on the room's channel, in one
 //!   step: every instance gets every room's messages in one order, with the same offsets.
 //! * A room whose hash is gone (never used, expired, or lost by a Redis restart without
-//!   persistence), or whose stream is gone while its hash says messages were published,
-//!   starts a new epoch: offsets of the old one then fail recovery, never replay the wrong
-//!   messages.
+//!   persistence), whose stream is gone while its hash says messages were published, or
+//!   whose hash was written by another primary (`r` is not the replication id the instance
+//!   read with `INFO replication` when it connected: a failover, whose new primary may lack
+//!   the newest writes and would number messages again), starts a new epoch: offsets of the
+//!   old one then fail recovery, never replay the wrong messages or skip new ones.
 //! * **FOLLOW** gives a room's epoch and newest seq (making the room if it has none) and
 //!   the stream's entries from a given id: what an instance needs before it hands out the
 //!   room's offsets, and what a resume from before its own log needs.
@@ -21,16 +24,18 @@
 //!   renewed every third of a window), so a quiet room keeps its epoch.
 
 /// Numbers, appends and publishes one message. KEYS: hash, stream. ARGV: channel, a new
-/// epoch in case the room needs one, the history size, the keys' TTL in ms, the envelope.
+/// epoch in case the room needs one, the history size, the keys' TTL in ms, the envelope, the
+/// primary's replication id.
 pub const PUBLISH: &str = "local e = redis.call('HGET', KEYS[1], 'e')
 local q = tonumber(redis.call('HGET', KEYS[1], 'q') or '0')
-if not e or (q > 0 and redis.call('EXISTS', KEYS[2]) == 0) then
+if not e or (q > 0 and redis.call('EXISTS', KEYS[2]) == 0)
+    or redis.call('HGET', KEYS[1], 'r') ~= ARGV[6] then
   e = ARGV[2]
   q = 0
   redis.call('DEL', KEYS[2])
 end
 q = q + 1
-redis.call('HSET', KEYS[1], 'e', e, 'q', q)
+redis.call('HSET', KEYS[1], 'e', e, 'q', q, 'r', ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], q .. '-0', 'd', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -39,18 +44,19 @@ return q
 ";
 
 /// The SHA1 of [`PUBLISH`], checked against `SCRIPT LOAD`'s answer at every connection.
-pub const PUBLISH_SHA: &str = "440b2b1be6871cd497cbf775be4f343b9a7b791f";
+pub const PUBLISH_SHA: &str = "61540bfb445a0cbf192be7be8126fd0a92182131";
 
 /// The room's epoch and newest seq, and stream entries. KEYS: hash, stream. ARGV: a new
 /// epoch in case the room needs one, the keys' TTL in ms, the first stream id wanted (`+`
-/// for none), the most entries.
+/// for none), the most entries, the primary's replication id.
 pub const FOLLOW: &str = "local e = redis.call('HGET', KEYS[1], 'e')
 local q = redis.call('HGET', KEYS[1], 'q') or '0'
-if not e or (tonumber(q) > 0 and redis.call('EXISTS', KEYS[2]) == 0) then
+if not e or (tonumber(q) > 0 and redis.call('EXISTS', KEYS[2]) == 0)
+    or redis.call('HGET', KEYS[1], 'r') ~= ARGV[5] then
   e = ARGV[1]
   q = '0'
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 'q', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 'q', 0, 'r', ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -58,7 +64,7 @@ return {e, q, redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', ARGV[4])}
 ";
 
 /// The SHA1 of [`FOLLOW`].
-pub const FOLLOW_SHA: &str = "519904ef6314413736bf868a257a91631ad92abb";
+pub const FOLLOW_SHA: &str = "1f32fc95fe056a6d633ed4de51bef2a529b2c29b";
 
 /// A room's key `{prefix}:{room}:{suffix}` as parts, for [`super::resp::bulk`].
 pub fn key<'a>(prefix: &'a str, room: &'a str, suffix: &'a str) -> [&'a [u8]; 5] {

@@ -1,7 +1,7 @@
 //! A real `redis-server` (Debian's) on a loopback port for the backplane tests.
 #![allow(dead_code)]
 
-use super::{require_program, wait_accepting, Proc, WAIT};
+use super::{require_program, wait_accepting, Proc, TempDir, WAIT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -10,14 +10,36 @@ use std::process::Command;
 pub struct Redis {
     proc: Option<Proc>,
     pub port: u16,
+    /// Its own working directory: a replica writes the RDB of its sync there, and a server
+    /// started later in a shared directory would load it.
+    _dir: TempDir,
 }
 
 impl Redis {
     pub fn start(port: u16, password: Option<&str>) -> Redis {
+        Self::start_with(port, password, &[])
+    }
+
+    /// A replica of the `redis-server` on `primary` (it syncs in the background).
+    pub fn start_replica(port: u16, primary: u16) -> Redis {
+        Self::start_with(
+            port,
+            None,
+            &["--replicaof", "127.0.0.1", &primary.to_string()],
+        )
+    }
+
+    fn start_with(port: u16, password: Option<&str>, extra: &[&str]) -> Redis {
         let bin = require_program("redis-server");
+        let dir = TempDir::new("redis");
         let mut cmd = Command::new(bin);
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"]);
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            // A replica's first sync at once, not after Redis 7's 5 s wait for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(extra);
         if let Some(p) = password {
             cmd.args(["--requirepass", p]);
         }
@@ -26,6 +48,7 @@ impl Redis {
         Redis {
             proc: Some(proc),
             port,
+            _dir: dir,
         }
     }
 
