@@ -685,11 +685,7 @@ impl Hub {
         let Some(room) = lock(&self.rooms).get(room).cloned() else {
             // No member here now, but the room's log may still be kept for the window: what
             // is published meanwhile goes in it, so a member that comes back misses nothing.
-            let log = self
-                .history
-                .as_ref()
-                .and_then(|h| lock(&h.logs).get(room).cloned());
-            if let Some(log) = log {
+            if let Some(log) = self.kept_log(room) {
                 let msg = Message {
                     payload,
                     except: None,

@@ -4,7 +4,7 @@
 //! Both `PING` after `timeout` of silence and give up after another `timeout`. Every failure
 //! is a [`LinkError`].
 
-use super::resp::{self, Parsed, RespError, Value};
+use super::resp::{self, Owned, Parsed, RespError, Value};
 use super::{count_publishes, scripts, Backplane, Role, Slot, SHRINK_ABOVE};
 use crate::hub::Hub;
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
@@ -180,7 +180,8 @@ async fn connect(
         let mut stream = stream.ok_or(LinkError::Connect(last))?;
         let _ = stream.get_ref().set_nodelay(true);
         let mut hello = Vec::new();
-        let mut expect: Vec<&'static str> = Vec::new();
+        // Each command's name, and the bulk string it must answer when that is checked.
+        let mut expect: Vec<(&'static str, Option<&'static str>)> = Vec::new();
         if let Some(pass) = &url.password {
             match &url.username {
                 Some(user) => {
@@ -188,17 +189,16 @@ async fn connect(
                 }
                 None => resp::command(&mut hello, &[b"AUTH", pass.as_bytes()]),
             }
-            expect.push("AUTH");
+            expect.push(("AUTH", None));
         }
         if url.db != 0 {
             resp::command(&mut hello, &[b"SELECT", url.db.to_string().as_bytes()]);
-            expect.push("SELECT");
+            expect.push(("SELECT", None));
         }
-        let mut want: Vec<Option<&str>> = Vec::new();
         match role {
             Role::Publish => {
                 hello.extend_from_slice(PING);
-                expect.push("PING");
+                expect.push(("PING", None));
                 if bp.ordered() {
                     // The shared order's scripts, checked against the SHAs their calls use.
                     for (script, sha) in [
@@ -206,38 +206,44 @@ async fn connect(
                         (scripts::FOLLOW, scripts::FOLLOW_SHA),
                     ] {
                         resp::command(&mut hello, &[b"SCRIPT", b"LOAD", script.as_bytes()]);
-                        expect.push("SCRIPT LOAD");
-                        want.resize(expect.len() - 1, None);
-                        want.push(Some(sha));
+                        expect.push(("SCRIPT LOAD", Some(sha)));
                     }
+                    // Which primary numbers the rooms now: a failover changes it, and the
+                    // scripts then start each room's new epoch.
+                    resp::command(&mut hello, &[b"INFO", b"replication"]);
+                    expect.push(("INFO", None));
                 }
             }
             Role::Subscribe => {
                 resp::command(&mut hello, &[b"PSUBSCRIBE", &bp.pattern()]);
-                expect.push("PSUBSCRIBE");
+                expect.push(("PSUBSCRIBE", None));
             }
         }
         let sent = stream.write_all(&hello).await;
         hello.fill(0); // the password
         sent.map_err(LinkError::Write)?;
-        want.resize(expect.len(), None);
-        for (cmd, want) in expect.into_iter().zip(want) {
-            if let Some(text) = read_reply(bp, &mut stream, rb, want).await? {
+        for (cmd, want) in expect {
+            let refusal = match read_one(bp, &mut stream, rb).await? {
+                Owned::Error(text) => Some(text),
+                Owned::Bytes(b) => match want {
+                    Some(w) if b != w.as_bytes() => {
+                        Some(format!("answered {}, not {w}", String::from_utf8_lossy(&b)))
+                    }
+                    _ if cmd == "INFO" => {
+                        bp.set_replid(replid_of(&b).unwrap_or_default());
+                        None
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(text) = refusal {
                 // The same for both connections, whichever command met it first.
                 if text.starts_with("NOAUTH") {
                     return Err(LinkError::NoAuth(text));
                 }
                 return Err(LinkError::Refused(cmd, text));
             }
-        }
-        if role == Role::Publish && bp.ordered() {
-            // Which primary numbers the rooms now: a failover changes it, and the scripts
-            // then start each room's new epoch.
-            let mut cmd = Vec::new();
-            resp::command(&mut cmd, &[b"INFO", b"replication"]);
-            stream.write_all(&cmd).await.map_err(LinkError::Write)?;
-            let info = read_bulk(bp, &mut stream, rb).await?;
-            bp.set_replid(replid_of(&info).unwrap_or_default());
         }
         Ok(stream)
     };
@@ -248,54 +254,17 @@ async fn connect(
     .await
 }
 
-/// Reads one reply during the handshake: `Ok(None)` for success (with `want`, the bulk
-/// string it must be), `Ok(Some(text))` for an error reply or another answer.
-async fn read_reply(
+/// Reads one reply during the handshake, copied out of the buffer.
+async fn read_one(
     bp: &Backplane,
     stream: &mut Async<TcpStream>,
     rb: &mut ReadBuf,
-    want: Option<&str>,
-) -> Result<Option<String>, LinkError> {
+) -> Result<Owned, LinkError> {
     loop {
         if let Parsed::Complete { value, consumed } = resp::parse_with(rb.data(), &bp.limits)? {
-            let refusal = match (value, want) {
-                (Value::Error(e), _) => Some(String::from_utf8_lossy(e).into_owned()),
-                (Value::Bulk(b), Some(w)) if b != w.as_bytes() => {
-                    Some(format!("answered {}, not {w}", String::from_utf8_lossy(b)))
-                }
-                _ => None,
-            };
+            let reply = value.to_owned();
             rb.consume(consumed);
-            return Ok(refusal);
-        }
-        let n = future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, rb.spare()))
-            .await
-            .map_err(LinkError::Read)?;
-        if n == 0 {
-            return Err(LinkError::Closed);
-        }
-        rb.filled(n);
-    }
-}
-
-/// Reads one bulk reply during the handshake (an error reply is a refusal).
-async fn read_bulk(
-    bp: &Backplane,
-    stream: &mut Async<TcpStream>,
-    rb: &mut ReadBuf,
-) -> Result<Vec<u8>, LinkError> {
-    loop {
-        if let Parsed::Complete { value, consumed } = resp::parse_with(rb.data(), &bp.limits)? {
-            let out = match value {
-                Value::Bulk(b) => Ok(b.to_vec()),
-                Value::Error(e) => Err(LinkError::Refused(
-                    "INFO",
-                    String::from_utf8_lossy(e).into_owned(),
-                )),
-                _ => Ok(Vec::new()),
-            };
-            rb.consume(consumed);
-            return out;
+            return Ok(reply);
         }
         let n = future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, rb.spare()))
             .await

@@ -160,7 +160,7 @@ impl Recovery {
             .held()
             .map(|(pid, r)| {
                 let member = r.holder.as_ref().map_or(0, |h| h.id);
-                let value = format!("{} {} {member}", r.sid, r.joined_at);
+                let value = record_value(&r.sid, r.joined_at, member);
                 (r.room.to_string(), pid.to_owned(), value)
             })
             .collect();
@@ -249,7 +249,7 @@ impl Recovery {
     /// Writes a session's record to Redis, for the other instances.
     fn save(&self, room: &str, pid: &str, sid: &str, joined_at: Offset, member: u64) {
         if let Some(bp) = &self.shared {
-            bp.save_session(room, pid, &format!("{sid} {joined_at} {member}"));
+            bp.save_session(room, pid, &record_value(sid, joined_at, member));
         }
     }
 
@@ -341,7 +341,12 @@ struct Recovered {
     generation: u64,
 }
 
-/// A record as [`Recovery::save`] writes it: `<sid> <offset at the join> <member id>`.
+/// A session's record in Redis: `<sid> <offset at the join> <member id>`.
+fn record_value(sid: &str, joined_at: Offset, member: u64) -> String {
+    format!("{sid} {joined_at} {member}")
+}
+
+/// A record as [`record_value`] writes it.
 fn parse_record(value: &[u8]) -> Option<(&str, Offset, Option<u64>)> {
     let mut parts = std::str::from_utf8(value).ok()?.split(' ');
     let (sid, at) = (parts.next()?, parts.next()?.parse().ok()?);
