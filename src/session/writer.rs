@@ -77,7 +77,14 @@ impl Writer {
                 iov[n] = IoSlice::new(f);
                 n += 1;
             }
-            let mut written = match Pin::new(&mut *w).poll_write_vectored(cx, &iov[..n]) {
+            // One slice (the everyday case: one frame) goes out with `send`, which skips the
+            // vectored path's iovec copy and VFS layer that `writev` pays in the kernel.
+            let res = if n == 1 {
+                Pin::new(&mut *w).poll_write(cx, &iov[0])
+            } else {
+                Pin::new(&mut *w).poll_write_vectored(cx, &iov[..n])
+            };
+            let mut written = match res {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(k)) => k,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -8,7 +8,8 @@
 # Everything listens on 127.0.0.1 on a free port. nginx and haproxy run in the foreground from
 # configs generated into a tmp dir from tests/peers/classic/*.in; their logs stay in that dir
 # (kept when BENCH_KEEP_LOGS=1). Needs: BENCH_ROOT (repository root), WSGATE_BIN and
-# BENCH_CLASSIC_MAXCONN (HAProxy maxconn; it takes two fds per connection).
+# BENCH_CLASSIC_MAXCONN (HAProxy maxconn; it takes two fds per connection). BENCH_WSGATE_ARGS
+# adds flags to every wsgate started (e.g. "--threads 1").
 
 # shellcheck shell=bash disable=SC2034  # sets PEER_* for run.sh
 
@@ -71,7 +72,7 @@ wait_port() {
 
 # start_wsgate [FLAG...]: wsgate on a free loopback port, with FLAGs added.
 start_wsgate() {
-  "$WSGATE_BIN" --listen 127.0.0.1:0 --max-connections "$BENCH_MAX_CONNECTIONS" "$@" \
+  "$WSGATE_BIN" --listen 127.0.0.1:0 --max-connections "$BENCH_MAX_CONNECTIONS" ${BENCH_WSGATE_ARGS:-} "$@" \
     2>"$PEER_DIR/wsgate.log" &
   local pid=$! addr
   PEER_PID_LIST+=("$pid")
