@@ -1,7 +1,7 @@
 //! The accept loop and the drain sequence.
 //!
 //! ```text
-//! run: accept ─> prelude::serve task per connection, until SIGTERM or SIGINT
+//! run: accept ─> a routes::serve (or upstream::serve) task per connection, until SIGTERM or SIGINT
 //! SIGTERM: healthz 503 ─> drain_delay ─> stop accepting ─> (--redis) sessions saved in Redis
 //!          ─> Close 1001 to every member
 //!          ─> wait for the last session permit (at most shutdown_timeout) ─> exit 0
@@ -14,7 +14,7 @@ use crate::{error, info, routes, upstream};
 use futures_lite::{FutureExt, Stream, StreamExt};
 use smol::{Async, Timer};
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,16 +109,6 @@ impl AcceptErrors {
     }
 }
 
-/// One accepted connection: the routes answer it, or with `--upstream` the app does; both
-/// begin with the prelude's `read_first`.
-async fn connection(stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
-    if gw.config.upstream.is_some() {
-        // Boxed: its state would otherwise widen every connection's task, held polls included.
-        return Box::pin(upstream::serve(stream, peer, gw)).await;
-    }
-    routes::serve(stream, peer, gw).await
-}
-
 /// The signals the server acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -158,9 +148,17 @@ pub async fn accept(
                         let _ =
                             rustix::net::sockopt::set_socket_send_buffer_size(sock, send_buffer);
                     }
-                    gw.executor
-                        .spawn(connection(stream, peer, gw.clone()))
-                        .detach();
+                    // One accepted connection: the routes answer it, or with `--upstream`
+                    // the app does; both begin with the prelude's `read_first`. (Two task
+                    // types, not one future that holds either: the task is exactly the
+                    // routes' future, which a held poll keeps.)
+                    if gw.config.upstream.is_some() {
+                        let serve = upstream::serve(stream, peer, gw.clone());
+                        gw.executor.spawn(serve).detach();
+                    } else {
+                        let serve = routes::serve(stream, peer, gw.clone());
+                        gw.executor.spawn(serve).detach();
+                    }
                 }
                 Err(e) => {
                     let label = accept_error_label(&e);

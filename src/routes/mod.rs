@@ -32,7 +32,9 @@ use crate::session::Admitted;
 use futures_lite::AsyncWriteExt;
 use smol::Async;
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::sync::Arc;
 
 pub use page::PAGE;
@@ -54,42 +56,86 @@ enum Answer<'a> {
 /// Serves an accepted connection: its first head (`prelude::read_first`), then request after
 /// request while the answers keep it (the polling transport), at most
 /// `--keepalive-requests`.
-pub(crate) async fn serve(mut stream: Async<TcpStream>, peer: SocketAddr, gw: Arc<Gateway>) {
-    let Some((mut buf, mut pre, mut head)) = read_first(&mut stream, peer, &gw).await else {
-        return;
-    };
-    let mut served = 0usize;
-    loop {
-        served += 1;
-        let last = served >= gw.config.prelude.keepalive_requests;
-        let Some(kept) = answer(stream, &mut buf, &head, &pre, &gw, last).await else {
+///
+/// Each step is boxed and freed when it ends, so that what a held GET (an idle polling client)
+/// keeps is this loop's few locals and [`polling::held`]'s state, not the request's, the
+/// router's or the prelude's. (Not an async fn, which would keep its arguments beside the
+/// locals they move into.)
+pub(crate) fn serve(
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+) -> impl Future<Output = ()> + Send {
+    // (Made here, so that the block below keeps neither `peer` nor the first read's state.)
+    let first = Box::pin(first_head(stream, peer, gw.clone()));
+    async move {
+        let Some((mut stream, mut buf, mut pre, head)) = first.await else {
             return;
         };
-        stream = kept;
-        match next_head(&mut stream, &mut buf, &mut pre, &gw).await {
-            Some(h) => head = h,
-            None => return,
+        let limit = gw.config.prelude.keepalive_requests;
+        let mut served = 1;
+        let mut pending = step(stream, &mut buf, head, &pre, &gw, served >= limit);
+        loop {
+            let Some(kept) = pending.await else {
+                return;
+            };
+            stream = kept;
+            let Some(head) = Box::pin(next_head(&mut stream, &mut buf, &mut pre, &gw)).await else {
+                return;
+            };
+            served += 1;
+            pending = step(stream, &mut buf, head, &pre, &gw, served >= limit);
         }
     }
 }
 
-/// Answers one request whose head is at `buf.data[pre.head_start..]`. Returns the stream
-/// when the connection may carry another request.
-async fn answer(
+/// [`read_first`] on a stream it owns, and gives back.
+async fn first_head(
     mut stream: Async<TcpStream>,
-    buf: &mut Buf,
-    head: &HeadAt,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+) -> Option<(Async<TcpStream>, Buf, Prelude, HeadAt)> {
+    let (buf, pre, head) = read_first(&mut stream, peer, &gw).await?;
+    Some((stream, buf, pre, head))
+}
+
+/// One request: its answer, and for a polling GET to hold, the hold. Returns the stream when
+/// the connection may carry another request. (The answer's future is made here and boxed, so
+/// that neither it nor the head it reads is kept while a GET is held.)
+fn step<'a>(
+    stream: Async<TcpStream>,
+    buf: &'a mut Buf,
+    head: HeadAt,
+    pre: &'a Prelude,
+    gw: &'a Arc<Gateway>,
+    last: bool,
+) -> Pin<Box<dyn Future<Output = Option<Async<TcpStream>>> + Send + 'a>> {
+    let answering = Box::pin(answer(stream, buf, head, pre, gw, last));
+    Box::pin(async move {
+        match answering.await {
+            polling::Next::Done(kept) => kept,
+            polling::Next::Hold(held) => polling::held(held, pre, gw).await,
+        }
+    })
+}
+
+/// Answers one request whose head is at `buf.data[pre.head_start..]`: the stream when the
+/// connection may carry another request, or a polling GET to hold.
+async fn answer<'a>(
+    mut stream: Async<TcpStream>,
+    buf: &'a mut Buf,
+    head: HeadAt,
     pre: &Prelude,
     gw: &Arc<Gateway>,
     last: bool,
-) -> Option<Async<TcpStream>> {
+) -> polling::Next<'a> {
     let request = head.request(&buf.data[pre.head_start..pre.filled]);
     let answer = match route_request(gw, pre, &request) {
         Ok(a) => a,
         Err(r) => {
             let path = Some(request.target);
             reject::answer(&mut stream, &gw.metrics, pre, path, r).await;
-            return None;
+            return polling::Next::Done(None);
         }
     };
     match answer {
@@ -109,7 +155,7 @@ async fn answer(
         }
         Answer::Forward { to, sid } => {
             let sid = sid.to_owned();
-            return forward::start(stream, buf, pre, gw, to, &sid).await;
+            return polling::Next::Done(forward::start(stream, buf, pre, gw, to, &sid).await);
         }
         Answer::Polling { sid, room } => {
             let req = polling::Request {
@@ -119,7 +165,7 @@ async fn answer(
                 last,
                 token: auth::request_token(request.target, request.authorization),
             };
-            return polling::answer(stream, buf, head, pre, gw, req).await;
+            return polling::answer(stream, buf, &head, pre, gw, req).await;
         }
         Answer::Upgrade(up) => {
             let body_start = pre.head_start + head.len;
@@ -127,7 +173,7 @@ async fn answer(
             websocket::start(stream, buf, body_start, pre, gw, up).await;
         }
     }
-    None
+    polling::Next::Done(None)
 }
 
 /// Decides what a complete request gets: an answer, an upgrade, or a refusal.

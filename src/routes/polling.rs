@@ -46,16 +46,37 @@ pub(super) struct Request {
     pub token: Option<String>,
 }
 
-/// Answers one polling request whose head is at `buf.data[pre.head_start..]`. Returns the
-/// stream when the connection may carry another request.
-pub(super) async fn answer(
+/// What a polling request leads to.
+pub(super) enum Next<'a> {
+    /// Answered: the stream when the connection may carry another request.
+    Done(Option<Async<TcpStream>>),
+    /// A GET to hold until its session has something to send: [`held`] answers it. (Boxed
+    /// until then, so that this stays small beside the held GET's state.)
+    Hold(Box<Held<'a>>),
+}
+
+/// A GET to hold: only what its answer needs, so that a held GET (an idle polling client)
+/// keeps no more than this and [`hold`]'s state, not the request's.
+pub(super) struct Held<'a> {
+    stream: Async<TcpStream>,
+    /// The connection's head buffer, given back while the GET is held.
+    buf: &'a mut Buf,
+    session: Arc<Polling>,
+    cors: String,
+    close_asked: bool,
+    target: String,
+}
+
+/// Answers one polling request whose head is at `buf.data[pre.head_start..]`, or hands a GET
+/// to hold back to the caller (which answers it with [`held`] once this future is freed).
+pub(super) async fn answer<'a>(
     mut stream: Async<TcpStream>,
-    buf: &mut Buf,
+    buf: &'a mut Buf,
     head: &HeadAt,
     pre: &Prelude,
     gw: &Arc<Gateway>,
     req: Request,
-) -> Option<Async<TcpStream>> {
+) -> Next<'a> {
     let cfg = &gw.config;
     let Fields {
         method,
@@ -96,7 +117,7 @@ pub(super) async fn answer(
                 r,
             ))
             .await;
-            return None;
+            return Next::Done(None);
         }
     };
     let allow_headers = if method == "OPTIONS" {
@@ -137,21 +158,16 @@ pub(super) async fn answer(
         },
         ("GET", Some(sid)) => match gw.sessions.polling.get(sid) {
             None => Err(refuse(unknown_sid())),
-            Some(session) => match hold(&mut stream, buf, &session, cfg).await {
-                Some(Ok(payload)) => {
-                    let ctype = "text/plain; charset=UTF-8";
-                    Ok(http::response_kept(
-                        Status::Ok,
-                        ctype,
-                        &cors,
-                        &payload,
-                        close_asked,
-                    ))
-                }
-                Some(Err(e)) => Err(refuse(refused(e))),
-                // The client went away: nothing to answer.
-                None => return None,
-            },
+            Some(session) => {
+                return Next::Hold(Box::new(Held {
+                    stream,
+                    buf,
+                    session,
+                    cors,
+                    close_asked,
+                    target: req.target.clone(),
+                }))
+            }
         },
         ("POST", Some(sid)) => match gw.sessions.polling.get(sid) {
             None => Err(refuse(unknown_sid())),
@@ -180,10 +196,10 @@ pub(super) async fn answer(
             Err(refuse(r))
         }
     };
-    match result {
+    Next::Done(match result {
         Ok(response) => {
             if stream.write_all(&response).await.is_err() || close_asked {
-                return None;
+                return Next::Done(None);
             }
             Some(stream)
         }
@@ -191,6 +207,51 @@ pub(super) async fn answer(
             reject::answer(&mut stream, &gw.metrics, pre, Some(target), r).await;
             None
         }
+    })
+}
+
+/// Holds `h`'s GET until its session has something to send, and answers it. Returns the
+/// stream when the connection may carry another request. (Not an async fn: an async fn
+/// would keep `h` beside the fields moved out of it, for the whole wait.)
+#[allow(clippy::boxed_local)] // `Next` carries it boxed; it is freed here, before the wait
+pub(super) fn held<'a>(
+    h: Box<Held<'a>>,
+    pre: &'a Prelude,
+    gw: &'a Arc<Gateway>,
+) -> impl std::future::Future<Output = Option<Async<TcpStream>>> + Send + 'a {
+    let Held {
+        mut stream,
+        buf,
+        session,
+        cors,
+        close_asked,
+        target,
+    } = *h;
+    async move {
+        let refusal = match hold(&mut stream, buf, &session, &gw.config).await {
+            Some(Ok(payload)) => {
+                let ctype = "text/plain; charset=UTF-8";
+                let response = http::response_kept(Status::Ok, ctype, &cors, &payload, close_asked);
+                drop(payload);
+                if stream.write_all(&response).await.is_err() || close_asked {
+                    return None;
+                }
+                return Some(stream);
+            }
+            Some(Err(e)) => refused(e),
+            // The client went away: nothing to answer.
+            None => return None,
+        };
+        // (Boxed: this rare path must not widen the future of every held GET.)
+        Box::pin(reject::answer(
+            &mut stream,
+            &gw.metrics,
+            pre,
+            Some(&target),
+            refusal,
+        ))
+        .await;
+        None
     }
 }
 
@@ -255,12 +316,19 @@ async fn hold(
             end: 0,
         };
     }
+    // (Readiness, then a non-blocking peek: `Async::peek`'s future is 264 bytes, kept by
+    // every held GET.)
     let gone = async {
-        let mut probe = [0u8; 1];
-        match stream.peek(&mut probe).await {
-            Ok(0) | Err(_) => None,
-            // A request pipelined behind the held GET waits for its answer.
-            Ok(_) => std::future::pending().await,
+        loop {
+            stream.readable().await.ok()?;
+            let mut probe = [0u8; 1];
+            match stream.get_ref().peek(&mut probe) {
+                Ok(0) => return None,
+                // A request pipelined behind the held GET waits for its answer.
+                Ok(_) => return std::future::pending().await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
         }
     };
     let result = async { Some(session.poll().await) }.or(gone).await;
