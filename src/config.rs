@@ -367,6 +367,7 @@ pub fn settings(c: &Config) -> Vec<(&'static str, String)> {
         ("read-buffer", c.session.read_buffer_bytes.to_string()),
         ("close-timeout", d(c.session.close_timeout)),
         ("upgrade-timeout", d(c.session.upgrade_timeout)),
+        ("inline-gap", d(c.session.inline_gap)),
         ("threads", c.threads.to_string()),
         ("log-format", c.log_format.as_str().into()),
         ("log-value-bytes", c.log_value_bytes.to_string()),
@@ -618,6 +619,12 @@ pub struct SessionConfig {
     /// before it is closed and the session stays on polling. Default 10 s (engine.io's
     /// `upgradeTimeout`).
     pub upgrade_timeout: Duration,
+    /// Inline delivery: a publish that comes at least this long after its room's previous one
+    /// is sent by the publisher itself to each member whose session is idle (one `send` each,
+    /// no wake-up of the session); closer publishes are queued for the sessions, which write
+    /// what piles up in one `writev`. Zero turns it off. Default 5 ms: a room below about
+    /// 100 messages a second is mostly inline, a busy one batches (`docs/performance.md`).
+    pub inline_gap: Duration,
     /// Log each chat message with the real client address. Default off.
     pub log_messages: bool,
 }
@@ -819,6 +826,7 @@ impl Default for SessionConfig {
             read_buffer_bytes: 128,
             close_timeout: Duration::from_secs(2),
             upgrade_timeout: Duration::from_secs(10),
+            inline_gap: Duration::from_millis(5),
             log_messages: false,
         }
     }

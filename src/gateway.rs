@@ -63,6 +63,7 @@ impl Gateway {
             relay,
             metrics.clone(),
             config.history,
+            config.session.inline_gap,
         );
         let sessions = Arc::new(SessionCtx {
             cfg: config.session.clone(),

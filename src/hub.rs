@@ -1,10 +1,23 @@
-//! Rooms and their members. The hub never sees a socket and never awaits a member.
+//! Rooms and their members. The hub never awaits a member.
 //!
 //! ```text
 //! publish(room, frame) ── for each member ──> Outbox::push (try, never waits)
 //!                                                 │ full: member is evicted (slow consumer)
-//!                                                 └─> wakes the member's session task
+//!                                                 ├─> wakes the member's session task
+//!                                                 └─> or, inline (a quiet room, an idle
+//!                                                     session): after the room's locks,
+//!                                                     Member::flush sends it on the lent Sink
 //! ```
+//!
+//! * **Inline delivery** (`--inline-gap`). A session with nothing to write lends its socket
+//!   to its outbox ([`Sink`], [`Member::arm`]) until it next runs ([`Member::disarm`]). A
+//!   publish into a room whose previous publish was at least `--inline-gap` ago then queues
+//!   the frame without waking the session, and once the room's locks are released, sends it
+//!   itself under the outbox's lock ([`Member::flush`]): one `send` per delivery and no
+//!   wake-up, task switch or second pass over the session. What the socket does not take
+//!   whole (a full send buffer) stays queued with the bytes already written counted, and the
+//!   session is woken to finish it, as it would have. Closer publishes (a busy room) queue
+//!   for the sessions, which write everything queued in one `writev`.
 //!
 //! * A publish encodes its frame once ([`crate::frame`]); each delivery clones an `Arc`.
 //! * Each member's [`Outbox`] is bounded by `outbox_frames`. **Full-policy: evict.** When a
@@ -38,7 +51,24 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A session's socket, lent to its outbox while the session is idle ([`Member::arm`]).
+/// (No `Debug` bound: the trait object's table would keep the socket's `Debug`, and with it
+/// the address lookups, in the binary.)
+pub trait Sink: Send + Sync {
+    /// Writes what the socket takes now, without waiting (a non-blocking `send`).
+    fn send(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+/// A lent socket, in the outbox.
+struct Lent(Arc<dyn Sink>);
+
+impl std::fmt::Debug for Lent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lent")
+    }
+}
 
 /// Wire protocols a member can speak; a publish encodes one frame per protocol present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +131,8 @@ pub struct Delivery {
     pub evicted: usize,
     /// Bytes of the frames queued: each member's frame in its own protocol.
     pub bytes: u64,
+    /// Of `delivered`, frames left for the publisher to send inline.
+    pub inline: usize,
 }
 
 /// Where publishes also go besides this instance's members: the backplane.
@@ -146,6 +178,10 @@ pub struct Hub {
     lobby: Arc<Room>,
     /// Every room's log, by name, while the window keeps it; `None`: history is off.
     history: Option<History>,
+    /// `--inline-gap` (zero: off).
+    inline_gap: Duration,
+    /// What rooms' publish times count from.
+    started: Instant,
 }
 
 /// The logs of all rooms and what they hold together.
@@ -279,6 +315,18 @@ pub struct Resume {
 pub struct Room {
     name: Box<str>,
     members: RwLock<Vec<Arc<Member>>>,
+    /// When the last publish came (nanoseconds after the hub started; 0: never).
+    published: AtomicU64,
+    /// The mean time between its publishes (nanoseconds; each new gap weighs 1/8): a
+    /// publish goes inline when this is at least `--inline-gap`.
+    mean_gap: AtomicU64,
+    /// A publish is sending inline now: the next ones queue for the sessions meanwhile, so
+    /// a room never has two inline fan-outs (one thread's sends each) piling up.
+    sending: AtomicBool,
+    /// The members that publish queued a frame for inline, to send once the room's other
+    /// locks are released (only the publish that set `sending` uses it). Its capacity is
+    /// kept.
+    inline: Mutex<Vec<Arc<Member>>>,
     /// Its log (shared with the hub's table, which keeps it for the window after the last
     /// member leaves); `None` when history is off.
     log: Option<Arc<Mutex<Log>>>,
@@ -299,6 +347,13 @@ struct Outbox {
     /// `Evicted` or `GoingAway` once the member must close; nothing is queued after it.
     end: Option<Signal>,
     waker: Option<Waker>,
+    /// The session's socket while it is lent ([`Member::arm`]): publishers may write whole
+    /// frames to it, under this lock.
+    lent: Option<Lent>,
+    /// Bytes of `queue[0]` already sent inline (a send the socket took in part).
+    written: usize,
+    /// Frames sent inline.
+    sent: u64,
 }
 
 /// A member's place in a room; leaving happens when it is dropped, on every exit path.
@@ -318,7 +373,7 @@ impl Hub {
 
     /// A hub with history on (`cfg`), counting into metrics of its own.
     pub fn with_history(outbox_frames: usize, cfg: HistoryConfig) -> Arc<Hub> {
-        Hub::build(outbox_frames, None, Arc::default(), cfg)
+        Hub::build(outbox_frames, None, Arc::default(), cfg, Duration::ZERO)
     }
 
     /// A hub that also hands every member's publish to `relay`, and counts into `metrics`;
@@ -332,15 +387,17 @@ impl Hub {
             window: std::time::Duration::ZERO,
             ..HistoryConfig::default()
         };
-        Hub::build(outbox_frames, relay, metrics, off)
+        Hub::build(outbox_frames, relay, metrics, off, Duration::ZERO)
     }
 
-    /// A hub with every part given; history is on unless `history.window` is 0.
+    /// A hub with every part given; history is on unless `history.window` is 0, inline
+    /// delivery unless `inline_gap` is.
     pub fn build(
         outbox_frames: usize,
         relay: Option<Arc<dyn Relay>>,
         metrics: Arc<Metrics>,
         history: HistoryConfig,
+        inline_gap: Duration,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
@@ -355,6 +412,10 @@ impl Hub {
             lobby: Arc::new(Room {
                 name: "".into(),
                 members: RwLock::new(Vec::new()),
+                published: AtomicU64::new(0),
+                mean_gap: AtomicU64::new(0),
+                sending: AtomicBool::new(false),
+                inline: Mutex::new(Vec::new()),
                 log: None,
             }),
             history: history.enabled().then(|| History {
@@ -364,6 +425,8 @@ impl Hub {
                 entries: AtomicUsize::new(0),
                 swept: Mutex::new(Instant::now()),
             }),
+            inline_gap,
+            started: Instant::now(),
         })
     }
 
@@ -385,6 +448,9 @@ impl Hub {
                 cap: self.outbox_frames,
                 end: None,
                 waker: None,
+                lent: None,
+                written: 0,
+                sent: 0,
             }),
         })
     }
@@ -413,6 +479,10 @@ impl Hub {
                 let r = Arc::new(Room {
                     name: room.into(),
                     members: RwLock::new(Vec::new()),
+                    published: AtomicU64::new(0),
+                    mean_gap: AtomicU64::new(0),
+                    sending: AtomicBool::new(false),
+                    inline: Mutex::new(Vec::new()),
                     log: self.log_for(room),
                 });
                 rooms.insert(room.into(), r.clone());
@@ -533,13 +603,52 @@ impl Hub {
     /// Queues `msg` for every member of `room` (but `msg.except`). Never waits: a member
     /// whose outbox is full is evicted instead.
     pub fn publish(&self, room: &Room, msg: &Message<'_>) -> Delivery {
+        let inline = self.inline(room).then_some(room);
         let members = read(&room.members);
         let d = match &room.log {
-            None => self.fan_out(&members, msg, None, &mut Default::default()),
-            Some(log) => self.logged(log, &members, msg, None),
+            None => self.fan_out(&members, msg, None, &mut Default::default(), inline),
+            Some(log) => self.logged(log, &members, msg, None, inline),
         };
+        drop(members);
         self.count(&d);
+        self.sent_inline(inline);
         d
+    }
+
+    /// Whether a publish into `room` now goes inline: the room's publishes come at least
+    /// `--inline-gap` apart on average, and no other publish of the room is sending inline.
+    /// When it does, the room is marked sending until [`Hub::sent_inline`].
+    fn inline(&self, room: &Room) -> bool {
+        if self.inline_gap.is_zero() {
+            return false;
+        }
+        // (At least 1: 0 is a room that never had a publish.)
+        let now = (self.started.elapsed().as_nanos() as u64).max(1);
+        let before = room.published.swap(now, Ordering::Relaxed);
+        let gap = now.saturating_sub(before);
+        let mean = match room.mean_gap.load(Ordering::Relaxed) {
+            _ if before == 0 => self.inline_gap.as_nanos() as u64,
+            0 => gap,
+            m => m - m / 8 + gap / 8,
+        };
+        room.mean_gap.store(mean, Ordering::Relaxed);
+        mean >= self.inline_gap.as_nanos() as u64
+            && room
+                .sending
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Sends what the publish left for inline delivery (the room's other locks are released
+    /// by now), then lets the room's next publish go inline again.
+    fn sent_inline(&self, inline: Option<&Room>) {
+        let Some(room) = inline else { return };
+        let mut members = lock(&room.inline);
+        for m in members.drain(..) {
+            m.flush();
+        }
+        drop(members);
+        room.sending.store(false, Ordering::Release);
     }
 
     /// The room's order: under its log's lock, `msg` gets its offset (the log's next, or
@@ -551,6 +660,7 @@ impl Hub {
         members: &[Arc<Member>],
         msg: &Message<'_>,
         at: Option<Offset>,
+        inline: Option<&Room>,
     ) -> Delivery {
         let mut log = lock(log);
         let now = Instant::now();
@@ -579,7 +689,7 @@ impl Hub {
         }
         let offset = offset.unwrap_or_else(|| log.next());
         let mut frames = Default::default();
-        let d = self.fan_out(members, msg, Some(offset), &mut frames);
+        let d = self.fan_out(members, msg, Some(offset), &mut frames, inline);
         self.keep(&mut log, msg, offset, frames, now);
         d
     }
@@ -593,8 +703,10 @@ impl Hub {
         msg: &Message<'_>,
         offset: Option<Offset>,
         frames: &mut [Option<Option<Frame>>; PROTOCOLS],
+        inline: Option<&Room>,
     ) -> Delivery {
         let mut d = Delivery::default();
+        let mut sends = inline.map(|r| lock(&r.inline));
         for m in members.iter() {
             if Some(m.id) == msg.except {
                 continue;
@@ -606,10 +718,18 @@ impl Hub {
                 continue;
             };
             let len = f.len() as u64;
-            match m.push(f) {
+            match m.push(f, sends.is_some()) {
                 Push::Queued => {
                     d.delivered += 1;
                     d.bytes += len;
+                }
+                Push::Inline => {
+                    d.delivered += 1;
+                    d.inline += 1;
+                    d.bytes += len;
+                    if let Some(v) = &mut sends {
+                        v.push(m.clone());
+                    }
                 }
                 Push::Evicted => d.evicted += 1,
                 Push::Closed => {}
@@ -674,6 +794,10 @@ impl Hub {
                 .fetch_add(d.delivered as u64, Ordering::Relaxed);
             m.bytes_out.fetch_add(d.bytes, Ordering::Relaxed);
         }
+        if d.inline > 0 {
+            m.messages_inline
+                .fetch_add(d.inline as u64, Ordering::Relaxed);
+        }
         if d.evicted > 0 {
             m.evictions.fetch_add(d.evicted as u64, Ordering::Relaxed);
         }
@@ -690,7 +814,7 @@ impl Hub {
                     payload,
                     except: None,
                 };
-                self.logged(&log, &[], &msg, None);
+                self.logged(&log, &[], &msg, None, None);
             }
             return Delivery::default();
         };
@@ -718,17 +842,19 @@ impl Hub {
         let Some(r) = found else {
             // No member here, but the log may be kept for the window: it follows too.
             if let Some(log) = self.kept_log(room) {
-                self.logged(&log, &[], &msg, Some(at));
+                self.logged(&log, &[], &msg, Some(at), None);
             }
             return Delivery::default();
         };
+        let inline = self.inline(&r).then_some(&*r);
         let members = read(&r.members);
         let d = match &r.log {
-            Some(log) => self.logged(log, &members, &msg, Some(at)),
-            None => self.fan_out(&members, &msg, None, &mut Default::default()),
+            Some(log) => self.logged(log, &members, &msg, Some(at), inline),
+            None => self.fan_out(&members, &msg, None, &mut Default::default(), inline),
         };
         drop(members);
         self.count(&d);
+        self.sent_inline(inline);
         d
     }
 
@@ -1018,6 +1144,9 @@ impl Logged {
 
 enum Push {
     Queued,
+    /// Queued without waking the session, which lent its socket: the publisher sends it
+    /// ([`Member::flush`]) once the room's locks are released.
+    Inline,
     Evicted,
     Closed,
 }
@@ -1028,18 +1157,28 @@ impl Member {
         self.id
     }
 
-    fn push(&self, frame: Frame) -> Push {
+    /// Queues `frame`; with `inline`, a frame for an idle session that lent its socket is
+    /// left for [`Member::flush`] instead of waking it.
+    fn push(&self, frame: Frame, inline: bool) -> Push {
         let mut o = lock(&self.outbox);
         if o.end.is_some() {
             return Push::Closed;
         }
         let result = if o.queue.len() >= o.cap {
-            // Full-policy: evict. Drop what is queued: the session will only send a Close.
-            o.queue = VecDeque::new();
+            // Full-policy: evict. Drop what is queued: the session will only send a Close
+            // (after the rest of a frame sent inline in part, which must be finished first).
+            if o.written > 0 {
+                o.queue.truncate(1);
+            } else {
+                o.queue = VecDeque::new();
+            }
             o.end = Some(Signal::Evicted);
             Push::Evicted
         } else {
             o.queue.push_back(frame);
+            if inline && o.lent.is_some() && o.queue.len() == 1 {
+                return Push::Inline;
+            }
             Push::Queued
         };
         let waker = o.waker.take();
@@ -1048,6 +1187,73 @@ impl Member {
             w.wake();
         }
         result
+    }
+
+    /// The session is idle (nothing of its own to write) and lends its socket: until
+    /// [`Member::disarm`], a publish may send frames to it inline. Returns whether it is lent
+    /// (not when frames wait already, or the member is ending: the session runs for those).
+    pub fn arm(&self, sink: &Arc<dyn Sink>) -> bool {
+        let mut o = lock(&self.outbox);
+        if !o.queue.is_empty() || o.end.is_some() {
+            return false;
+        }
+        if o.lent.is_none() {
+            o.lent = Some(Lent(sink.clone()));
+        }
+        true
+    }
+
+    /// The session runs again: it takes its socket back. Frames queued meanwhile (one a
+    /// publisher may have sent in part) move to `into` (empty), and the bytes of the first
+    /// already written are returned, so the session finishes it before anything else.
+    pub fn disarm(&self, into: &mut VecDeque<Frame>) -> usize {
+        let mut o = lock(&self.outbox);
+        o.lent = None;
+        if !o.queue.is_empty() && into.is_empty() {
+            std::mem::swap(&mut o.queue, into);
+        }
+        std::mem::take(&mut o.written)
+    }
+
+    /// Sends what is queued to the lent socket, whole frames under the outbox's lock (the
+    /// session takes it back under the same lock, so their writes never interleave). What
+    /// the socket does not take (a full send buffer, an error) stays queued, its written
+    /// bytes counted, the socket is given back and the session woken to go on as it would
+    /// have.
+    pub fn flush(&self) {
+        let mut o = lock(&self.outbox);
+        let o = &mut *o;
+        let Some(Lent(sink)) = &o.lent else {
+            // Taken back: the session has the frames.
+            return;
+        };
+        while let Some(f) = o.queue.front() {
+            match sink.send(&f[o.written..]) {
+                Ok(n) if o.written + n == f.len() => {
+                    o.written = 0;
+                    o.sent += 1;
+                    o.queue.pop_front();
+                }
+                Ok(n) => {
+                    o.written += n;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if o.queue.is_empty() {
+            return;
+        }
+        o.lent = None;
+        if let Some(w) = o.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Frames sent inline so far.
+    pub fn sent_inline(&self) -> u64 {
+        lock(&self.outbox).sent
     }
 
     /// Another connection resumed this member's session: it closes (its queue is handed out

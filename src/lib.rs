@@ -12,6 +12,7 @@
 //!         └──> (--upstream) upstream::serve ─> http::framing ─> the app ─> tunnel
 //! session: socket ─> tungstenite ─> hub::publish ─> member outboxes (bounded, evict when full)
 //!          outbox ─> writer: one writev of pre-encoded frames ─> socket
+//!          (a quiet room: the publisher sends to an idle session's lent socket, hub::Sink)
 //! --redis: hub ─> backplane::relay ─> queue ─> link (PUBLISH) ─> Redis ─> link (PSUBSCRIBE)
 //!          ─> envelope::decode ─> hub::deliver
 //! ```

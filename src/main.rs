@@ -67,6 +67,11 @@ struct Args {
     #[argh(option, from_str_fn(duration))]
     close_timeout: Option<Duration>,
 
+    /// a publish this long after its room's last is sent by the publisher to idle members
+    /// itself (one send each, no wake-up); 0ms: always queue for the sessions
+    #[argh(option, from_str_fn(duration))]
+    inline_gap: Option<Duration>,
+
     /// time a WebSocket probing a polling session has to finish the upgrade
     #[argh(option, from_str_fn(duration))]
     upgrade_timeout: Option<Duration>,
@@ -302,6 +307,7 @@ impl Args {
             c.session.outbox_frames => self.outbox_frames,
             c.session.read_buffer_bytes => self.read_buffer,
             c.session.close_timeout => self.close_timeout,
+            c.session.inline_gap => self.inline_gap,
             c.session.upgrade_timeout => self.upgrade_timeout,
             c.limits.max_connections => self.max_connections,
             c.limits.max_connections_per_ip => self.max_connections_per_ip,

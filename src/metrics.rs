@@ -25,6 +25,8 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Bytes of frames queued for delivery.
     pub bytes_out: AtomicU64,
+    /// Of `messages_out`, frames the publisher took to send inline (`--inline-gap`).
+    pub messages_inline: AtomicU64,
     /// Members evicted because their outbox was full.
     pub evictions: AtomicU64,
     /// Pings sent.
@@ -262,7 +264,7 @@ impl Metrics {
             "WebSocket tunnels to --upstream open now.",
             self.tunnels_open.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "wsgate_connections_accepted_total",
                 "TCP connections accepted.",
@@ -287,6 +289,11 @@ impl Metrics {
                 "wsgate_bytes_out_total",
                 "Frame bytes queued to clients.",
                 &self.bytes_out,
+            ),
+            (
+                "wsgate_messages_inline_total",
+                "Of the frames queued to clients, those the publisher sent itself to an idle session's socket (--inline-gap).",
+                &self.messages_inline,
             ),
             (
                 "wsgate_slow_consumer_evictions_total",

@@ -112,7 +112,13 @@ pub(super) async fn start(
     // A fresh task keeps the prelude's buffers out of the long-lived future.
     let ctx = gw.sessions.clone();
     gw.executor
-        .spawn(session::serve(stream, leftover, membership, start, ctx))
+        .spawn(session::serve(
+            session::Lendable::new(stream),
+            leftover,
+            membership,
+            start,
+            ctx,
+        ))
         .detach();
 }
 

@@ -18,7 +18,7 @@ use crate::auth::Access;
 use crate::config::SessionConfig;
 use crate::frame::Frame;
 use crate::frame::Kind;
-use crate::hub::{Membership, Protocol, Signal};
+use crate::hub::{Membership, Protocol, Signal, Sink};
 use crate::sio;
 use async_tungstenite::tungstenite::error::Error as WsError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -29,6 +29,7 @@ use futures_lite::{future, FutureExt, StreamExt};
 use smol::Timer;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -70,6 +71,10 @@ pub(super) struct Live<'a, S: Transport> {
     keepalive: Keepalive,
     bucket: TokenBucket,
     timer: Timer,
+    /// The socket, lent to the outbox while the session is idle (`--inline-gap`).
+    sink: Option<Arc<dyn Sink>>,
+    /// Lent now: the session must take it back ([`Writer::take_back`]) before it writes.
+    lent: bool,
 }
 
 impl<'a, S: Transport> Live<'a, S> {
@@ -129,6 +134,10 @@ impl<'a, S: Transport> Live<'a, S> {
             p.probe_started();
         }
         let cfg = &ctx.cfg;
+        let sink = match cfg.inline_gap.is_zero() {
+            true => None,
+            false => ws.get_ref().socket.sink(),
+        };
         let mut live = Live {
             ws,
             w: Writer::default(),
@@ -144,6 +153,8 @@ impl<'a, S: Transport> Live<'a, S> {
             keepalive: Keepalive::new(Instant::now(), cfg),
             bucket: TokenBucket::new(ctx.max_messages_per_second),
             timer: Timer::never(),
+            sink,
+            lent: false,
         };
         live.sid = match (who.protocol, probing) {
             (Protocol::Raw | Protocol::RawOffset, _) => String::new(),
@@ -164,7 +175,15 @@ impl<'a, S: Transport> Live<'a, S> {
     /// One pass: write what is pending, refill from the outbox once everything taken before
     /// is written, read at most one message, check the timer. Reading goes on while a write
     /// is blocked, so pongs and Close frames from the client are always seen.
+    ///
+    /// The socket is lent to the outbox only between a pass that found nothing to do and the
+    /// next pass: whatever a pass does (write, handle a message, close), it does with the
+    /// socket taken back.
     pub(super) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.lent {
+            self.lent = false;
+            self.w.take_back(self.membership.member());
+        }
         loop {
             let io = self.ws.get_mut();
             if !self.w.is_idle(&io.ctrl) {
@@ -202,6 +221,12 @@ impl<'a, S: Transport> Live<'a, S> {
         }
         if Pin::new(&mut self.timer).poll(cx).is_ready() {
             return Poll::Ready(Event::Tick);
+        }
+        // Nothing of its own to write: publishers may send to the socket until the next pass.
+        if let Some(sink) = &self.sink {
+            if self.w.is_idle(&self.ws.get_ref().ctrl) {
+                self.lent = self.membership.member().arm(sink);
+            }
         }
         Poll::Pending
     }
@@ -381,7 +406,7 @@ impl<'a, S: Transport> Live<'a, S> {
     /// (It borrows: taking `self` would keep a second copy of the session in the task's
     /// state while it lingers.)
     pub(super) async fn close(&mut self, end: End, stats: &mut Stats) {
-        stats.frames_out = self.w.frames_out;
+        stats.frames_out = self.w.frames_out + self.membership.member().sent_inline();
         if let Some(p) = self.probing {
             // It never switched: the session stays on polling, and its GETs are held again.
             p.probe_failed();

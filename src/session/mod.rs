@@ -35,7 +35,7 @@ use crate::admission::SessionPermit;
 use crate::auth::{Access, Auth};
 use crate::config::SessionConfig;
 use crate::frame::Frame;
-use crate::hub::{Hub, Membership, Protocol};
+use crate::hub::{Hub, Membership, Protocol, Sink};
 use crate::metrics::{Family, Metrics};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::future;
@@ -44,6 +44,7 @@ use smol::Async;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -82,6 +83,78 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Makes the next close a reset (`SO_LINGER` 0), so that whatever the kernel still holds
     /// for a peer that stopped reading is freed at once rather than trickled out.
     fn abort(&self) {}
+    /// The socket as a [`Sink`] the session can lend its outbox while idle (inline delivery,
+    /// `--inline-gap`); `None`: this transport is never lent.
+    fn sink(&self) -> Option<Arc<dyn Sink>> {
+        None
+    }
+}
+
+impl Sink for Async<TcpStream> {
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        // `send(2)` with MSG_NOSIGNAL on the non-blocking socket.
+        std::io::Write::write(&mut self.get_ref(), buf)
+    }
+}
+
+/// A TCP socket shared by its session and, while the session is idle, its outbox
+/// ([`Transport::sink`]): the transport of every WebSocket session.
+#[derive(Debug, Clone)]
+pub struct Lendable(Arc<Async<TcpStream>>);
+
+impl Lendable {
+    /// Wraps an accepted connection.
+    pub fn new(stream: Async<TcpStream>) -> Lendable {
+        Lendable(Arc::new(stream))
+    }
+}
+
+impl AsyncRead for Lendable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lendable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
+
+impl Transport for Lendable {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_readable(cx)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.0.shutdown_write()
+    }
+    fn abort(&self) {
+        self.0.abort()
+    }
+    fn sink(&self) -> Option<Arc<dyn Sink>> {
+        Some(self.0.clone())
+    }
 }
 
 impl Transport for Async<TcpStream> {

@@ -40,6 +40,13 @@ impl Writer {
         self.out.is_empty() && ctrl.is_empty()
     }
 
+    /// Takes back frames queued while the socket was lent ([`crate::hub::Member::disarm`]),
+    /// the first of which has `written` bytes on the wire already.
+    pub(crate) fn take_back(&mut self, member: &crate::hub::Member) {
+        debug_assert!(self.out.is_empty() && self.offset == 0);
+        self.offset = member.disarm(&mut self.out);
+    }
+
     /// The unwritten rest of a frame that is partly on the wire, which must be finished
     /// before anything else (a Close) may follow.
     pub(crate) fn partial(&self) -> Option<&[u8]> {
@@ -398,5 +405,85 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let r = w.poll_write(&mut sink, &mut Vec::new(), &mut cx);
         assert!(matches!(r, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WriteZero));
+    }
+
+    /// Inline delivery over a real loopback socket whose client does not read: the publish
+    /// sends what the socket takes of a big frame, gives the socket back and wakes the session;
+    /// the session takes the frame back with its written bytes and finishes it before its own
+    /// control frame. The client gets the frame once, whole, then the control frame.
+    #[test]
+    fn a_frame_sent_inline_in_part_is_finished_first_by_the_session() {
+        use crate::hub::{Hub, Protocol, Sink};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&server, 4096).unwrap();
+        let server = Arc::new(smol::Async::new(server).unwrap());
+        let sink: Arc<dyn Sink> = server.clone();
+
+        let hub = Hub::build(
+            8,
+            None,
+            Arc::default(),
+            crate::config::HistoryConfig {
+                window: Duration::ZERO,
+                ..Default::default()
+            },
+            Duration::from_millis(1),
+        );
+        let m = hub.join("r", Protocol::Raw);
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        // The session is idle: it waits on its outbox and lends the socket.
+        assert!(m.member().poll_outbox(&mut cx, None).is_pending());
+        assert!(m.member().arm(&sink));
+
+        let payload = vec![b'x'; 1 << 20];
+        let sent = m.publish(Kind::Binary, &payload);
+        assert_eq!((sent.delivered, sent.inline), (1, 1));
+        // The socket took part of it: the session was woken to finish.
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(m.member().sent_inline(), 0);
+
+        let mut w = Writer::default();
+        w.take_back(m.member());
+        assert_eq!(w.out.len(), 1);
+        assert!(w.offset > 0 && w.offset < w.out[0].len(), "{}", w.offset);
+        let expected: Vec<u8> = w.out[0].iter().copied().chain([0x8A, 0x00]).collect();
+        // A Pong of the session's own, queued meanwhile.
+        let mut ctrl = vec![0x8A, 0x00];
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+            got
+        });
+        let mut socket = &*server;
+        smol::block_on(futures_lite::future::poll_fn(|cx| {
+            w.poll_write(&mut socket, &mut ctrl, cx)
+        }))
+        .unwrap();
+        assert!(w.is_idle(&ctrl));
+        server
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        assert!(
+            reader.join().unwrap() == expected,
+            "the client got other bytes"
+        );
     }
 }
