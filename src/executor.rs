@@ -15,11 +15,14 @@
 use async_task::{Runnable, Task};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
-/// Tasks a worker runs before letting its reactor look at I/O and timers.
-const BATCH: usize = 64;
+/// Tasks a worker runs before letting its reactor look at I/O and timers. Also what counts
+/// as busy ([`Executor::runnable`]): more tasks waiting than one worker's batch.
+pub const BATCH: usize = 64;
 
 /// Cheap to clone; every clone schedules onto the same queue.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +33,8 @@ pub struct Executor {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
+    /// The run queue's length, kept beside it for readers that must not take its lock.
+    runnable: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +53,7 @@ impl Shared {
     fn push(&self, r: Runnable) {
         let mut s = self.lock();
         s.queue.push_back(r);
+        self.runnable.store(s.queue.len(), Relaxed);
         let sleeper = s.sleepers.pop();
         drop(s);
         if let Some((_, w)) = sleeper {
@@ -60,6 +66,12 @@ impl Executor {
     /// An executor with no workers yet; see [`Executor::run`].
     pub fn new() -> Executor {
         Executor::default()
+    }
+
+    /// How many tasks wait to run, kept up to date by every push and pop (the hub reads it
+    /// to see whether the machine is busy).
+    pub fn runnable(&self) -> Arc<AtomicUsize> {
+        self.shared.runnable.clone()
     }
 
     /// Spawns a task. Drop the returned [`Task`] to cancel it, or `detach()` it.
@@ -92,7 +104,10 @@ impl Executor {
                 let next = {
                     let mut s = self.shared.lock();
                     match s.queue.pop_front() {
-                        Some(r) => Some(r),
+                        Some(r) => {
+                            self.shared.runnable.store(s.queue.len(), Relaxed);
+                            Some(r)
+                        }
                         None => {
                             match s.sleepers.iter_mut().find(|(w, _)| *w == id) {
                                 Some((_, w)) if w.will_wake(cx.waker()) => {}

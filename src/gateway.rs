@@ -64,6 +64,7 @@ impl Gateway {
             metrics.clone(),
             config.history,
             config.session.inline_gap,
+            Some(executor.runnable()),
         );
         let sessions = Arc::new(SessionCtx {
             cfg: config.session.clone(),

@@ -180,6 +180,10 @@ pub struct Hub {
     history: Option<History>,
     /// `--inline-gap` (zero: off).
     inline_gap: Duration,
+    /// Tasks waiting to run on the executor: no inline fan-out while more than
+    /// [`crate::executor::BATCH`] do (a busy machine batches; an inline fan-out, one thread's
+    /// sends in a row, would make it busier).
+    runnable: Option<Arc<AtomicUsize>>,
     /// What rooms' publish times count from.
     started: Instant,
 }
@@ -373,7 +377,14 @@ impl Hub {
 
     /// A hub with history on (`cfg`), counting into metrics of its own.
     pub fn with_history(outbox_frames: usize, cfg: HistoryConfig) -> Arc<Hub> {
-        Hub::build(outbox_frames, None, Arc::default(), cfg, Duration::ZERO)
+        Hub::build(
+            outbox_frames,
+            None,
+            Arc::default(),
+            cfg,
+            Duration::ZERO,
+            None,
+        )
     }
 
     /// A hub that also hands every member's publish to `relay`, and counts into `metrics`;
@@ -387,7 +398,7 @@ impl Hub {
             window: std::time::Duration::ZERO,
             ..HistoryConfig::default()
         };
-        Hub::build(outbox_frames, relay, metrics, off, Duration::ZERO)
+        Hub::build(outbox_frames, relay, metrics, off, Duration::ZERO, None)
     }
 
     /// A hub with every part given; history is on unless `history.window` is 0, inline
@@ -398,6 +409,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         history: HistoryConfig,
         inline_gap: Duration,
+        runnable: Option<Arc<AtomicUsize>>,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
@@ -426,6 +438,7 @@ impl Hub {
                 swept: Mutex::new(Instant::now()),
             }),
             inline_gap,
+            runnable,
             started: Instant::now(),
         })
     }
@@ -616,7 +629,8 @@ impl Hub {
     }
 
     /// Whether a publish into `room` now goes inline: the room's publishes come at least
-    /// `--inline-gap` apart on average, and no other publish of the room is sending inline.
+    /// `--inline-gap` apart on average, the executor is not busy, and no other publish of the
+    /// room is sending inline.
     /// When it does, the room is marked sending until [`Hub::sent_inline`].
     fn inline(&self, room: &Room) -> bool {
         if self.inline_gap.is_zero() {
@@ -632,7 +646,12 @@ impl Hub {
             m => m - m / 8 + gap / 8,
         };
         room.mean_gap.store(mean, Ordering::Relaxed);
+        let busy = self
+            .runnable
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::Relaxed) > crate::executor::BATCH);
         mean >= self.inline_gap.as_nanos() as u64
+            && !busy
             && room
                 .sending
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -1321,6 +1340,14 @@ impl Membership {
     /// The member.
     pub fn member(&self) -> &Member {
         &self.member
+    }
+
+    /// [`Member::arm`], when the room is quiet enough for inline delivery (its publishes come
+    /// at least `--inline-gap` apart on average): a session in a busy room does not lend its
+    /// socket, and so never has to take it back (two outbox locks a pass saved).
+    pub fn arm(&self, sink: &Arc<dyn Sink>) -> bool {
+        let gap = self.hub.inline_gap.as_nanos() as u64;
+        gap > 0 && self.room.mean_gap.load(Ordering::Relaxed) >= gap && self.member.arm(sink)
     }
 
     /// Leaves the room now (dropping the membership later does nothing more), so that

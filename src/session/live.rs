@@ -225,7 +225,7 @@ impl<'a, S: Transport> Live<'a, S> {
         // Nothing of its own to write: publishers may send to the socket until the next pass.
         if let Some(sink) = &self.sink {
             if self.w.is_idle(&self.ws.get_ref().ctrl) {
-                self.lent = self.membership.member().arm(sink);
+                self.lent = self.membership.arm(sink);
             }
         }
         Poll::Pending

@@ -442,6 +442,7 @@ mod tests {
                 ..Default::default()
             },
             Duration::from_millis(1),
+            None,
         );
         let m = hub.join("r", Protocol::Raw);
         let woken = Arc::new(Count(AtomicUsize::new(0)));
