@@ -327,6 +327,10 @@ pub struct Room {
     /// A publish is sending inline now: the next ones queue for the sessions meanwhile, so
     /// a room never has two inline fan-outs (one thread's sends each) piling up.
     sending: AtomicBool,
+    /// How long its last inline fan-out took (nanoseconds): the next goes inline only if the
+    /// mean gap is at least that, so that one thread's sends in a row end before the next
+    /// publish, on average.
+    sent_in: AtomicU64,
     /// The members that publish queued a frame for inline, to send once the room's other
     /// locks are released (only the publish that set `sending` uses it). Its capacity is
     /// kept.
@@ -427,6 +431,7 @@ impl Hub {
                 published: AtomicU64::new(0),
                 mean_gap: AtomicU64::new(0),
                 sending: AtomicBool::new(false),
+                sent_in: AtomicU64::new(0),
                 inline: Mutex::new(Vec::new()),
                 log: None,
             }),
@@ -495,6 +500,7 @@ impl Hub {
                     published: AtomicU64::new(0),
                     mean_gap: AtomicU64::new(0),
                     sending: AtomicBool::new(false),
+                    sent_in: AtomicU64::new(0),
                     inline: Mutex::new(Vec::new()),
                     log: self.log_for(room),
                 });
@@ -629,8 +635,9 @@ impl Hub {
     }
 
     /// Whether a publish into `room` now goes inline: the room's publishes come at least
-    /// `--inline-gap` apart on average, the executor is not busy, and no other publish of the
-    /// room is sending inline.
+    /// `--inline-gap` apart on average, and no closer than its last inline fan-out took, the
+    /// executor is not busy, and no other publish of the room is sending
+    /// inline.
     /// When it does, the room is marked sending until [`Hub::sent_inline`].
     fn inline(&self, room: &Room) -> bool {
         if self.inline_gap.is_zero() {
@@ -651,6 +658,7 @@ impl Hub {
             .as_ref()
             .is_some_and(|r| r.load(Ordering::Relaxed) > crate::executor::BATCH);
         mean >= self.inline_gap.as_nanos() as u64
+            && mean >= room.sent_in.load(Ordering::Relaxed)
             && !busy
             && room
                 .sending
@@ -662,11 +670,14 @@ impl Hub {
     /// by now), then lets the room's next publish go inline again.
     fn sent_inline(&self, inline: Option<&Room>) {
         let Some(room) = inline else { return };
+        let began = Instant::now();
         let mut members = lock(&room.inline);
         for m in members.drain(..) {
             m.flush();
         }
         drop(members);
+        let took = began.elapsed().as_nanos() as u64;
+        room.sent_in.store(took, Ordering::Relaxed);
         room.sending.store(false, Ordering::Release);
     }
 

@@ -67,8 +67,8 @@ struct Args {
     #[argh(option, from_str_fn(duration))]
     close_timeout: Option<Duration>,
 
-    /// a publish this long after its room's last is sent by the publisher to idle members
-    /// itself (one send each, no wake-up); 0ms: always queue for the sessions
+    /// in a room whose publishes come this far apart on average, the publisher sends to idle
+    /// members itself (one send each, no wake-up); 0ms: always queue for the sessions
     #[argh(option, from_str_fn(duration))]
     inline_gap: Option<Duration>,
 
