@@ -21,21 +21,6 @@ fn payload(i: usize) -> String {
     format!("{i:04}{}", "x".repeat(SIZE - 4))
 }
 
-/// A raw client in `/ws/inline` that reads only when asked.
-fn raw_member(gw: &Gateway) -> TcpStream {
-    let mut s = TcpStream::connect(gw.addr).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        b"GET /ws/inline HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = [0u8; 129];
-    s.read_exact(&mut head).unwrap();
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
-    s
-}
-
 /// Publishes the numbered messages `gap` apart from a client of the room, reading each back.
 fn publish_all(gw: &Gateway, gap: Duration) {
     smol::block_on(async {
@@ -100,7 +85,7 @@ fn a_client_that_reads_late_gets_every_inline_frame_whole_and_in_order() {
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    let mut late = raw_member(&gw);
+    let mut late = raw_upgrade(gw.addr, "/ws/inline", None);
     // (Its receive buffer stays as it is: shrunk to a few KiB, loopback TCP crawls at one
     // segment per retransmission timeout, 200 ms.)
     // 40 x 16 KiB, 50 ms apart: about 640 KiB over 2 s, far more than the socket holds, so
@@ -118,7 +103,7 @@ fn a_client_that_reads_late_gets_every_inline_frame_whole_and_in_order() {
 #[test]
 fn inline_gap_zero_queues_everything_for_the_sessions() {
     let gw = Gateway::start(&["--inline-gap", "0ms", "--admin-listen", "127.0.0.1:0"]);
-    let mut member = raw_member(&gw);
+    let mut member = raw_upgrade(gw.addr, "/ws/inline", None);
     publish_all(&gw, Duration::from_millis(10));
     read_all(&mut member);
     let m = scrape(gw.admin_addr());

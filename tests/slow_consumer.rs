@@ -8,7 +8,7 @@ mod common;
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -61,17 +61,7 @@ fn a_client_that_stops_reading_is_reset_within_the_close_timeout() {
     ]);
     let admin = gw.admin_addr();
     // The slow client: upgrades, then never reads again.
-    let mut slow = TcpStream::connect(gw.addr).unwrap();
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&slow, 4096);
-    std::io::Write::write_all(
-        &mut slow,
-        b"GET /ws/slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = [0u8; 129];
-    slow.read_exact(&mut head).unwrap();
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    let mut slow = raw_upgrade(gw.addr, "/ws/slow", Some(4096));
     let client = slow.local_addr().unwrap();
 
     // A publisher in the same room sends 1 KiB messages, reading each back (so it keeps up).

@@ -176,6 +176,26 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A raw WebSocket client of `path` that reads only when its test does: connects (with a
+/// receive buffer of `recv_buffer` bytes when given, set before the upgrade), upgrades, and
+/// reads exactly the 101 response.
+pub fn raw_upgrade(addr: SocketAddr, path: &str, recv_buffer: Option<usize>) -> TcpStream {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    if let Some(n) = recv_buffer {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, n);
+    }
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 129];
+    s.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    s
+}
+
 /// Sends `bytes`, closes the write side (FIN) and returns what the server sent back.
 pub fn raw_then_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     smol::block_on(async {
