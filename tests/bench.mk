@@ -13,6 +13,9 @@
 #   make bench-auth      handshake tokens off and on: connect rate and time, CPU per delivery
 #   make bench-syscalls  syscalls per delivery at the everyday step (50 msg/s x 1,000
 #                        subscribers), wsgate and nginx + Nchan side by side (perf stat)
+#   make bench-everyday  server CPU per delivery and p99 at that step, wsgate and nginx + Nchan
+#                        in BENCH_AB_ROUNDS (4) alternating rounds (tests/bench/ab.sh; other
+#                        builds: tests/bench/ab.sh ROUNDS NAME=BINARY... nchan), and a chart
 #   make bench-deps      what bench-compare needs, installed only when missing: haproxy, nginx,
 #                        libnginx-mod-nchan, linux-perf, node + npm (Debian packages), and the
 #                        peers' npm packages (npm ci)
@@ -32,7 +35,7 @@ BENCH_APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCH_NODE_PEERS := tests/peers/node-ws tests/peers/socketio-chat
 
-.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-history bench-redis bench-syscalls bench-deps bench-apt-deps bench-release
+.PHONY: bench bench-compare bench-proxy bench-polling bench-auth bench-history bench-redis bench-syscalls bench-everyday bench-deps bench-apt-deps bench-release
 
 bench-release:
 	$(CARGO) build --release --bins
@@ -54,6 +57,13 @@ bench-polling: bench-release
 # Syscalls per delivery, wsgate against nginx + Nchan (tests/bench/syscalls.sh).
 bench-syscalls: bench-release bench-deps
 	BENCH_OUT='$(BENCH_OUT)' tests/bench/syscalls.sh
+
+# CPU per delivery at the everyday step in alternating rounds with nginx + Nchan.
+bench-everyday: bench-release bench-deps
+	mkdir -p '$(BENCH_OUT)'
+	tests/bench/ab.sh $(or $(BENCH_AB_ROUNDS),4) wsgate=target/release/wsgate nchan | tee '$(BENCH_OUT)/everyday-ab.txt'
+	tests/bench/ab_chart.py '$(BENCH_OUT)/everyday-ab.txt' '$(BENCH_OUT)/everyday-cpu.svg' \
+	  "50 msg/s x 1,000 subscribers: server CPU per delivery, alternating rounds"
 
 # What the history holds per room at the defaults (tests/bench/history.sh).
 bench-history: bench-release
