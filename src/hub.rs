@@ -10,14 +10,16 @@
 //! ```
 //!
 //! * **Inline delivery** (`--inline-gap`). A session with nothing to write lends its socket
-//!   to its outbox ([`Sink`], [`Member::arm`]) until it next runs ([`Member::disarm`]). A
-//!   publish into a room whose previous publish was at least `--inline-gap` ago then queues
-//!   the frame without waking the session, and once the room's locks are released, sends it
-//!   itself under the outbox's lock ([`Member::flush`]): one `send` per delivery and no
-//!   wake-up, task switch or second pass over the session. What the socket does not take
-//!   whole (a full send buffer) stays queued with the bytes already written counted, and the
-//!   session is woken to finish it, as it would have. Closer publishes (a busy room) queue
-//!   for the sessions, which write everything queued in one `writev`.
+//!   to its outbox ([`Sink`], [`Membership::arm`]) until it next runs ([`Member::disarm`]).
+//!   A publish into a quiet room (its publishes at least `--inline-gap` apart on average and
+//!   no closer than its last inline fan-out took, the executor not busy, no other inline
+//!   fan-out of the room under way) then queues the frame without waking the session, and
+//!   once the room's locks are released sends it itself under the outbox's lock
+//!   ([`Member::flush`]): one `send` per delivery and no wake-up, task switch or second pass
+//!   over the session. What the socket does not take whole (a full send buffer) stays queued
+//!   with the bytes already written counted, and the session is woken to finish it, as it
+//!   would have. A busy room's publishes queue for the sessions, which write everything
+//!   queued in one `writev`.
 //!
 //! * A publish encodes its frame once ([`crate::frame`]); each delivery clones an `Arc`.
 //! * Each member's [`Outbox`] is bounded by `outbox_frames`. **Full-policy: evict.** When a
@@ -636,9 +638,8 @@ impl Hub {
 
     /// Whether a publish into `room` now goes inline: the room's publishes come at least
     /// `--inline-gap` apart on average, and no closer than its last inline fan-out took, the
-    /// executor is not busy, and no other publish of the room is sending
-    /// inline.
-    /// When it does, the room is marked sending until [`Hub::sent_inline`].
+    /// executor is not busy, and no other publish of the room is sending inline. When it
+    /// does, the room is marked sending until [`Hub::sent_inline`].
     fn inline(&self, room: &Room) -> bool {
         if self.inline_gap.is_zero() {
             return false;
