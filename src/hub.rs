@@ -336,7 +336,7 @@ pub struct Room {
     /// The members that publish queued a frame for inline, to send once the room's other
     /// locks are released (only the publish that set `sending` uses it). Its capacity is
     /// kept.
-    inline: Mutex<Vec<Arc<Member>>>,
+    to_send: Mutex<Vec<Arc<Member>>>,
     /// Its log (shared with the hub's table, which keeps it for the window after the last
     /// member leaves); `None` when history is off.
     log: Option<Arc<Mutex<Log>>>,
@@ -434,7 +434,7 @@ impl Hub {
                 mean_gap: AtomicU64::new(0),
                 sending: AtomicBool::new(false),
                 sent_in: AtomicU64::new(0),
-                inline: Mutex::new(Vec::new()),
+                to_send: Mutex::new(Vec::new()),
                 log: None,
             }),
             history: history.enabled().then(|| History {
@@ -503,7 +503,7 @@ impl Hub {
                     mean_gap: AtomicU64::new(0),
                     sending: AtomicBool::new(false),
                     sent_in: AtomicU64::new(0),
-                    inline: Mutex::new(Vec::new()),
+                    to_send: Mutex::new(Vec::new()),
                     log: self.log_for(room),
                 });
                 rooms.insert(room.into(), r.clone());
@@ -632,14 +632,14 @@ impl Hub {
         };
         drop(members);
         self.count(&d);
-        self.sent_inline(inline);
+        self.send_inline(inline);
         d
     }
 
     /// Whether a publish into `room` now goes inline: the room's publishes come at least
     /// `--inline-gap` apart on average, and no closer than its last inline fan-out took, the
     /// executor is not busy, and no other publish of the room is sending inline. When it
-    /// does, the room is marked sending until [`Hub::sent_inline`].
+    /// does, the room is marked sending until [`Hub::send_inline`].
     fn inline(&self, room: &Room) -> bool {
         if self.inline_gap.is_zero() {
             return false;
@@ -669,10 +669,10 @@ impl Hub {
 
     /// Sends what the publish left for inline delivery (the room's other locks are released
     /// by now), then lets the room's next publish go inline again.
-    fn sent_inline(&self, inline: Option<&Room>) {
+    fn send_inline(&self, inline: Option<&Room>) {
         let Some(room) = inline else { return };
         let began = Instant::now();
-        let mut members = lock(&room.inline);
+        let mut members = lock(&room.to_send);
         for m in members.drain(..) {
             m.flush();
         }
@@ -737,7 +737,7 @@ impl Hub {
         inline: Option<&Room>,
     ) -> Delivery {
         let mut d = Delivery::default();
-        let mut sends = inline.map(|r| lock(&r.inline));
+        let mut sends = inline.map(|r| lock(&r.to_send));
         for m in members.iter() {
             if Some(m.id) == msg.except {
                 continue;
@@ -885,7 +885,7 @@ impl Hub {
         };
         drop(members);
         self.count(&d);
-        self.sent_inline(inline);
+        self.send_inline(inline);
         d
     }
 
