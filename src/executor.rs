@@ -86,7 +86,9 @@ impl Executor {
     }
 
     /// Runs tasks on this thread until `until` completes, and returns its output. Call it
-    /// from as many threads as should work.
+    /// from as many threads as should work. `until` is polled at every wake-up of the worker,
+    /// so it should be cheap to poll (a [`Task`] or a channel): a future doing I/O would make
+    /// a syscall each time (spawn it, and pass its `Task`).
     pub fn run<T>(&self, until: impl Future<Output = T>) -> T {
         let id = {
             let mut s = self.shared.lock();

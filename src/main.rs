@@ -532,7 +532,10 @@ fn main() -> ExitCode {
         Ok(Signal::Int) => Some(server::Signal::Int),
         _ => None,
     });
-    let stopped = executor.run(server::run(listener, gw, signals));
+    // A task of its own: `run`'s own future is polled at every wake-up of this worker, and
+    // the signal stream's poll is a read(2).
+    let server = executor.spawn(server::run(listener, gw, signals));
+    let stopped = executor.run(server);
     drop(stop);
     match stopped {
         server::Stopped::Drained { .. } => ExitCode::SUCCESS,
