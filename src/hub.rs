@@ -72,6 +72,12 @@ impl std::fmt::Debug for Lent {
     }
 }
 
+impl std::fmt::Debug for dyn Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relay")
+    }
+}
+
 /// Wire protocols a member can speak; a publish encodes one frame per protocol present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -137,8 +143,10 @@ pub struct Delivery {
     pub inline: usize,
 }
 
-/// Where publishes also go besides this instance's members: the backplane.
-pub trait Relay: Send + Sync + std::fmt::Debug {
+/// Where publishes also go besides this instance's members: the backplane. (No `Debug`
+/// bound: the vtable would keep the backplane's whole `Debug`, and every field's, in the
+/// binary; `dyn Relay` prints as its name instead.)
+pub trait Relay: Send + Sync {
     /// Called once per publish made through a [`Membership`], after local delivery. Must
     /// not wait: whatever cannot be taken at once is dropped (and counted) by the relay.
     fn relay(&self, room: &str, payload: &Payload<'_>);
