@@ -12,6 +12,7 @@ use crate::http::{self, Status};
 use crate::hub::{Hub, Relay};
 use crate::metrics::Metrics;
 use crate::session::SessionCtx;
+use crate::tunnel::edge::Edge;
 use smol::Async;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ pub struct Gateway {
     /// Idle connections to `--upstream`, at most `--upstream-pool`; the last one returned is
     /// reused first.
     pub upstream_pool: Mutex<Vec<Async<TcpStream>>>,
+    /// The tunnels' epoll set, made (and its task started) by the first tunnel.
+    edge: Mutex<Option<Arc<Edge>>>,
 }
 
 /// What `/healthz` reports (the prelude and the admin listener render it).
@@ -92,7 +95,27 @@ impl Gateway {
             admission,
             started: std::time::Instant::now(),
             upstream_pool: Mutex::new(Vec::new()),
+            edge: Mutex::new(None),
         })
+    }
+
+    /// The tunnels' epoll set ([`crate::tunnel::edge`]); the first call makes it and starts
+    /// its task. Fails only when no descriptor is left for it (the next call tries again).
+    pub fn edge(&self) -> std::io::Result<Arc<Edge>> {
+        let mut e = crate::lock::mutex(&self.edge);
+        if let Some(edge) = &*e {
+            return Ok(edge.clone());
+        }
+        let edge = Edge::new()?;
+        let run = edge.clone().run();
+        self.executor
+            .spawn(async move {
+                let e = run.await;
+                crate::error!("edge_failed", reason = e);
+            })
+            .detach();
+        *e = Some(edge.clone());
+        Ok(edge)
     }
 
     /// Starts the background tasks: the backplane's connections, and the renewal of the

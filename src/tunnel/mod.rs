@@ -6,12 +6,19 @@
 //! quiet for that long gets our own Ping, written only at a frame boundary of the upstream's
 //! stream, and the client's matching Pong is swallowed, so that an app that never pings still
 //! keeps a CLB (60 s idle timeout) from cutting the connection.
+//!
+//! A tunnel's two sockets wait on [`edge`]'s edge-triggered epoll set, not on async-io's
+//! reactor, which would re-arm a socket with an `epoll_ctl` after every message.
 
+pub mod edge;
+
+use edge::{Edge, Side};
 use futures_lite::{future, AsyncRead, AsyncWrite, FutureExt};
 use smol::{Async, Timer};
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -142,7 +149,7 @@ impl Dir {
     }
 
     /// Reads into the free end of the buffer (compacting first); `Ok(true)` on progress.
-    fn poll_read(&mut self, src: &mut Async<TcpStream>, cx: &mut Context<'_>) -> io::Result<bool> {
+    fn poll_read(&mut self, src: &mut Side, cx: &mut Context<'_>) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
@@ -165,12 +172,7 @@ impl Dir {
     }
 
     /// Writes `buf[start..start + len]` to `dst`; `Ok(true)` on progress.
-    fn poll_write(
-        &mut self,
-        dst: &mut Async<TcpStream>,
-        len: usize,
-        cx: &mut Context<'_>,
-    ) -> io::Result<bool> {
+    fn poll_write(&mut self, dst: &mut Side, len: usize, cx: &mut Context<'_>) -> io::Result<bool> {
         if len == 0 {
             return Ok(false);
         }
@@ -194,9 +196,9 @@ impl Dir {
     }
 
     /// Half-closes `dst` once `src` ended and everything is written.
-    fn shut_when_done(&mut self, dst: &Async<TcpStream>) -> bool {
+    fn shut_when_done(&mut self, dst: &Side) -> bool {
         if self.eof && self.start == self.end && !self.shut {
-            let _ = dst.get_ref().shutdown(Shutdown::Write);
+            dst.shutdown_write();
             self.shut = true;
             return true;
         }
@@ -276,8 +278,8 @@ impl Direct {
     /// Moves bytes on; `Ok(true)` on progress.
     fn poll(
         &mut self,
-        src: &mut Async<TcpStream>,
-        dst: &mut Async<TcpStream>,
+        src: &mut Side,
+        dst: &mut Side,
         size: usize,
         cx: &mut Context<'_>,
     ) -> io::Result<bool> {
@@ -346,7 +348,7 @@ impl Direct {
             progress |= read;
         }
         if self.eof && self.rest.is_empty() && !self.shut {
-            let _ = dst.get_ref().shutdown(Shutdown::Write);
+            dst.shutdown_write();
             self.shut = true;
             progress = true;
         }
@@ -356,11 +358,7 @@ impl Direct {
 
 /// Copies both ways, reading into the thread's scratch buffer, until both directions end or
 /// one side fails.
-async fn pump_direct(
-    mut client: Async<TcpStream>,
-    mut upstream: Async<TcpStream>,
-    size: usize,
-) -> Ended {
+async fn pump_direct(mut client: Side, mut upstream: Side, size: usize) -> Ended {
     let mut up = Direct::new();
     let mut down = Direct::new();
     let reason = drive(|cx| {
@@ -395,17 +393,32 @@ pub struct Ended {
     pub down: u64,
     /// Pings we sent.
     pub pings: u64,
-    /// `closed`, `client_error` or `upstream_error`.
+    /// `closed`, `client_error`, `upstream_error`, `io_error` (without `--upstream-ping`)
+    /// or `register_failed`.
     pub reason: &'static str,
 }
 
-/// Copies both ways until both directions end or one side fails.
+/// Copies both ways until both directions end or one side fails. The two sockets move to
+/// `edge`'s epoll set for the tunnel's life (`register_failed` when there is none, or it
+/// refuses them).
 pub async fn pump(
+    edge: io::Result<Arc<Edge>>,
     client: Async<TcpStream>,
     upstream: Async<TcpStream>,
     size: usize,
     ping: Option<Duration>,
 ) -> Ended {
+    let (client, upstream, _registered) = match edge.and_then(|e| e.register(client, upstream)) {
+        Ok(r) => r,
+        Err(_) => {
+            return Ended {
+                up: 0,
+                down: 0,
+                pings: 0,
+                reason: "register_failed",
+            }
+        }
+    };
     match ping {
         None => pump_direct(client, upstream, size).await,
         Some(_) => pump_framed(client, upstream, size, ping).await,
@@ -414,8 +427,8 @@ pub async fn pump(
 
 /// [`pump`] with `--upstream-ping`: two fixed buffers, frames followed both ways.
 async fn pump_framed(
-    mut client: Async<TcpStream>,
-    mut upstream: Async<TcpStream>,
+    mut client: Side,
+    mut upstream: Side,
     size: usize,
     ping: Option<Duration>,
 ) -> Ended {
