@@ -362,6 +362,48 @@ mod tests {
     }
 
     #[test]
+    fn a_write_the_socket_would_block_goes_on_when_the_peer_reads() {
+        let edge = Edge::new().unwrap();
+        let ((c, _c_peer), (u, mut u_peer)) = (pair(), pair());
+        let (_client, mut upstream, _reg) = edge.register(c, u).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let written = with_edge(&edge, async {
+            // Fill the send and receive buffers: the peer does not read yet.
+            let mut sent = 0usize;
+            loop {
+                let once = futures_lite::future::poll_once(upstream.write(&chunk)).await;
+                match once {
+                    Some(n) => sent += n.unwrap(),
+                    None => break,
+                }
+            }
+            // Now it reads everything; the blocked write must finish on the write edge.
+            let reader = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0usize;
+                while let Ok(n) = u_peer.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                got
+            });
+            let last = upstream
+                .write_all(&chunk)
+                .or(async {
+                    async_io::Timer::after(std::time::Duration::from_secs(5)).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                })
+                .await;
+            upstream.shutdown_write();
+            (sent, last.map(|()| chunk.len()), reader.join().unwrap())
+        });
+        let (sent, last, got) = written;
+        assert_eq!(last.unwrap() + sent, got);
+    }
+
+    #[test]
     fn an_end_that_came_with_the_last_data_is_still_seen_after_a_short_read() {
         let edge = Edge::new().unwrap();
         let ((c, mut c_peer), (u, _u_peer)) = (pair(), pair());
