@@ -389,13 +389,13 @@ mod tests {
                 }
                 got
             });
-            let last = upstream
-                .write_all(&chunk)
-                .or(async {
-                    async_io::Timer::after(std::time::Duration::from_secs(5)).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                })
-                .await;
+            // (The timer first: once it fires, a retry of the write must not win.)
+            let last = async {
+                async_io::Timer::after(std::time::Duration::from_secs(5)).await;
+                Err(io::ErrorKind::TimedOut.into())
+            }
+            .or(upstream.write_all(&chunk))
+            .await;
             upstream.shutdown_write();
             (sent, last.map(|()| chunk.len()), reader.join().unwrap())
         });
