@@ -259,19 +259,23 @@ impl Side {
     }
 }
 
-impl AsyncRead for Side {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
+impl Side {
+    /// Runs `op` (a read when `i` is the read count, else a write) until it does not block,
+    /// or blocks with no event counted since it began: then `cx` waits for the next one.
+    fn attempt(
+        &mut self,
+        i: usize,
+        cx: &Context<'_>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        let me = self.get_mut();
         loop {
-            let seen = me.ready.count(me.at);
-            me.read_at = seen;
-            match (&me.stream).read(buf) {
+            let seen = self.ready.count(i);
+            if i == self.at {
+                self.read_at = seen;
+            }
+            match op(&self.stream) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !me.ready.moved(me.at, seen, false, cx) {
+                    if !self.ready.moved(i, seen, false, cx) {
                         return Poll::Pending;
                     }
                 }
@@ -282,6 +286,18 @@ impl AsyncRead for Side {
     }
 }
 
+impl AsyncRead for Side {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let at = me.at;
+        me.attempt(at, cx, |mut s| s.read(buf))
+    }
+}
+
 impl AsyncWrite for Side {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -289,18 +305,8 @@ impl AsyncWrite for Side {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        loop {
-            let seen = me.ready.count(me.at + 1);
-            match (&me.stream).write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !me.ready.moved(me.at + 1, seen, false, cx) {
-                        return Poll::Pending;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return Poll::Ready(r),
-            }
-        }
+        let at = me.at + 1;
+        me.attempt(at, cx, |mut s| s.write(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
