@@ -6,9 +6,13 @@
 #   idle     BENCH_PROXY_IDLE (2000) connections held; RSS growth of the proxy alone per connection
 #   BENCH_PROXY_WSGATE_ARGS   extra wsgate flags (e.g. --threads 1)
 #   fanout   BENCH_PROXY_SUBS (500) subscribers, 5 publishers, BENCH_PROXY_RATE (100) msg/s for
-#            BENCH_PROXY_DURATION (5s): CPU of the proxy alone per delivered message, p50/p99
+#            BENCH_PROXY_DURATION (5s): CPU of the proxy alone per delivered message, p50/p99;
+#            BENCH_PROXY_ROUNDS (3) alternating rounds of the app alone, wsgate and nginx, each
+#            on fresh processes (one round of each moves by 10% on a shared 2-core machine;
+#            the table gives the means and every round's ratio)
 #
-# Writes target/bench/proxy-<peer>-<scenario>.json and proxy.md (the table), and prints it.
+# Writes target/bench/proxy-<peer>-<scenario>[-<round>].json and proxy.md (the table), and
+# prints it.
 set -euo pipefail
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$BENCH_ROOT/tests/bench/peers.sh"
@@ -19,6 +23,7 @@ IDLE=${BENCH_PROXY_IDLE:-2000}
 SUBS=${BENCH_PROXY_SUBS:-500}
 RATE=${BENCH_PROXY_RATE:-100}
 DURATION=${BENCH_PROXY_DURATION:-5s}
+ROUNDS=${BENCH_PROXY_ROUNDS:-3}
 mkdir -p "$OUT"
 trap 'peer_stop' EXIT
 
@@ -59,26 +64,44 @@ run() { # NAME ARGS...: the tool's JSON (its last line) into $OUT/NAME.json
   tail -n 1 "$OUT/$name.log" >"$OUT/$name.json"
 }
 
-for peer in direct wsgate nginx; do
+for peer in wsgate nginx; do
   start_proxy "$peer"
-  if [ "$peer" != direct ]; then
-    run "proxy-$peer-idle" idle --url "$URL" "${PROXY_ARGS[@]}" --clients "$IDLE" \
-      --connect-rate 2000 --hold 3s --pid "$PROXY_PID"
-  fi
-  run "proxy-$peer-fanout" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" \
-    --publishers 5 --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID"
+  run "proxy-$peer-idle" idle --url "$URL" "${PROXY_ARGS[@]}" --clients "$IDLE" \
+    --connect-rate 2000 --hold 3s --pid "$PROXY_PID"
   peer_stop
 done
+for round in $(seq "$ROUNDS"); do
+  for peer in direct wsgate nginx; do
+    start_proxy "$peer"
+    run "proxy-$peer-fanout-$round" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" \
+      --publishers 5 --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID"
+    peer_stop
+  done
+done
 
-python3 - "$OUT" "$IDLE" "$SUBS" "$RATE" <<'PY'
+python3 - "$OUT" "$IDLE" "$SUBS" "$RATE" "$ROUNDS" <<'PY'
 import json, os, sys
-out, idle, subs, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out, idle, subs, rate, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 def load(name):
     try:
         return json.load(open(os.path.join(out, name + ".json")))
     except Exception:
         return {}
-d, w, n = (load(f"proxy-{p}-fanout") for p in ("direct", "wsgate", "nginx"))
+def mean(vals):
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return sum(vals) / len(vals) if vals else None
+runs = {p: [load(f"proxy-{p}-fanout-{r}") for r in range(1, rounds + 1)] for p in ("direct", "wsgate", "nginx")}
+def merged(p):
+    # The rounds' means, in the shape of one run.
+    rs = runs[p]
+    return {
+        "cpu_us_per_delivery": mean([r.get("cpu_us_per_delivery") for r in rs]),
+        "deliveries_per_s": mean([r.get("deliveries_per_s") for r in rs]),
+        "lost": sum(r.get("lost") or 0 for r in rs),
+        "latency_ms": {k: mean([r.get("latency_ms", {}).get(k) for r in rs]) for k in ("p50", "p99")},
+    }
+d, w, n = (merged(p) for p in ("direct", "wsgate", "nginx"))
+json.dump({"rounds": rounds, "direct": d, "wsgate": w, "nginx": n}, open(os.path.join(out, "proxy-fanout.json"), "w"), indent=2)
 wi, ni = load("proxy-wsgate-idle"), load("proxy-nginx-idle")
 def p(x, k):
     return x.get("latency_ms", {}).get(k)
@@ -93,8 +116,16 @@ rows = [
 ]
 def f(v):
     return "-" if v is None else (f"{v:,.2f}" if isinstance(v, float) else f"{v:,}")
+def times(a, b):
+    return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
+per_round = ", ".join(
+    times(runs["wsgate"][i].get("cpu_us_per_delivery"), runs["nginx"][i].get("cpu_us_per_delivery"))
+    for i in range(rounds)
+)
 lines = [
-    f"Each proxy in front of the same Node `ws` app; {subs} subscribers, 5 publishers, {rate} msg/s, 64 B; idle: {idle} connections; app alone: p99 {f(p(d, 'p99'))} ms.",
+    f"Each proxy in front of the same Node `ws` app; {subs} subscribers, 5 publishers, {rate} msg/s, 64 B; means of {rounds} alternating rounds; idle: {idle} connections; app alone: p99 {f(p(d, 'p99'))} ms.",
+    "",
+    f"CPU per proxied message, wsgate / nginx, round by round: {per_round}.",
     "",
     "| | wsgate --upstream | nginx | wsgate / nginx |",
     "|---|---:|---:|---:|",
