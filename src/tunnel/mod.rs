@@ -258,8 +258,8 @@ struct Direct {
     shut: bool,
     bytes: u64,
     /// `src` may have data: it signalled readiness, or the last read filled the buffer.
-    /// Otherwise only the readiness is polled, which costs no syscall (async-io's `poll_read`
-    /// tries the read first, so a quiet side would cost one failed `read` per pass).
+    /// Otherwise only the readiness is polled, which costs no syscall (`poll_read` tries the
+    /// read first, so a quiet side would cost one failed `read` per pass).
     may_read: bool,
 }
 
