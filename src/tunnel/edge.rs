@@ -257,9 +257,7 @@ impl Side {
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
-}
 
-impl Side {
     /// Runs `op` (a read when `i` is the read count, else a write) until it does not block,
     /// or blocks with no event counted since it began: then `cx` waits for the next one.
     fn attempt(
