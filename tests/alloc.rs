@@ -62,10 +62,10 @@ const TIMER_PAIRS: u64 = MESSAGES as u64;
 /// (2026-12-07), every one in the measured rounds was a member's outbox growing in `fan_out`
 /// (4, 8, 16 and 32 KiB: 1,024 to 2,048 frames behind in a burst of 2,000 publishes). A
 /// session swaps its write queue with its outbox, so each member has two queues that grow
-/// apart, and a burst that beats every earlier one sets a new peak in either: in `make test`'s
-/// parallel runs every round of the five could, up to 100 a round in the big room, which put
-/// the total over [`ROOM_DIFFERENCE`]. Counted with the rest, that is no measure of
-/// per-delivery cost.
+/// apart, and a burst that beats every earlier one sets a new peak in either: in a clean-clone
+/// `make test` every one of five rounds did, up to 100 in the big room's least, which put the
+/// total over [`ROOM_DIFFERENCE`]. Counted with the rest, that is no measure of per-delivery
+/// cost. Measured since: up to 219 a round in the big room.
 const GROWTH_BYTES: usize = 2048;
 /// Growth allocations a round may make per member at the most (each of its two queues
 /// doubling twice over in one round is 4). A 2 KiB allocation per delivery, or per wake-up of
