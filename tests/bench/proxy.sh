@@ -13,6 +13,12 @@
 #
 # Writes target/bench/proxy-<peer>-<scenario>[-<round>].json and proxy.md (the table), and
 # prints it.
+#
+#   tests/bench/proxy.sh ab ROUNDS NAME=BINARY... [nginx]
+#
+# compares builds instead: the fan-out alone, ROUNDS alternating rounds of every NAME (a
+# wsgate binary) and nginx, each on fresh processes; one line per run: round, name, server CPU
+# us per proxied message, p50 and p99 ms, lost.
 set -euo pipefail
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$BENCH_ROOT/tests/bench/peers.sh"
@@ -63,6 +69,27 @@ run() { # NAME ARGS...: the tool's JSON (its last line) into $OUT/NAME.json
   "$LOAD" "$@" >"$OUT/$name.log" 2>&1 || true
   tail -n 1 "$OUT/$name.log" >"$OUT/$name.json"
 }
+
+if [ "${1:-}" = ab ]; then
+  rounds=${2:?rounds}
+  shift 2
+  for round in $(seq "$rounds"); do
+    for spec in "$@"; do
+      name=${spec%%=*}
+      peer=nginx
+      if [ "$name" != nginx ]; then peer=wsgate WSGATE_BIN=${spec#*=}; fi
+      start_proxy "$peer"
+      "$LOAD" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" --publishers 5 \
+        --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID" 2>/dev/null | tail -n 1 |
+        python3 -c 'import json, sys
+d = json.loads(sys.stdin.read()); s = (d.get("steps") or [d])[0]; l = s.get("latency_ms", {})
+print(sys.argv[1], sys.argv[2], s.get("cpu_us_per_delivery"), l.get("p50"), l.get("p99"), s.get("lost"))' \
+          "$round" "$name"
+      peer_stop
+    done
+  done
+  exit 0
+fi
 
 for peer in wsgate nginx; do
   start_proxy "$peer"
