@@ -39,8 +39,9 @@ pub struct Gateway {
     /// Idle connections to `--upstream`, at most `--upstream-pool`; the last one returned is
     /// reused first.
     pub upstream_pool: Mutex<Vec<Async<TcpStream>>>,
-    /// The tunnels' epoll set, made (and its task started) by the first tunnel.
-    edge: Mutex<Option<Arc<Edge>>>,
+    /// The tunnels' epoll sets (`--tunnel-sets`), each made (and its task started) when a
+    /// tunnel first needs it.
+    edges: Mutex<Vec<Option<Arc<Edge>>>>,
 }
 
 /// What `/healthz` reports (the prelude and the admin listener render it).
@@ -55,6 +56,7 @@ pub struct Health {
 impl Gateway {
     /// Shared state for one listener.
     pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
+        let sets = config.tunnel_sets;
         let metrics = Arc::new(Metrics::default());
         let backplane = config.backplane.clone().map(|b| {
             let max_message = config.session.max_message_bytes;
@@ -95,15 +97,18 @@ impl Gateway {
             admission,
             started: std::time::Instant::now(),
             upstream_pool: Mutex::new(Vec::new()),
-            edge: Mutex::new(None),
+            edges: Mutex::new(vec![None; sets]),
         })
     }
 
-    /// The tunnels' epoll set ([`crate::tunnel::edge`]); the first call makes it and starts
-    /// its task. Fails only when no descriptor is left for it (the next call tries again).
-    pub fn edge(&self) -> std::io::Result<Arc<Edge>> {
-        let mut e = crate::lock::mutex(&self.edge);
-        if let Some(edge) = &*e {
+    /// The epoll set ([`crate::tunnel::edge`]) for tunnel `conn`: the `--tunnel-sets` take
+    /// tunnels in turn. A set is made, and its task started, when first needed; that fails
+    /// only when no descriptor is left for it (the next call tries again).
+    pub fn edge(&self, conn: u64) -> std::io::Result<Arc<Edge>> {
+        let mut sets = crate::lock::mutex(&self.edges);
+        let n = sets.len().max(1);
+        let slot = &mut sets[(conn % n as u64) as usize];
+        if let Some(edge) = slot {
             return Ok(edge.clone());
         }
         let edge = Edge::new()?;
@@ -114,7 +119,7 @@ impl Gateway {
                 crate::error!("edge_failed", reason = e);
             })
             .detach();
-        *e = Some(edge.clone());
+        *slot = Some(edge.clone());
         Ok(edge)
     }
 

@@ -25,8 +25,8 @@
 //!   [`frame`] (server frames encoded once), [`sio`] (Engine.IO v4 / Socket.IO v5 packets),
 //!   [`token`] (HS256 JSON Web Tokens), [`http`] (request heads, responses, and
 //!   [`http::framing`]: body framing and the smuggling checks), [`tunnel`] (a byte pump both
-//!   ways, for `--upstream` and for forwarded polling connections, on an edge-triggered
-//!   epoll set of its own: [`tunnel::edge`]).
+//!   ways, for `--upstream` and for forwarded polling connections, copied by an
+//!   edge-triggered epoll set of its own: [`tunnel::edge`]).
 //! * **L1 plumbing**: [`log`] (one structured line per event), [`config`] (plain data; the
 //!   only place a default is written), [`metrics`], [`executor`].
 //! * **L2 shared state**, no sockets: [`auth`] (what a token grants), [`admission`]

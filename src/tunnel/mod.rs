@@ -1,18 +1,20 @@
-//! A WebSocket tunnel to `--upstream` after its 101: bytes copied both ways, with no idle
-//! timeout. Without `--upstream-ping` a read goes into a per-thread scratch buffer and is
-//! written on at once; only what the other side does not take then is kept, in a buffer of
-//! the tunnel's own (at most `--upstream-tunnel-buffer`, freed once written), so an idle
-//! tunnel holds no buffer at all. With `--upstream-ping` it also follows the frames: a client
-//! quiet for that long gets our own Ping, written only at a frame boundary of the upstream's
-//! stream, and the client's matching Pong is swallowed, so that an app that never pings still
-//! keeps a CLB (60 s idle timeout) from cutting the connection.
-//!
-//! A tunnel's two sockets wait on [`edge`]'s edge-triggered epoll set, not on async-io's
-//! reactor, which would re-arm a socket with an `epoll_ctl` after every message.
+//! A WebSocket tunnel to `--upstream` (or a Socket.IO forward to a peer) after its 101:
+//! bytes copied both ways, with no idle timeout. Without `--upstream-ping` the tunnel's
+//! epoll set copies them itself ([`edge::Edge::copy`]): a read goes into the set's scratch
+//! buffer and is written on at once; only what the other side does not take then is kept,
+//! in a buffer of the tunnel's own (at most `--upstream-tunnel-buffer`, freed once
+//! written), so an idle tunnel holds no buffer at all. With `--upstream-ping` a task of the
+//! tunnel's own pumps it on async-io's reactor with two fixed buffers, and follows the
+//! frames: a client quiet for that long gets our own Ping, written only at a frame boundary
+//! of the upstream's stream, and the client's matching Pong is swallowed, so that an app
+//! that never pings still keeps a CLB (60 s idle timeout) from cutting the connection.
 
 pub mod edge;
 
-use edge::{Edge, Side};
+use edge::Edge;
+
+/// One socket of a tunnel with `--upstream-ping`, on async-io's reactor.
+type Side = Async<TcpStream>;
 use futures_lite::{future, AsyncRead, AsyncWrite, FutureExt};
 use smol::{Async, Timer};
 use std::io;
@@ -198,7 +200,7 @@ impl Dir {
     /// Half-closes `dst` once `src` ended and everything is written.
     fn shut_when_done(&mut self, dst: &Side) -> bool {
         if self.eof && self.start == self.end && !self.shut {
-            dst.shutdown_write();
+            let _ = dst.get_ref().shutdown(std::net::Shutdown::Write);
             self.shut = true;
             return true;
         }
@@ -243,147 +245,6 @@ async fn drive(mut pass: impl FnMut(&mut Context<'_>) -> Step) -> &'static str {
     .await
 }
 
-thread_local! {
-    /// Where a direct-mode read lands before it is written on; one per executor thread.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// One direction of a tunnel without frame following: bytes go from `src` to `dst` as they
-/// come, and a buffer exists only while `dst` has not taken them.
-struct Direct {
-    /// What `dst` did not take yet; empty (no allocation) most of the time.
-    rest: Vec<u8>,
-    written: usize,
-    eof: bool,
-    shut: bool,
-    bytes: u64,
-    /// `src` may have data: it signalled readiness, or the last read filled the buffer.
-    /// Otherwise only the readiness is polled, which costs no syscall (`poll_read` tries the
-    /// read first, so a quiet side would cost one failed `read` per pass).
-    may_read: bool,
-}
-
-impl Direct {
-    fn new() -> Direct {
-        Direct {
-            rest: Vec::new(),
-            written: 0,
-            eof: false,
-            shut: false,
-            bytes: 0,
-            may_read: true,
-        }
-    }
-
-    /// Moves bytes on; `Ok(true)` on progress.
-    fn poll(
-        &mut self,
-        src: &mut Side,
-        dst: &mut Side,
-        size: usize,
-        cx: &mut Context<'_>,
-    ) -> io::Result<bool> {
-        let mut progress = false;
-        if self.written < self.rest.len() {
-            match Pin::new(&mut *dst).poll_write(cx, &self.rest[self.written..]) {
-                Poll::Ready(r) => {
-                    let n = r?;
-                    if n == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                    self.written += n;
-                    self.bytes += n as u64;
-                    progress = true;
-                    if self.written == self.rest.len() {
-                        // Written: give the memory back, an idle tunnel holds none.
-                        self.rest = Vec::new();
-                        self.written = 0;
-                    }
-                }
-                Poll::Pending => return Ok(false),
-            }
-            if !self.rest.is_empty() {
-                return Ok(progress);
-            }
-        }
-        if !self.eof && !self.may_read {
-            match src.poll_readable(cx) {
-                Poll::Ready(r) => {
-                    r?;
-                    self.may_read = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        if !self.eof && self.may_read {
-            let read = SCRATCH.with(|s| -> io::Result<bool> {
-                let mut s = s.borrow_mut();
-                if s.len() < size {
-                    s.resize(size, 0);
-                }
-                let n = match Pin::new(&mut *src).poll_read(cx, &mut s[..size]) {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => {
-                        self.may_read = false;
-                        return Ok(false);
-                    }
-                };
-                // A short read most likely drained the socket: wait for readiness next.
-                self.may_read = n == size;
-                if n == 0 {
-                    self.eof = true;
-                    return Ok(true);
-                }
-                let took = match Pin::new(&mut *dst).poll_write(cx, &s[..n]) {
-                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => 0,
-                };
-                self.bytes += took as u64;
-                if took < n {
-                    self.rest = s[took..n].to_vec();
-                }
-                Ok(true)
-            })?;
-            progress |= read;
-        }
-        if self.eof && self.rest.is_empty() && !self.shut {
-            dst.shutdown_write();
-            self.shut = true;
-            progress = true;
-        }
-        Ok(progress)
-    }
-}
-
-/// Copies both ways, reading into the thread's scratch buffer, until both directions end or
-/// one side fails.
-async fn pump_direct(mut client: Side, mut upstream: Side, size: usize) -> Ended {
-    let mut up = Direct::new();
-    let mut down = Direct::new();
-    let reason = drive(|cx| {
-        let a = match up.poll(&mut client, &mut upstream, size, cx) {
-            Ok(p) => p,
-            Err(_) => return Step::Done("io_error"),
-        };
-        let b = match down.poll(&mut upstream, &mut client, size, cx) {
-            Ok(p) => p,
-            Err(_) => return Step::Done("io_error"),
-        };
-        if up.shut && down.shut {
-            return Step::Done("closed");
-        }
-        Step::progress(a || b)
-    })
-    .await;
-    Ended {
-        up: up.bytes,
-        down: down.bytes,
-        pings: 0,
-        reason,
-    }
-}
-
 /// How a tunnel ended, and what passed through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
@@ -398,9 +259,9 @@ pub struct Ended {
     pub reason: &'static str,
 }
 
-/// Copies both ways until both directions end or one side fails. The two sockets move to
-/// `edge`'s epoll set for the tunnel's life (`register_failed` when there is none, or it
-/// refuses them).
+/// Copies both ways until both directions end or one side fails. Without `ping` the two
+/// sockets move to `edge`'s epoll set for the tunnel's life, which copies them
+/// (`register_failed` when there is no set, or it refuses them).
 pub async fn pump(
     edge: io::Result<Arc<Edge>>,
     client: Async<TcpStream>,
@@ -408,21 +269,26 @@ pub async fn pump(
     size: usize,
     ping: Option<Duration>,
 ) -> Ended {
-    let (client, upstream, _registered) = match edge.and_then(|e| e.register(client, upstream)) {
-        Ok(r) => r,
-        Err(_) => {
-            return Ended {
-                up: 0,
-                down: 0,
-                pings: 0,
-                reason: "register_failed",
-            }
-        }
+    let failed = Ended {
+        up: 0,
+        down: 0,
+        pings: 0,
+        reason: "register_failed",
     };
-    match ping {
-        None => pump_direct(client, upstream, size).await,
-        Some(_) => pump_framed(client, upstream, size, ping).await,
+    if ping.is_none() {
+        // The set copies the bytes itself; this task only waits for the end.
+        let Ok((finish, _registered)) = edge.and_then(|e| e.copy(client, upstream, size)) else {
+            return failed;
+        };
+        let (up, down, reason) = future::poll_fn(|cx| finish.poll(cx)).await;
+        return Ended {
+            up,
+            down,
+            pings: 0,
+            reason,
+        };
     }
+    pump_framed(client, upstream, size, ping).await
 }
 
 /// [`pump`] with `--upstream-ping`: two fixed buffers, frames followed both ways.
