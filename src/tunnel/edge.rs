@@ -7,27 +7,34 @@
 //! tunnel starts ([`Edge::copy`]; `EPOLLET`, reads, writes and hang-ups at once) and are
 //! never re-armed; the kernel drops them from it when they close. The set's own descriptor
 //! is a single async-io source, watched by one task ([`Edge::run`]) that takes the events in
-//! batches (its one re-arm serves a whole batch) and copies each tunnel's bytes itself: a
-//! read into one scratch buffer of the set's, written on at once; only what the other socket
-//! does not take is kept, in a buffer of the tunnel's own. Readiness is a flag per socket
-//! and direction, set by an event and cleared by a read or write the socket did not satisfy.
-//! A tunnel gets `BUDGET` rounds per step and the task `STEPS` steps per turn, so a busy
-//! tunnel cannot hold the set or its executor thread. The task that opened the tunnel only
-//! waits for its [`Finish`].
+//! batches (its one re-arm serves a whole batch) and copies each tunnel's bytes itself. A
+//! plain tunnel's read lands in one scratch buffer of the set's and is written on at once;
+//! only what the other socket does not take is kept, in a buffer of the tunnel's own. A
+//! tunnel with `--upstream-ping` goes frame by frame through two buffers of its own
+//! ([`Framed`]); while there are any, the task also wakes every tick (a quarter of the
+//! shortest interval, 10 ms to 1 s) to pass over those whose Ping check has come. Readiness
+//! is a flag per socket and direction ([`Io`]), set by an event and cleared by a read or
+//! write the socket did not satisfy. A tunnel gets `BUDGET` rounds per step and the task
+//! `STEPS` steps per turn, so a busy tunnel cannot hold the set or its executor thread. The
+//! task that opened the tunnel only waits for its [`Finish`].
 //!
 //! rustix's epoll calls are safe (a socket is borrowed for `epoll_ctl`), where the `polling`
 //! crate's edge mode needs `unsafe`, which this crate forbids.
 
+use super::{Ended, Framed, Step};
 use crate::lock::mutex as lock;
+use futures_lite::{future, FutureExt};
 use rustix::event::epoll::{self, Event, EventData, EventFlags};
-use smol::Async;
+use smol::{Async, Timer};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// Events taken from the set per `epoll_wait`.
 const EVENTS: usize = 64;
@@ -52,9 +59,14 @@ struct Table {
     /// Copying tunnels with work left, by index and generation, in the order they became
     /// ready; a tunnel is here at most once ([`Copy::queued`]).
     pending: VecDeque<(u32, u32)>,
-    /// Where the set's copies read to before they write on: as large as the largest
-    /// `size` registered.
+    /// Where the set's plain copies read to before they write on: as large as the
+    /// largest `size` registered.
     scratch: Vec<u8>,
+    /// Tunnels with `--upstream-ping` in the set; while there are any, the set's task
+    /// looks at them every `tick` for a Ping that came due.
+    framed: usize,
+    /// A quarter of the shortest ping interval registered, 10 ms to 1 s.
+    tick: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -72,10 +84,30 @@ pub struct Registration {
     generation: u32,
 }
 
-/// A tunnel the set copies itself: its two sockets (client, upstream), their readiness as
-/// the edges told it, and one [`Flow`] per direction.
+/// A tunnel the set copies itself: its sockets, and how its bytes go.
 #[derive(Debug)]
 struct Copy {
+    io: Io,
+    how: How,
+    /// In [`Table::pending`].
+    queued: bool,
+    finish: Arc<Finish>,
+}
+
+/// How a tunnel's bytes go.
+#[derive(Debug)]
+enum How {
+    /// As they come, through the set's scratch buffer (reads of up to `size`): client to
+    /// upstream, upstream to client.
+    Plain { flows: [Flow; 2], size: usize },
+    /// Frame by frame, with our Ping (`--upstream-ping`).
+    Framed(Box<Framed>),
+}
+
+/// A copying tunnel's two sockets (client, upstream) and their readiness as the edges told
+/// it.
+#[derive(Debug)]
+pub struct Io {
     sockets: [TcpStream; 2],
     /// Per socket: a read may find something. Set by an event; cleared by a read that
     /// blocked, or a short one while the peer has not ended.
@@ -87,16 +119,9 @@ struct Copy {
     /// comes for it: a short read that took the last data must not be taken for a drained
     /// socket while the end waits behind it (nginx's `pending_eof`).
     ended: [bool; 2],
-    /// Client to upstream, upstream to client.
-    flows: [Flow; 2],
-    /// Read size (`--upstream-tunnel-buffer`).
-    size: usize,
-    /// In [`Table::pending`].
-    queued: bool,
-    finish: Arc<Finish>,
 }
 
-/// One direction of a copying tunnel.
+/// One direction of a plain tunnel.
 #[derive(Debug, Default)]
 struct Flow {
     /// What the destination did not take yet; empty (no allocation) most of the time.
@@ -108,28 +133,14 @@ struct Flow {
     bytes: u64,
 }
 
-/// How a copying tunnel ended: bytes from the client, bytes to it, and the reason
-/// (`closed` or `io_error`).
-pub type End = (u64, u64, &'static str);
-
-/// A copying tunnel's [`End`] once it came, for the task that waits on it.
+/// A copying tunnel's end once it came, for the task that waits on it.
 #[derive(Debug, Default)]
 pub struct Finish {
-    state: Mutex<(Option<End>, Option<Waker>)>,
-}
-
-/// What one [`Copy::step`] left.
-enum Left {
-    /// Nothing to do until the next event.
-    Idle,
-    /// Its budget ran out with bytes still to move.
-    More,
-    /// The tunnel is over, for this reason.
-    Done(&'static str),
+    state: Mutex<(Option<Ended>, Option<Waker>)>,
 }
 
 impl Edge {
-    /// A new, empty set. Start [`Edge::run`] on the executor for it to wake anyone.
+    /// A new, empty set. Start [`Edge::run`] on the executor for it to copy anything.
     pub fn new() -> io::Result<Arc<Edge>> {
         let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         Ok(Arc::new(Edge {
@@ -139,16 +150,20 @@ impl Edge {
     }
 
     /// Moves a tunnel's two sockets from async-io's reactor into the set, whose task then
-    /// copies the bytes both ways itself as the sockets' events come (reads of up to `size`
-    /// into one scratch buffer of the set's; only what a socket does not take is kept, for
-    /// the tunnel): no task is woken per message, as in nginx. The returned [`Finish`] tells
-    /// when and how the tunnel ended; dropping the [`Registration`] before then closes it.
+    /// copies the bytes both ways itself as the sockets' events come: plain (reads of up to
+    /// `size` into one scratch buffer of the set's; only what a socket does not take is
+    /// kept, for the tunnel), or with `ping`, frame by frame through two buffers of `size`
+    /// (see [`Framed`]). No task is woken per message, as in nginx. The returned [`Finish`]
+    /// tells when and how the tunnel ended; dropping the [`Registration`] before then
+    /// closes it.
     pub fn copy(
         self: &Arc<Self>,
         client: Async<TcpStream>,
         upstream: Async<TcpStream>,
         size: usize,
+        ping: Option<Duration>,
     ) -> io::Result<(Arc<Finish>, Registration)> {
+        // (Still nonblocking: async-io leaves the mode as it set it.)
         let sockets = [client.into_inner()?, upstream.into_inner()?];
         let finish = Arc::new(Finish::default());
         let mut t = lock(&self.table);
@@ -159,16 +174,35 @@ impl Edge {
                 return Err(e);
             }
         }
-        if t.scratch.len() < size {
-            t.scratch.resize(size, 0);
-        }
+        let how = match ping {
+            None => {
+                if t.scratch.len() < size {
+                    t.scratch.resize(size, 0);
+                }
+                How::Plain {
+                    flows: Default::default(),
+                    size,
+                }
+            }
+            Some(every) => {
+                let tick = (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                t.tick = if t.framed == 0 {
+                    tick
+                } else {
+                    t.tick.min(tick)
+                };
+                t.framed += 1;
+                How::Framed(Box::new(Framed::new(size, every)))
+            }
+        };
         t.slots[index as usize].copy = Some(Box::new(Copy {
-            sockets,
-            readable: [false; 2],
-            writable: [false; 2],
-            ended: [false; 2],
-            flows: Default::default(),
-            size,
+            io: Io {
+                sockets,
+                readable: [false; 2],
+                writable: [false; 2],
+                ended: [false; 2],
+            },
+            how,
             queued: false,
             finish: finish.clone(),
         }));
@@ -190,28 +224,54 @@ impl Edge {
         Ok(())
     }
 
-    /// Takes the set's events as they come, wakes their tunnels' tasks and copies the
-    /// copying tunnels' bytes. Runs for the process's life; only a failing `epoll_wait` (a
-    /// bad descriptor) ends it, with that error.
+    /// Takes the set's events as they come and copies their tunnels' bytes; while tunnels
+    /// with `--upstream-ping` are in the set, also every tick, for the Pings that came
+    /// due. Runs for the process's life; only a failing `epoll_wait` (a bad descriptor)
+    /// ends it, with that error.
     pub async fn run(self: Arc<Self>) -> io::Error {
         let mut more = false;
+        let mut timer: Option<Timer> = None;
         loop {
+            let mut ticked = false;
             if more {
                 // Tunnels with bytes left after their budget: let other tasks run first.
-                futures_lite::future::yield_now().await;
-            } else if let Err(e) = self.epoll.readable().await {
-                return e;
+                future::yield_now().await;
+            } else {
+                let mut readable = pin!(self.epoll.readable());
+                let woke = future::poll_fn(|cx| {
+                    if let Some(t) = timer.as_mut() {
+                        if Pin::new(t).poll(cx).is_ready() {
+                            return Poll::Ready(Ok(true));
+                        }
+                    }
+                    readable.as_mut().poll(cx).map(|r| r.map(|()| false))
+                })
+                .await;
+                match woke {
+                    Ok(t) => ticked = t,
+                    Err(e) => return e,
+                }
             }
-            match self.drain() {
-                Ok(m) => more = m,
+            let tick = match self.drain(ticked) {
+                Ok((m, tick)) => {
+                    more = m;
+                    tick
+                }
                 Err(e) => return e,
+            };
+            match (tick, &timer) {
+                (None, _) => timer = None,
+                (Some(every), None) => timer = Some(Timer::interval(every)),
+                (Some(_), Some(_)) => {}
             }
         }
     }
 
-    /// Takes every event the set holds, [`EVENTS`] at a time, without waiting, then gives
-    /// each copying tunnel with work one [`Copy::step`]; `Ok(true)` when some have more.
-    fn drain(&self) -> io::Result<bool> {
+    /// Takes every event the set holds, [`EVENTS`] at a time, without waiting, then (after
+    /// a tick: with the framed tunnels whose Ping check came) gives each tunnel with work
+    /// one [`Copy::step`]. Returns whether some have more, and the tick while framed
+    /// tunnels are in the set.
+    fn drain(&self, ticked: bool) -> io::Result<(bool, Option<Duration>)> {
         let zero = rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -230,8 +290,12 @@ impl Edge {
                 Err(e) => return Err(e.into()),
             }
         }
+        if ticked {
+            t.due(Instant::now());
+        }
         t.copy();
-        Ok(!t.pending.is_empty())
+        let tick = (t.framed > 0).then_some(t.tick);
+        Ok((!t.pending.is_empty(), tick))
     }
 }
 
@@ -255,12 +319,27 @@ impl Table {
         if slot.generation != generation {
             return;
         }
+        if let Some(Copy {
+            how: How::Framed(_),
+            ..
+        }) = slot.copy.as_deref()
+        {
+            self.framed -= 1;
+        }
         slot.copy = None;
         slot.generation = generation.wrapping_add(1);
         self.free.push(index);
     }
 
-    /// Counts each event for its tunnel: a task's is woken, a copying one is queued.
+    /// Queues a tunnel for a step, unless it is queued already.
+    fn queue(pending: &mut VecDeque<(u32, u32)>, c: &mut Copy, index: u32, generation: u32) {
+        if !c.queued {
+            c.queued = true;
+            pending.push_back((index, generation));
+        }
+    }
+
+    /// Notes each event for its tunnel, and queues the tunnel.
     fn dispatch(&mut self, events: &[Event]) {
         for e in events {
             let data = e.data.u64();
@@ -272,19 +351,26 @@ impl Table {
             else {
                 continue;
             };
-            if *g != generation {
-                continue;
-            }
-            c.event(side as usize, e.flags);
-            if !c.queued {
-                c.queued = true;
-                self.pending.push_back((index, generation));
+            if *g == generation {
+                c.io.event(side as usize, e.flags);
+                Self::queue(&mut self.pending, c, index, generation);
             }
         }
     }
 
-    /// One [`Copy::step`] for each copying tunnel queued now, at most [`STEPS`]; one with
-    /// bytes left goes to the back of the queue, one that ended leaves the set and tells its
+    /// Queues every framed tunnel whose Ping check has come by `now`.
+    fn due(&mut self, now: Instant) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(c) = slot.copy.as_deref_mut() {
+                if matches!(&c.how, How::Framed(f) if f.check_at() <= now) {
+                    Self::queue(&mut self.pending, c, index as u32, slot.generation);
+                }
+            }
+        }
+    }
+
+    /// One [`Copy::step`] for each tunnel queued now, at most [`STEPS`]; one with bytes
+    /// left goes to the back of the queue, one that ended leaves the set and tells its
     /// task.
     fn copy(&mut self) {
         for _ in 0..self.pending.len().min(STEPS) {
@@ -310,16 +396,116 @@ impl Table {
             match c.step(scratch) {
                 Left::Idle => c.queued = false,
                 Left::More => pending.push_back((index, generation)),
-                Left::Done(reason) => {
-                    c.finish.set((c.flows[0].bytes, c.flows[1].bytes, reason));
+                Left::Done(end) => {
+                    c.finish.set(end);
                     self.release(index, generation);
                 }
             }
         }
     }
 }
+/// What one [`Copy::step`] left.
+enum Left {
+    /// Nothing to do until the next event (or Ping check).
+    Idle,
+    /// Its budget ran out with bytes still to move.
+    More,
+    /// The tunnel is over.
+    Done(Ended),
+}
 
 impl Copy {
+    /// Moves bytes both ways until neither can move, at most [`BUDGET`] rounds.
+    fn step(&mut self, scratch: &mut [u8]) -> Left {
+        for _ in 0..BUDGET {
+            let step = match &mut self.how {
+                How::Plain { flows, size } => plain(flows, &mut self.io, &mut scratch[..*size]),
+                How::Framed(f) => f.pass(&mut self.io),
+            };
+            match step {
+                Step::Progress => {}
+                Step::Idle => return Left::Idle,
+                Step::Done(reason) => {
+                    return Left::Done(match &self.how {
+                        How::Plain { flows, .. } => Ended {
+                            up: flows[0].bytes,
+                            down: flows[1].bytes,
+                            pings: 0,
+                            reason,
+                        },
+                        How::Framed(f) => f.ended(reason),
+                    })
+                }
+            }
+        }
+        Left::More
+    }
+}
+
+/// One round of a plain tunnel: each way, what the destination did not take before, then
+/// one read into `scratch`, written on at once.
+fn plain(flows: &mut [Flow; 2], io: &mut Io, scratch: &mut [u8]) -> Step {
+    let mut progress = false;
+    for (from, f) in flows.iter_mut().enumerate() {
+        match f.pass(io, from, scratch) {
+            Ok(p) => progress |= p,
+            Err(_) => return Step::Done("io_error"),
+        }
+    }
+    if flows[0].shut && flows[1].shut {
+        return Step::Done("closed");
+    }
+    if progress {
+        Step::Progress
+    } else {
+        Step::Idle
+    }
+}
+
+impl Flow {
+    /// Moves bytes from socket `from` to the other one as far as their readiness allows:
+    /// first what the other did not take before, then one read; `Ok(true)` on progress.
+    fn pass(&mut self, io: &mut Io, from: usize, scratch: &mut [u8]) -> io::Result<bool> {
+        let to = 1 - from;
+        let mut progress = false;
+        if self.written < self.rest.len() {
+            let Some(n) = io.write(to, &self.rest[self.written..])? else {
+                return Ok(false);
+            };
+            self.written += n;
+            self.bytes += n as u64;
+            progress = true;
+            if self.written < self.rest.len() {
+                return Ok(progress);
+            }
+            // Written: give the memory back, an idle tunnel holds none.
+            self.rest = Vec::new();
+            self.written = 0;
+        }
+        if !self.eof {
+            if let Some(n) = io.read(from, scratch)? {
+                if n == 0 {
+                    self.eof = true;
+                } else {
+                    let took = io.write(to, &scratch[..n])?.unwrap_or(0);
+                    self.bytes += took as u64;
+                    if took < n {
+                        self.rest = scratch[took..n].to_vec();
+                    }
+                }
+                progress = true;
+            }
+        }
+        if self.eof && self.rest.is_empty() && !self.shut {
+            io.shutdown(to);
+            self.shut = true;
+            progress = true;
+        }
+        Ok(progress)
+    }
+}
+
+impl Io {
     /// Notes what an event of socket `side` (0: the client's) says.
     fn event(&mut self, side: usize, flags: EventFlags) {
         let both = EventFlags::ERR | EventFlags::HUP;
@@ -334,118 +520,54 @@ impl Copy {
         }
     }
 
-    /// Moves bytes both ways until neither can move, at most [`BUDGET`] rounds.
-    fn step(&mut self, scratch: &mut [u8]) -> Left {
-        for _ in 0..BUDGET {
-            let mut progress = false;
-            for from in 0..2 {
-                match self.flow(from, scratch) {
-                    Ok(p) => progress |= p,
-                    Err(_) => return Left::Done("io_error"),
+    /// Reads from socket `side` into `buf` if it may have something: how much (0: its
+    /// end), or `None` when it has nothing now. A short read drained the socket, unless
+    /// its peer's end came with the data's edge: then the next read must see the end.
+    pub fn read(&mut self, side: usize, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        while self.readable[side] {
+            match (&self.sockets[side]).read(buf) {
+                Ok(n) => {
+                    if n < buf.len() && !self.ended[side] {
+                        self.readable[side] = false;
+                    }
+                    return Ok(Some(n));
                 }
-            }
-            if self.flows[0].shut && self.flows[1].shut {
-                return Left::Done("closed");
-            }
-            if !progress {
-                return Left::Idle;
-            }
-        }
-        Left::More
-    }
-
-    /// Moves bytes from socket `from` to the other one as far as their readiness allows:
-    /// first what the other did not take before, then one read; `Ok(true)` on progress.
-    fn flow(&mut self, from: usize, scratch: &mut [u8]) -> io::Result<bool> {
-        let to = 1 - from;
-        let size = self.size;
-        let f = &mut self.flows[from];
-        let mut progress = false;
-        if f.written < f.rest.len() {
-            if !self.writable[to] {
-                return Ok(false);
-            }
-            let n = match write(
-                &self.sockets[to],
-                &f.rest[f.written..],
-                &mut self.writable[to],
-            )? {
-                Some(n) => n,
-                None => return Ok(false),
-            };
-            f.written += n;
-            f.bytes += n as u64;
-            progress = true;
-            if f.written < f.rest.len() {
-                return Ok(progress);
-            }
-            // Written: give the memory back, an idle tunnel holds none.
-            f.rest = Vec::new();
-            f.written = 0;
-        }
-        if !f.eof && self.readable[from] {
-            let n = match (&self.sockets[from]).read(&mut scratch[..size]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable[from] = false;
-                    return Ok(progress);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable[side] = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
-            };
-            // A short read drained the socket, unless an end waits behind it: its edge came
-            // with the data's, and no other will.
-            if n < size && !self.ended[from] {
-                self.readable[from] = false;
             }
-            if n == 0 {
-                f.eof = true;
-            } else {
-                let took = if self.writable[to] {
-                    write(&self.sockets[to], &scratch[..n], &mut self.writable[to])?.unwrap_or(0)
-                } else {
-                    0
-                };
-                f.bytes += took as u64;
-                if took < n {
-                    f.rest = scratch[took..n].to_vec();
-                }
-            }
-            progress = true;
         }
-        if f.eof && f.rest.is_empty() && !f.shut {
-            let _ = self.sockets[to].shutdown(Shutdown::Write);
-            f.shut = true;
-            progress = true;
-        }
-        Ok(progress)
+        Ok(None)
     }
-}
 
-/// Writes `b` to `s`: how much it took (`None` when nothing, as it would block), clearing
-/// `writable` when it did not take all of it.
-fn write(mut s: &TcpStream, b: &[u8], writable: &mut bool) -> io::Result<Option<usize>> {
-    loop {
-        match s.write(b) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                if n < b.len() {
-                    *writable = false;
+    /// Writes `buf` to socket `side` if it may take something: how much it took, or `None`
+    /// when nothing (it would block).
+    pub fn write(&mut self, side: usize, buf: &[u8]) -> io::Result<Option<usize>> {
+        while self.writable[side] {
+            match (&self.sockets[side]).write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    if n < buf.len() {
+                        self.writable[side] = false;
+                    }
+                    return Ok(Some(n));
                 }
-                return Ok(Some(n));
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable[side] = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *writable = false;
-                return Ok(None);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
+        Ok(None)
+    }
+
+    /// Ends our writing half of socket `side` (the other side read to its end).
+    pub fn shutdown(&self, side: usize) {
+        let _ = self.sockets[side].shutdown(Shutdown::Write);
     }
 }
 
 impl Finish {
-    fn set(&self, end: End) {
+    fn set(&self, end: Ended) {
         let mut s = lock(&self.state);
         s.0 = Some(end);
         let waker = s.1.take();
@@ -455,8 +577,8 @@ impl Finish {
         }
     }
 
-    /// The tunnel's bytes up and down and its reason to end, once it ended.
-    pub fn poll(&self, cx: &Context<'_>) -> Poll<End> {
+    /// How the tunnel ended, once it did.
+    pub fn poll(&self, cx: &Context<'_>) -> Poll<Ended> {
         let mut s = lock(&self.state);
         if let Some(end) = s.0 {
             return Poll::Ready(end);
@@ -499,13 +621,17 @@ mod tests {
 
     /// A copying tunnel: (its finish, registration, client's peer, upstream's peer), the
     /// peers blocking with a 5 s read timeout.
-    fn copied(edge: &Arc<Edge>, size: usize) -> (Arc<Finish>, Registration, TcpStream, TcpStream) {
+    fn copied(
+        edge: &Arc<Edge>,
+        size: usize,
+        ping: Option<Duration>,
+    ) -> (Arc<Finish>, Registration, TcpStream, TcpStream) {
         let ((c, c_peer), (u, u_peer)) = (pair(), pair());
         for p in [&c_peer, &u_peer] {
             p.set_read_timeout(Some(std::time::Duration::from_secs(5)))
                 .unwrap();
         }
-        let (finish, reg) = edge.copy(c, u, size).unwrap();
+        let (finish, reg) = edge.copy(c, u, size, ping).unwrap();
         (finish, reg, c_peer, u_peer)
     }
 
@@ -515,7 +641,16 @@ mod tests {
         all
     }
 
-    fn end_of(finish: &Finish) -> End {
+    fn plain_end(up: u64, down: u64, reason: &'static str) -> Ended {
+        Ended {
+            up,
+            down,
+            pings: 0,
+            reason,
+        }
+    }
+
+    fn end_of(finish: &Finish) -> Ended {
         smol::block_on(
             futures_lite::future::poll_fn(|cx| finish.poll(cx)).or(async {
                 async_io::Timer::after(std::time::Duration::from_secs(5)).await;
@@ -528,7 +663,7 @@ mod tests {
     fn a_copied_tunnel_moves_bytes_both_ways_and_ends_when_both_sides_have() {
         let edge = Edge::new().unwrap();
         running(&edge);
-        let (finish, reg, mut c_peer, mut u_peer) = copied(&edge, 4096);
+        let (finish, reg, mut c_peer, mut u_peer) = copied(&edge, 4096, None);
         let mut buf = [0u8; 4];
         c_peer.write_all(b"ping").unwrap();
         u_peer.read_exact(&mut buf).unwrap();
@@ -543,7 +678,7 @@ mod tests {
         u_peer.write_all(b"bye").unwrap();
         drop(u_peer);
         assert_eq!(read_to_end(&c_peer), b"bye");
-        assert_eq!(end_of(&finish), (4, 8, "closed"));
+        assert_eq!(end_of(&finish), plain_end(4, 8, "closed"));
         // It left the set by itself; its registration's drop changes nothing more.
         drop(reg);
         let t = lock(&edge.table);
@@ -563,7 +698,7 @@ mod tests {
         c_peer.write_all(b"bye").unwrap();
         c_peer.shutdown(Shutdown::Write).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let (_finish, _reg) = edge.copy(c, u, 4096).unwrap();
+        let (_finish, _reg) = edge.copy(c, u, 4096, None).unwrap();
         assert_eq!(read_to_end(&u_peer), b"bye");
     }
 
@@ -572,7 +707,7 @@ mod tests {
         let edge = Edge::new().unwrap();
         running(&edge);
         let size = 4096;
-        let (finish, _reg, mut c_peer, u_peer) = copied(&edge, size);
+        let (finish, _reg, mut c_peer, u_peer) = copied(&edge, size, None);
         // Far more than the sockets' buffers hold while the upstream does not read.
         let total = 8 << 20;
         let writer = std::thread::spawn(move || {
@@ -587,26 +722,61 @@ mod tests {
         {
             // Blocked: what the tunnel keeps is at most one read.
             let t = lock(&edge.table);
-            let Some(c) = &t.slots[0].copy else {
+            let Some(How::Plain { flows, .. }) = t.slots[0].copy.as_ref().map(|c| &c.how) else {
                 panic!("the tunnel left the set")
             };
-            assert!(!c.flows[0].rest.is_empty() && c.flows[0].rest.len() <= size);
+            assert!(!flows[0].rest.is_empty() && flows[0].rest.len() <= size);
         }
         let got = read_to_end(&u_peer);
         assert!(got.len() == total && got.iter().all(|&b| b == 5));
         drop(u_peer);
         let _c_peer = writer.join().unwrap();
-        assert_eq!(end_of(&finish), (total as u64, 0, "closed"));
+        assert_eq!(end_of(&finish), plain_end(total as u64, 0, "closed"));
     }
 
     #[test]
     fn dropping_a_copied_tunnels_registration_closes_both_sockets() {
         let edge = Edge::new().unwrap();
         running(&edge);
-        let (_finish, reg, c_peer, u_peer) = copied(&edge, 4096);
+        let (_finish, reg, c_peer, u_peer) = copied(&edge, 4096, None);
         drop(reg);
         assert_eq!(read_to_end(&c_peer), b"");
         assert_eq!(read_to_end(&u_peer), b"");
         assert!(lock(&edge.table).slots[0].copy.is_none());
+    }
+
+    #[test]
+    fn a_framed_tunnel_pings_a_quiet_client_between_frames_and_drops_its_pong() {
+        let edge = Edge::new().unwrap();
+        running(&edge);
+        let every = Duration::from_millis(100);
+        let (finish, _reg, mut c_peer, mut u_peer) = copied(&edge, 4096, Some(every));
+        // The upstream sends a frame in two parts; the Ping may not split it.
+        let frame = [0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+        u_peer.write_all(&frame[..3]).unwrap();
+        std::thread::sleep(every * 3);
+        u_peer.write_all(&frame[3..]).unwrap();
+        let mut got = [0u8; 13];
+        c_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..7], &frame, "the frame whole, then our Ping");
+        assert_eq!(&got[7..], b"\x89\x04wsg1");
+        // The client's Pong (masked) is dropped; its next frame goes on.
+        let mask = [1u8, 2, 3, 4];
+        let mut pong = vec![0x8A, 0x84];
+        pong.extend_from_slice(&mask);
+        pong.extend(b"wsg1".iter().zip(mask).map(|(b, m)| b ^ m));
+        c_peer.write_all(&pong).unwrap();
+        let text = [0x81, 0x82, 0, 0, 0, 0, b'o', b'k'];
+        c_peer.write_all(&text).unwrap();
+        let mut up = [0u8; 8];
+        u_peer.read_exact(&mut up).unwrap();
+        assert_eq!(up, text);
+        // Quiet again, with no event at all: the set's tick finds the next Ping due.
+        let mut again = [0u8; 6];
+        c_peer.read_exact(&mut again).unwrap();
+        assert_eq!(&again, b"\x89\x04wsg1");
+        drop((c_peer, u_peer));
+        let end = end_of(&finish);
+        assert!(end.pings == 2 && end.up == 8 && end.down == 7, "{end:?}");
     }
 }

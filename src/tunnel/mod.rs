@@ -1,31 +1,25 @@
 //! A WebSocket tunnel to `--upstream` (or a Socket.IO forward to a peer) after its 101:
-//! bytes copied both ways, with no idle timeout. Without `--upstream-ping` the tunnel's
-//! epoll set copies them itself ([`edge::Edge::copy`]): a read goes into the set's scratch
+//! bytes copied both ways, with no idle timeout, by the tunnel's epoll set itself
+//! ([`edge::Edge::copy`]). Without `--upstream-ping` a read goes into the set's scratch
 //! buffer and is written on at once; only what the other side does not take then is kept,
 //! in a buffer of the tunnel's own (at most `--upstream-tunnel-buffer`, freed once
-//! written), so an idle tunnel holds no buffer at all. With `--upstream-ping` a task of the
-//! tunnel's own pumps it on async-io's reactor with two fixed buffers, and follows the
-//! frames: a client quiet for that long gets our own Ping, written only at a frame boundary
-//! of the upstream's stream, and the client's matching Pong is swallowed, so that an app
-//! that never pings still keeps a CLB (60 s idle timeout) from cutting the connection.
+//! written), so an idle tunnel holds no buffer at all. With `--upstream-ping` the tunnel has
+//! two fixed buffers and follows the frames ([`Framed`]): a client quiet for that long gets
+//! our own Ping, written only at a frame boundary of the upstream's stream, and the client's
+//! matching Pong is swallowed, so that an app that never pings still keeps a CLB (60 s idle
+//! timeout) from cutting the connection. The frame logic is here; the socket calls are the
+//! set's ([`edge::Io`]).
 
 pub mod edge;
 
-use edge::Edge;
-
-/// One socket of a tunnel with `--upstream-ping`, on async-io's reactor.
-type Side = Async<TcpStream>;
-use futures_lite::{future, AsyncRead, AsyncWrite, FutureExt};
-use smol::{Async, Timer};
+use edge::{Edge, Io};
+use futures_lite::future;
+use smol::Async;
 use std::io;
 use std::net::TcpStream;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Reads or writes in one poll before the task yields to the executor.
-const BUDGET: u32 = 64;
 /// The payload of our Ping; its Pong is recognised by it.
 pub const PING_TOKEN: [u8; 4] = *b"wsg1";
 /// Our Ping frame (server to client: unmasked).
@@ -125,7 +119,9 @@ pub fn is_our_pong(b: &[u8]) -> Option<bool> {
     Some((0..4).all(|i| b[6 + i] ^ mask[i] == PING_TOKEN[i]))
 }
 
-/// One direction of a tunnel.
+/// One direction of a tunnel with `--upstream-ping`: a fixed buffer, and the frames
+/// already passed on.
+#[derive(Debug)]
 struct Dir {
     buf: Box<[u8]>,
     start: usize,
@@ -133,7 +129,7 @@ struct Dir {
     eof: bool,
     shut: bool,
     bytes: u64,
-    /// Frames already passed on (written), with `--upstream-ping`.
+    /// Frames already passed on (written).
     frames: Frames,
 }
 
@@ -150,8 +146,9 @@ impl Dir {
         }
     }
 
-    /// Reads into the free end of the buffer (compacting first); `Ok(true)` on progress.
-    fn poll_read(&mut self, src: &mut Side, cx: &mut Context<'_>) -> io::Result<bool> {
+    /// Reads from socket `from` into the free end of the buffer (compacting first);
+    /// `Ok(true)` on progress.
+    fn read(&mut self, io: &mut Io, from: usize) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
@@ -162,45 +159,35 @@ impl Dir {
         if self.end == self.buf.len() {
             return Ok(false);
         }
-        match Pin::new(&mut *src).poll_read(cx, &mut self.buf[self.end..]) {
-            Poll::Ready(r) => {
-                let n = r?;
-                self.end += n;
-                self.eof = n == 0;
-                Ok(true)
-            }
-            Poll::Pending => Ok(false),
-        }
+        let Some(n) = io.read(from, &mut self.buf[self.end..])? else {
+            return Ok(false);
+        };
+        self.end += n;
+        self.eof = n == 0;
+        Ok(true)
     }
 
-    /// Writes `buf[start..start + len]` to `dst`; `Ok(true)` on progress.
-    fn poll_write(&mut self, dst: &mut Side, len: usize, cx: &mut Context<'_>) -> io::Result<bool> {
+    /// Writes `buf[start..start + len]` to socket `to`; `Ok(true)` on progress.
+    fn write(&mut self, io: &mut Io, to: usize, len: usize) -> io::Result<bool> {
         if len == 0 {
             return Ok(false);
         }
-        let chunk = &self.buf[self.start..self.start + len];
-        match Pin::new(&mut *dst).poll_write(cx, chunk) {
-            Poll::Ready(r) => {
-                let n = r?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                self.frames.advance(&self.buf[self.start..self.start + n]);
-                self.start += n;
-                self.bytes += n as u64;
-                if self.start == self.end {
-                    (self.start, self.end) = (0, 0);
-                }
-                Ok(true)
-            }
-            Poll::Pending => Ok(false),
+        let Some(n) = io.write(to, &self.buf[self.start..self.start + len])? else {
+            return Ok(false);
+        };
+        self.frames.advance(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        self.bytes += n as u64;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
         }
+        Ok(true)
     }
 
-    /// Half-closes `dst` once `src` ended and everything is written.
-    fn shut_when_done(&mut self, dst: &Side) -> bool {
+    /// Half-closes socket `to` once the source ended and everything is written.
+    fn shut_when_done(&mut self, io: &Io, to: usize) -> bool {
         if self.eof && self.start == self.end && !self.shut {
-            let _ = dst.get_ref().shutdown(std::net::Shutdown::Write);
+            io.shutdown(to);
             self.shut = true;
             return true;
         }
@@ -208,11 +195,12 @@ impl Dir {
     }
 }
 
-/// What one pass of a tunnel's loop did.
-enum Step {
-    /// Moved bytes (or timers): go round again.
+/// What one pass over a tunnel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Moved bytes (or a Ping became due): go round again.
     Progress,
-    /// Nothing to do until a waker fires.
+    /// Nothing to do until the next event.
     Idle,
     /// The tunnel is over, for this reason.
     Done(&'static str),
@@ -228,21 +216,141 @@ impl Step {
     }
 }
 
-/// Runs `pass` until it is done, at most [`BUDGET`] passes per poll: then the task yields
-/// to the others on its executor thread.
-async fn drive(mut pass: impl FnMut(&mut Context<'_>) -> Step) -> &'static str {
-    future::poll_fn(|cx| {
-        for _ in 0..BUDGET {
-            match pass(cx) {
-                Step::Progress => {}
-                Step::Idle => return Poll::Pending,
-                Step::Done(reason) => return Poll::Ready(reason),
+/// A tunnel with `--upstream-ping`: two fixed buffers, frames followed both ways, our Ping
+/// spliced in at a frame boundary when the client has been quiet for `every`, and the
+/// client's Pong to it held back and dropped. The set calls [`Framed::pass`] on its events,
+/// and again once [`Framed::check_at`] has come.
+#[derive(Debug)]
+pub struct Framed {
+    up: Dir,
+    down: Dir,
+    every: Duration,
+    client_heard: Instant,
+    /// When the client's quiet is next looked at.
+    check_at: Instant,
+    /// Our Ping was sent and its Pong has not come back.
+    outstanding: bool,
+    /// Bytes of our Ping still to write (it goes out whole, between two upstream frames).
+    ping_left: usize,
+    pings: u64,
+}
+
+impl Framed {
+    /// A tunnel whose buffers hold `size` bytes each, pinging a client quiet for `every`.
+    pub fn new(size: usize, every: Duration) -> Framed {
+        let now = Instant::now();
+        Framed {
+            up: Dir::new(size),
+            down: Dir::new(size),
+            every,
+            client_heard: now,
+            check_at: now + every,
+            outstanding: false,
+            ping_left: 0,
+            pings: 0,
+        }
+    }
+
+    /// When the client's quiet is next looked at: the set makes a pass then.
+    pub fn check_at(&self) -> Instant {
+        self.check_at
+    }
+
+    /// How it ended, with `reason`.
+    pub fn ended(&self, reason: &'static str) -> Ended {
+        Ended {
+            up: self.up.bytes,
+            down: self.down.bytes,
+            pings: self.pings,
+            reason,
+        }
+    }
+
+    /// Moves what the sockets' readiness allows (socket 0 is the client's), and sends our
+    /// Ping if it is due.
+    pub fn pass(&mut self, io: &mut Io) -> Step {
+        let (up, down) = (&mut self.up, &mut self.down);
+        let mut progress = false;
+        // Client to upstream, holding back (and dropping) a Pong to our Ping.
+        match up.read(io, 0) {
+            Ok(p) => {
+                if p {
+                    self.client_heard = Instant::now();
+                    progress = true;
+                }
+            }
+            Err(_) => return Step::Done("client_error"),
+        }
+        let mut send = up.end - up.start;
+        if self.outstanding && up.frames.at_boundary() && send > 0 {
+            match is_our_pong(&up.buf[up.start..up.end]) {
+                Some(true) => {
+                    up.start += PONG_LEN;
+                    self.outstanding = false;
+                    send -= PONG_LEN;
+                    progress = true;
+                }
+                // Maybe ours: wait for the rest of it (unless the client is done).
+                None if !up.eof => send = 0,
+                _ => {}
             }
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
+        if send > 0 && self.outstanding {
+            // Pass on only up to the next frame boundary, where a Pong may start.
+            send = send.min(frame_room(&up.frames, &up.buf[up.start..up.end]));
+        }
+        match up.write(io, 1, send) {
+            Ok(p) => progress |= p,
+            Err(_) => return Step::Done("upstream_error"),
+        }
+        progress |= up.shut_when_done(io, 1);
+        // Upstream to client, with our Ping between two frames.
+        if self.ping_left == 0 {
+            match down.read(io, 1) {
+                Ok(p) => progress |= p,
+                Err(_) => return Step::Done("upstream_error"),
+            }
+        }
+        if self.ping_left > 0 {
+            let from = PING.len() - self.ping_left;
+            match io.write(0, &PING[from..]) {
+                Ok(Some(n)) => {
+                    self.ping_left -= n;
+                    progress = true;
+                }
+                Ok(None) => {}
+                Err(_) => return Step::Done("client_error"),
+            }
+        } else {
+            let send = (down.end - down.start)
+                .min(frame_room(&down.frames, &down.buf[down.start..down.end]));
+            match down.write(io, 0, send) {
+                Ok(p) => progress |= p,
+                Err(_) => return Step::Done("client_error"),
+            }
+            progress |= down.shut_when_done(io, 0);
+        }
+        if up.shut && down.shut {
+            return Step::Done("closed");
+        }
+        // The ping: due when the client has been quiet for the interval.
+        let now = Instant::now();
+        if now >= self.check_at {
+            let quiet = now.saturating_duration_since(self.client_heard);
+            if quiet >= self.every && !self.outstanding && down.frames.at_boundary() {
+                // Everything written so far ends a frame: the Ping goes next.
+                self.ping_left = PING.len();
+                self.outstanding = true;
+                self.pings += 1;
+                self.check_at = now + self.every;
+                progress = true;
+            } else {
+                let wait = self.every.saturating_sub(quiet);
+                self.check_at = now + wait.max(Duration::from_millis(10));
+            }
+        }
+        Step::progress(progress)
+    }
 }
 
 /// How a tunnel ended, and what passed through it.
@@ -254,14 +362,15 @@ pub struct Ended {
     pub down: u64,
     /// Pings we sent.
     pub pings: u64,
-    /// `closed`, `client_error`, `upstream_error`, `io_error` (without `--upstream-ping`)
-    /// or `register_failed`.
+    /// `closed`, `io_error` (without `--upstream-ping`), `client_error` or `upstream_error`
+    /// (with it), or `register_failed`.
     pub reason: &'static str,
 }
 
-/// Copies both ways until both directions end or one side fails. Without `ping` the two
-/// sockets move to `edge`'s epoll set for the tunnel's life, which copies them
-/// (`register_failed` when there is no set, or it refuses them).
+/// Copies both ways until both directions end or one side fails: the two sockets move to
+/// `edge`'s epoll set for the tunnel's life, which copies them (`register_failed` when
+/// there is no set, or it refuses them); with `ping`, frames are followed and the client
+/// is pinged when quiet for that long. This task only waits for the end.
 pub async fn pump(
     edge: io::Result<Arc<Edge>>,
     client: Async<TcpStream>,
@@ -269,134 +378,14 @@ pub async fn pump(
     size: usize,
     ping: Option<Duration>,
 ) -> Ended {
-    let failed = Ended {
-        up: 0,
-        down: 0,
-        pings: 0,
-        reason: "register_failed",
-    };
-    if ping.is_none() {
-        // The set copies the bytes itself; this task only waits for the end.
-        let Ok((finish, _registered)) = edge.and_then(|e| e.copy(client, upstream, size)) else {
-            return failed;
-        };
-        let (up, down, reason) = future::poll_fn(|cx| finish.poll(cx)).await;
-        return Ended {
-            up,
-            down,
+    match edge.and_then(|e| e.copy(client, upstream, size, ping)) {
+        Ok((finish, _registered)) => future::poll_fn(|cx| finish.poll(cx)).await,
+        Err(_) => Ended {
+            up: 0,
+            down: 0,
             pings: 0,
-            reason,
-        };
-    }
-    pump_framed(client, upstream, size, ping).await
-}
-
-/// [`pump`] with `--upstream-ping`: two fixed buffers, frames followed both ways.
-async fn pump_framed(
-    mut client: Side,
-    mut upstream: Side,
-    size: usize,
-    ping: Option<Duration>,
-) -> Ended {
-    let mut up = Dir::new(size);
-    let mut down = Dir::new(size);
-    let mut client_heard = Instant::now();
-    let mut outstanding = false;
-    // Bytes of our Ping still to write (it goes out whole, between two upstream frames).
-    let mut ping_left = 0usize;
-    let mut pings = 0u64;
-    let mut timer = ping.map(Timer::after);
-    let reason = drive(|cx| {
-        let mut progress = false;
-        // Client to upstream, holding back (and dropping) a Pong to our Ping.
-        match up.poll_read(&mut client, cx) {
-            Ok(p) => {
-                if p {
-                    client_heard = Instant::now();
-                    progress = true;
-                }
-            }
-            Err(_) => return Step::Done("client_error"),
-        }
-        let mut send = up.end - up.start;
-        if outstanding && up.frames.at_boundary() && send > 0 {
-            match is_our_pong(&up.buf[up.start..up.end]) {
-                Some(true) => {
-                    up.start += PONG_LEN;
-                    outstanding = false;
-                    send -= PONG_LEN;
-                    progress = true;
-                }
-                // Maybe ours: wait for the rest of it (unless the client is done).
-                None if !up.eof => send = 0,
-                _ => {}
-            }
-        }
-        if send > 0 && outstanding {
-            // Pass on only up to the next frame boundary, where a Pong may start.
-            send = send.min(frame_room(&up.frames, &up.buf[up.start..up.end]));
-        }
-        match up.poll_write(&mut upstream, send, cx) {
-            Ok(p) => progress |= p,
-            Err(_) => return Step::Done("upstream_error"),
-        }
-        progress |= up.shut_when_done(&upstream);
-        // Upstream to client, with our Ping between two frames.
-        if ping_left == 0 {
-            match down.poll_read(&mut upstream, cx) {
-                Ok(p) => progress |= p,
-                Err(_) => return Step::Done("upstream_error"),
-            }
-        }
-        if ping_left > 0 {
-            let from = PING.len() - ping_left;
-            match Pin::new(&mut client).poll_write(cx, &PING[from..]) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    ping_left -= n;
-                    progress = true;
-                }
-                Poll::Ready(_) => return Step::Done("client_error"),
-                Poll::Pending => {}
-            }
-        } else {
-            let mut send = down.end - down.start;
-            if ping.is_some() {
-                send = send.min(frame_room(&down.frames, &down.buf[down.start..down.end]));
-            }
-            match down.poll_write(&mut client, send, cx) {
-                Ok(p) => progress |= p,
-                Err(_) => return Step::Done("client_error"),
-            }
-            progress |= down.shut_when_done(&client);
-        }
-        if up.shut && down.shut {
-            return Step::Done("closed");
-        }
-        // The ping timer: due when the client has been quiet for the interval.
-        if let (Some(t), Some(every)) = (timer.as_mut(), ping) {
-            if Pin::new(&mut *t).poll(cx).is_ready() {
-                let quiet = client_heard.elapsed();
-                if quiet >= every && !outstanding && down.frames.at_boundary() {
-                    // Everything written so far ends a frame: the Ping goes next.
-                    ping_left = PING.len();
-                    outstanding = true;
-                    pings += 1;
-                    t.set_after(every);
-                } else {
-                    t.set_after(every.saturating_sub(quiet).max(Duration::from_millis(10)));
-                }
-                // A re-armed timer has no waker until it is polled again: go round once more.
-                progress = true;
-            }
-        }
-        Step::progress(progress)
-    })
-    .await;
-    Ended {
-        up: up.bytes,
-        down: down.bytes,
-        pings,
-        reason,
+            reason: "register_failed",
+        },
     }
 }
 
