@@ -524,46 +524,51 @@ impl Io {
     /// end), or `None` when it has nothing now. A short read drained the socket, unless
     /// its peer's end came with the data's edge: then the next read must see the end.
     pub fn read(&mut self, side: usize, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        while self.readable[side] {
-            match (&self.sockets[side]).read(buf) {
-                Ok(n) => {
-                    if n < buf.len() && !self.ended[side] {
-                        self.readable[side] = false;
-                    }
-                    return Ok(Some(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable[side] = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        let (len, ended, mut s) = (buf.len(), self.ended[side], &self.sockets[side]);
+        attempt(
+            &mut self.readable[side],
+            || s.read(buf),
+            |n| n < len && !ended,
+        )
     }
 
     /// Writes `buf` to socket `side` if it may take something: how much it took, or `None`
     /// when nothing (it would block).
     pub fn write(&mut self, side: usize, buf: &[u8]) -> io::Result<Option<usize>> {
-        while self.writable[side] {
-            match (&self.sockets[side]).write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if n < buf.len() {
-                        self.writable[side] = false;
-                    }
-                    return Ok(Some(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable[side] = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        let mut s = &self.sockets[side];
+        let op = || match s.write(buf) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            r => r,
+        };
+        attempt(&mut self.writable[side], op, |n| n < buf.len())
     }
 
     /// Ends our writing half of socket `side` (the other side read to its end).
     pub fn shutdown(&self, side: usize) {
         let _ = self.sockets[side].shutdown(Shutdown::Write);
     }
+}
+
+/// Runs `op` (a read or a write) while the socket is `ready`: how much it moved, or `None`
+/// when it would block. `ready` is cleared by a call that blocked, or one whose result says
+/// the socket is `spent` (a short read or write); no edge comes before the state changes.
+fn attempt(
+    ready: &mut bool,
+    mut op: impl FnMut() -> io::Result<usize>,
+    spent: impl Fn(usize) -> bool,
+) -> io::Result<Option<usize>> {
+    while *ready {
+        match op() {
+            Ok(n) => {
+                *ready = !spent(n);
+                return Ok(Some(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *ready = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 impl Finish {
