@@ -314,6 +314,43 @@ fn a_websocket_upgrade_becomes_a_tunnel_and_other_upgrades_do_not() {
     gw.wait_log(|l| l.contains(" tunnel_close ") && l.contains("bytes_up=10000"));
 }
 
+/// A client that stops reading while the app keeps echoing: every buffer between them fills,
+/// its tunnel stops at one read, and another tunnel, copied by the same set, goes on.
+#[test]
+fn a_tunnel_whose_client_stops_reading_does_not_hold_up_another() {
+    let (_app, app) = echo_app();
+    let upstream = format!("http://{app}");
+    let gw = Gateway::start(&["--upstream", &upstream, "--admin-listen", "127.0.0.1:0"]);
+    let (stuck, _) = raw_upgrade(gw.addr);
+    let (mut live, _) = raw_upgrade(gw.addr);
+    let mut w = stuck.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let mut sent = 0usize;
+    // Until nothing more is taken for half a second: everything on the way is full.
+    while let Ok(n) = w.write(&chunk) {
+        sent += n;
+        assert!(sent < 512 << 20, "never backed up");
+    }
+    assert!(sent > 64 * 1024, "backed up after {sent} bytes");
+    for i in 0..20u8 {
+        let msg = [i; 100];
+        live.write_all(&msg).unwrap();
+        let mut back = [0u8; 100];
+        live.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg, "the other tunnel's echo, round {i}");
+    }
+    // The stuck client goes (unread bytes: a reset); only its tunnel closes.
+    drop((stuck, w));
+    gw.wait_log(|l| l.contains(" tunnel_close "));
+    wait_metric(gw.admin_addr(), "wsgate_upstream_tunnels_open", 1.0);
+    live.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    live.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+}
+
 /// A raw WebSocket upgrade to the echo app's `/ws` (which never pings) through `addr`:
 /// the socket after the 101, and the 101's head.
 fn raw_upgrade(addr: SocketAddr) -> (TcpStream, String) {

@@ -65,6 +65,8 @@ server.on('upgrade', (req, socket, head) => {
       `Sec-WebSocket-Accept: ${accept}\r\nX-Seen-Forwarded-For: ${req.headers['x-forwarded-for']}\r\n\r\n`,
   );
   if (head.length) socket.write(head);
+  // A tunnel that ends with bytes unread is reset: that ends this socket, not the app.
+  socket.on('error', () => socket.destroy());
   socket.pipe(socket);
 });
 server.keepAliveTimeout = 30000;
