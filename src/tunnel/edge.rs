@@ -57,7 +57,8 @@ struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Copying tunnels with work left, by index and generation, in the order they became
-    /// ready; a tunnel is here at most once ([`Copy::queued`]).
+    /// ready. Bounded by the tunnels in the set: one is here at most once
+    /// ([`Copy::queued`]), so it is never full.
     pending: VecDeque<(u32, u32)>,
     /// Where the set's plain copies read to before they write on: as large as the
     /// largest `size` registered.
@@ -65,7 +66,8 @@ struct Table {
     /// Tunnels with `--upstream-ping` in the set; while there are any, the set's task
     /// looks at them every `tick` for a Ping that came due.
     framed: usize,
-    /// A quarter of the shortest ping interval registered, 10 ms to 1 s.
+    /// A quarter of the shortest ping interval registered (every tunnel of a process has
+    /// the same `--upstream-ping`), 10 ms to 1 s.
     tick: Duration,
 }
 
