@@ -22,11 +22,6 @@ pub struct Config {
     pub listen_backlog: u32,
     /// Executor threads. Default: the number of available cores.
     pub threads: usize,
-    /// Epoll sets that copy tunnels' bytes (`--upstream` tunnels and Socket.IO forwards),
-    /// each one task; tunnels are dealt out to them in turn. Default 1: one task copying
-    /// every tunnel's messages costs less CPU per message than two taking turns, and a
-    /// core copies far more than a Node app behind it can send.
-    pub tunnel_sets: usize,
     /// Log line format. Default text (`key=value`); `json` for log shippers.
     pub log_format: LogFormat,
     /// Longest value written to a log line, in bytes; longer ones (a chat message with
@@ -250,9 +245,6 @@ impl Config {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
-        if self.tunnel_sets == 0 {
-            return Err("--tunnel-sets must be at least 1".into());
-        }
         if self.auth.api_key.is_some() && self.admin_listen.is_none() {
             return Err(
                 "--api-key-file serves its API on the admin listener: set --admin-listen".into(),
@@ -377,7 +369,6 @@ pub fn settings(c: &Config) -> Vec<(&'static str, String)> {
         ("upgrade-timeout", d(c.session.upgrade_timeout)),
         ("inline-gap", d(c.session.inline_gap)),
         ("threads", c.threads.to_string()),
-        ("tunnel-sets", c.tunnel_sets.to_string()),
         ("log-format", c.log_format.as_str().into()),
         ("log-value-bytes", c.log_value_bytes.to_string()),
         ("socket-send-buffer", c.socket_send_buffer.to_string()),
@@ -657,7 +648,6 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             listen_backlog: 4096,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            tunnel_sets: 1,
             log_format: LogFormat::Text,
             log_value_bytes: crate::log::DEFAULT_VALUE_BYTES,
             socket_send_buffer: 32 * 1024,

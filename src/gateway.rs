@@ -39,9 +39,8 @@ pub struct Gateway {
     /// Idle connections to `--upstream`, at most `--upstream-pool`; the last one returned is
     /// reused first.
     pub upstream_pool: Mutex<Vec<Async<TcpStream>>>,
-    /// The tunnels' epoll sets (`--tunnel-sets`), each made (and its task started) when a
-    /// tunnel first needs it.
-    edges: Mutex<Vec<Option<Arc<Edge>>>>,
+    /// The tunnels' epoll set, made (and its task started) by the first tunnel.
+    edge: Mutex<Option<Arc<Edge>>>,
 }
 
 /// What `/healthz` reports (the prelude and the admin listener render it).
@@ -56,7 +55,6 @@ pub struct Health {
 impl Gateway {
     /// Shared state for one listener.
     pub fn new(config: Config, executor: Executor) -> Arc<Gateway> {
-        let sets = config.tunnel_sets;
         let metrics = Arc::new(Metrics::default());
         let backplane = config.backplane.clone().map(|b| {
             let max_message = config.session.max_message_bytes;
@@ -97,18 +95,18 @@ impl Gateway {
             admission,
             started: std::time::Instant::now(),
             upstream_pool: Mutex::new(Vec::new()),
-            edges: Mutex::new(vec![None; sets]),
+            edge: Mutex::new(None),
         })
     }
 
-    /// The epoll set ([`crate::tunnel::edge`]) for tunnel `conn`: the `--tunnel-sets` take
-    /// tunnels in turn. A set is made, and its task started, when first needed; that fails
-    /// only when no descriptor is left for it (the next call tries again).
-    pub fn edge(&self, conn: u64) -> std::io::Result<Arc<Edge>> {
-        let mut sets = crate::lock::mutex(&self.edges);
-        let n = sets.len().max(1);
-        let slot = &mut sets[(conn % n as u64) as usize];
-        if let Some(edge) = slot {
+    /// The tunnels' epoll set ([`crate::tunnel::edge`]), one per process: one task copying
+    /// every tunnel costs less CPU per message than two taking turns. It is made, and its
+    /// task started, when first needed, and made anew if its task is gone (its tunnels then
+    /// ended with `set_failed`); that fails only when no descriptor is left for it (the next
+    /// call tries again).
+    pub fn edge(&self) -> std::io::Result<Arc<Edge>> {
+        let mut slot = crate::lock::mutex(&self.edge);
+        if let Some(edge) = slot.as_ref().filter(|e| !e.failed()) {
             return Ok(edge.clone());
         }
         let edge = Edge::new()?;

@@ -80,10 +80,6 @@ struct Args {
     #[argh(option)]
     threads: Option<usize>,
 
-    /// epoll sets that copy tunnels' bytes, each one task (default 1)
-    #[argh(option)]
-    tunnel_sets: Option<usize>,
-
     /// log each chat message with the real client address
     #[argh(switch)]
     log_messages: bool,
@@ -296,7 +292,6 @@ impl Args {
             c.listen => self.listen,
             c.listen_backlog => self.listen_backlog,
             c.threads => self.threads,
-            c.tunnel_sets => self.tunnel_sets,
             c.log_format => self.log_format,
             c.log_value_bytes => self.log_value_bytes,
             c.socket_send_buffer => self.socket_send_buffer,

@@ -76,7 +76,7 @@ pub(super) async fn start(
     let (conn, who, sid) = (gw.next_conn(), pre.client, sid.to_owned());
     info!("forward", conn = conn, client = who, sid = sid, to = to);
     let started = Instant::now();
-    let edge = gw.edge(conn);
+    let edge = gw.edge();
     gw.executor
         .spawn(async move {
             let end = tunnel::pump(edge, client, peer, BUFFER_BYTES, None).await;

@@ -32,6 +32,7 @@ use std::mem::MaybeUninit;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ const STEPS: usize = 256;
 pub struct Edge {
     epoll: Async<OwnedFd>,
     table: Mutex<Table>,
+    /// Its task is gone ([`Edge::fail`]): it takes no more tunnels.
+    failed: AtomicBool,
 }
 
 /// Registered tunnels by slot. An event carries its slot's index and generation, so one for
@@ -148,6 +151,7 @@ impl Edge {
         Ok(Arc::new(Edge {
             epoll: Async::new(fd)?,
             table: Mutex::default(),
+            failed: AtomicBool::new(false),
         }))
     }
 
@@ -169,6 +173,9 @@ impl Edge {
         let sockets = [client.into_inner()?, upstream.into_inner()?];
         let finish = Arc::new(Finish::default());
         let mut t = lock(&self.table);
+        if self.failed() {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
         let (index, generation) = t.take_slot();
         for (side, s) in sockets.iter().enumerate() {
             if let Err(e) = self.add(s, index, generation, side) {
@@ -231,6 +238,9 @@ impl Edge {
     /// due. Runs for the process's life; only a failing `epoll_wait` (a bad descriptor)
     /// ends it, with that error.
     pub async fn run(self: Arc<Self>) -> io::Error {
+        // However this ends, by an error or by a panic (the executor drops a panicked task),
+        // the tunnels must not be left without a copier.
+        let _fail = FailOnDrop(&self);
         let mut more = false;
         let mut timer: Option<Timer> = None;
         loop {
@@ -265,6 +275,23 @@ impl Edge {
                 (None, _) => timer = None,
                 (Some(every), None) => timer = Some(Timer::interval(every)),
                 (Some(_), Some(_)) => {}
+            }
+        }
+    }
+
+    /// Whether the set's task is gone: its tunnels were closed, and it takes no more.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Closes every tunnel in the set, each ending with `set_failed`, and takes no more:
+    /// for when the set's task is gone.
+    fn fail(&self) {
+        let mut t = lock(&self.table);
+        self.failed.store(true, Ordering::Release);
+        for slot in &mut t.slots {
+            if let Some(c) = slot.copy.take() {
+                c.finish.set(c.end("set_failed"));
             }
         }
     }
@@ -427,20 +454,23 @@ impl Copy {
             match step {
                 Step::Progress => {}
                 Step::Idle => return Left::Idle,
-                Step::Done(reason) => {
-                    return Left::Done(match &self.how {
-                        How::Plain { flows, .. } => Ended {
-                            up: flows[0].bytes,
-                            down: flows[1].bytes,
-                            pings: 0,
-                            reason,
-                        },
-                        How::Framed(f) => f.ended(reason),
-                    })
-                }
+                Step::Done(reason) => return Left::Done(self.end(reason)),
             }
         }
         Left::More
+    }
+
+    /// How the tunnel ended so far, with `reason`.
+    fn end(&self, reason: &'static str) -> Ended {
+        match &self.how {
+            How::Plain { flows, .. } => Ended {
+                up: flows[0].bytes,
+                down: flows[1].bytes,
+                pings: 0,
+                reason,
+            },
+            How::Framed(f) => f.ended(reason),
+        }
     }
 }
 
@@ -595,6 +625,15 @@ impl Finish {
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// Fails its set when dropped: held by the set's task.
+struct FailOnDrop<'a>(&'a Edge);
+
+impl Drop for FailOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fail();
     }
 }
 
@@ -785,5 +824,28 @@ mod tests {
         drop((c_peer, u_peer));
         let end = end_of(&finish);
         assert!(end.pings == 2 && end.up == 8 && end.down == 7, "{end:?}");
+    }
+
+    #[test]
+    fn when_the_sets_task_is_gone_its_tunnels_end_and_it_takes_no_more() {
+        let edge = Edge::new().unwrap();
+        let (finish, _reg, mut c_peer, u_peer) = copied(&edge, 4096, None);
+        // The task runs a while, then is dropped, as the executor drops a panicked task.
+        smol::block_on(async {
+            let run = edge.clone().run();
+            run.or(async {
+                c_peer.write_all(b"a").unwrap();
+                async_io::Timer::after(Duration::from_millis(100)).await;
+                io::Error::other("stop")
+            })
+            .await
+        });
+        assert!(edge.failed());
+        let end = end_of(&finish);
+        assert_eq!((end.up, end.reason), (1, "set_failed"));
+        assert_eq!(read_to_end(&u_peer), b"a");
+        assert_eq!(read_to_end(&c_peer), b"");
+        let (c, u) = (pair().0, pair().0);
+        assert!(edge.copy(c, u, 4096, None).is_err());
     }
 }

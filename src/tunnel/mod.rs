@@ -363,7 +363,7 @@ pub struct Ended {
     /// Pings we sent.
     pub pings: u64,
     /// `closed`, `io_error` (without `--upstream-ping`), `client_error` or `upstream_error`
-    /// (with it), or `register_failed`.
+    /// (with it), `register_failed`, or `set_failed` (the set's task is gone).
     pub reason: &'static str,
 }
 

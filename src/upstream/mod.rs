@@ -608,7 +608,7 @@ fn spawn_tunnel(client: Async<TcpStream>, u: Upgraded, pre: &Prelude, gw: &Arc<G
         .spawn(async move {
             let m = &gw2.metrics;
             m.tunnels_open.fetch_add(1, Relaxed);
-            let end = tunnel::pump(gw2.edge(conn), client, upstream, size, ping).await;
+            let end = tunnel::pump(gw2.edge(), client, upstream, size, ping).await;
             m.tunnels_open.fetch_sub(1, Relaxed);
             m.upstream_bytes_out.fetch_add(end.up, Relaxed);
             m.upstream_bytes_in.fetch_add(end.down, Relaxed);
