@@ -328,6 +328,15 @@ impl Edge {
     }
 }
 
+/// The tunnel in slot `index` if the slot still has `generation` (an event or a queued step
+/// for a tunnel that ended, whose slot may now be another's, finds none).
+fn live(slots: &mut [Slot], index: u32, generation: u32) -> Option<&mut Copy> {
+    match slots.get_mut(index as usize) {
+        Some(s) if s.generation == generation => s.copy.as_deref_mut(),
+        _ => None,
+    }
+}
+
 impl Table {
     /// A free slot's index and generation.
     fn take_slot(&mut self) -> (u32, u32) {
@@ -373,14 +382,7 @@ impl Table {
         for e in events {
             let data = e.data.u64();
             let (generation, index, side) = ((data >> 32) as u32, (data as u32) >> 1, data & 1);
-            let Some(Slot {
-                generation: g,
-                copy: Some(c),
-            }) = self.slots.get_mut(index as usize)
-            else {
-                continue;
-            };
-            if *g == generation {
+            if let Some(c) = live(&mut self.slots, index, generation) {
                 c.io.event(side as usize, e.flags);
                 Self::queue(&mut self.pending, c, index, generation);
             }
@@ -412,16 +414,9 @@ impl Table {
                 pending,
                 ..
             } = self;
-            let Some(Slot {
-                generation: g,
-                copy: Some(c),
-            }) = slots.get_mut(index as usize)
-            else {
+            let Some(c) = live(slots, index, generation) else {
                 continue;
             };
-            if *g != generation {
-                continue;
-            }
             match c.step(scratch) {
                 Left::Idle => c.queued = false,
                 Left::More => pending.push_back((index, generation)),
@@ -433,6 +428,7 @@ impl Table {
         }
     }
 }
+
 /// What one [`Copy::step`] left.
 enum Left {
     /// Nothing to do until the next event (or Ping check).
@@ -487,11 +483,7 @@ fn plain(flows: &mut [Flow; 2], io: &mut Io, scratch: &mut [u8]) -> Step {
     if flows[0].shut && flows[1].shut {
         return Step::Done("closed");
     }
-    if progress {
-        Step::Progress
-    } else {
-        Step::Idle
-    }
+    Step::progress(progress)
 }
 
 impl Flow {

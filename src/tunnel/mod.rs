@@ -270,12 +270,14 @@ impl Framed {
     /// Ping if it is due.
     pub fn pass(&mut self, io: &mut Io) -> Step {
         let (up, down) = (&mut self.up, &mut self.down);
+        // One clock read a pass: when the client was heard, and whether a Ping is due.
+        let now = Instant::now();
         let mut progress = false;
         // Client to upstream, holding back (and dropping) a Pong to our Ping.
         match up.read(io, 0) {
             Ok(p) => {
                 if p {
-                    self.client_heard = Instant::now();
+                    self.client_heard = now;
                     progress = true;
                 }
             }
@@ -334,7 +336,6 @@ impl Framed {
             return Step::Done("closed");
         }
         // The ping: due when the client has been quiet for the interval.
-        let now = Instant::now();
         if now >= self.check_at {
             let quiet = now.saturating_duration_since(self.client_heard);
             if quiet >= self.every && !self.outstanding && down.frames.at_boundary() {
