@@ -63,11 +63,16 @@ start_proxy() {
   esac
 }
 
-run() { # NAME ARGS...: the tool's JSON (its last line) into $OUT/NAME.json
+run() { # NAME COMMAND...: the tool's JSON (its last line) into $OUT/NAME.json
   local name=$1
   shift
-  "$LOAD" "$@" >"$OUT/$name.log" 2>&1 || true
+  "$@" >"$OUT/$name.log" 2>&1 || true
   tail -n 1 "$OUT/$name.log" >"$OUT/$name.json"
+}
+
+fanout() { # the fan-out against the proxy start_proxy started
+  "$LOAD" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" --publishers 5 \
+    --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID"
 }
 
 if [ "${1:-}" = ab ]; then
@@ -79,8 +84,7 @@ if [ "${1:-}" = ab ]; then
       peer=nginx
       if [ "$name" != nginx ]; then peer=wsgate WSGATE_BIN=${spec#*=}; fi
       start_proxy "$peer"
-      "$LOAD" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" --publishers 5 \
-        --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID" 2>/dev/null | tail -n 1 |
+      fanout 2>/dev/null | tail -n 1 |
         python3 -c 'import json, sys
 d = json.loads(sys.stdin.read()); s = (d.get("steps") or [d])[0]; l = s.get("latency_ms", {})
 print(sys.argv[1], sys.argv[2], s.get("cpu_us_per_delivery"), l.get("p50"), l.get("p99"), s.get("lost"))' \
@@ -93,15 +97,14 @@ fi
 
 for peer in wsgate nginx; do
   start_proxy "$peer"
-  run "proxy-$peer-idle" idle --url "$URL" "${PROXY_ARGS[@]}" --clients "$IDLE" \
+  run "proxy-$peer-idle" "$LOAD" idle --url "$URL" "${PROXY_ARGS[@]}" --clients "$IDLE" \
     --connect-rate 2000 --hold 3s --pid "$PROXY_PID"
   peer_stop
 done
 for round in $(seq "$ROUNDS"); do
   for peer in direct wsgate nginx; do
     start_proxy "$peer"
-    run "proxy-$peer-fanout-$round" fanout --url "$URL" "${PROXY_ARGS[@]}" --clients "$SUBS" \
-      --publishers 5 --rate "$RATE" --duration "$DURATION" --pid "$PROXY_PID"
+    run "proxy-$peer-fanout-$round" fanout
     peer_stop
   done
 done
